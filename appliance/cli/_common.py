@@ -1,0 +1,55 @@
+"""What every command shares: the resolved configuration, data directory and actor."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.config import Config, load_config, resolve_home
+from appliance.storage.home import Home
+
+
+class Env:
+    """Resolved lazily, so ``--help`` and bad-usage errors never touch the disk."""
+
+    def __init__(self, home_option: str | None, config_option: str | None) -> None:
+        self.home_option = home_option
+        self.config_option = config_option
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.config_option)
+
+    @cached_property
+    def home(self) -> Home:
+        return Home.from_config(resolve_home(self.config, self.home_option), self.config)
+
+    @property
+    def actor(self) -> str:
+        """Who the CLI acts as: the local OS user, recorded in audit entries."""
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = f"uid{os.getuid()}"
+        return f"local:{user}"
+
+
+pass_env = click.make_pass_decorator(Env)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=_default))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

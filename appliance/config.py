@@ -1,0 +1,197 @@
+"""Configuration: one YAML file, every key with a default.
+
+Each setting is a row of ``SETTINGS``: its dotted name, default, kind and
+help. A file may nest keys (``serving: {port: 8001}``) or spell them dotted
+(``serving.port: 8001``). An unknown key or a bad value is a ``ConfigError``
+that names the key and what is accepted. Configuration is read once, by the
+daemon's main or the CLI, and passed down.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+from appliance.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/appliance/appliance.yaml")
+DEFAULT_HOME = Path("/var/lib/appliance")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    kind: str = "str"  # str, int, float, bool, path, choice
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def describe_accepted(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        if self.kind in ("int", "float"):
+            word = "an integer" if self.kind == "int" else "a number"
+            bounds = []
+            if self.minimum is not None:
+                bounds.append(f">= {self.minimum:g}")
+            if self.maximum is not None:
+                bounds.append(f"<= {self.maximum:g}")
+            return word + (" " + " and ".join(bounds) if bounds else "")
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "path":
+            return "a filesystem path"
+        return "a string"
+
+    def coerce(self, value: Any) -> Any:
+        """Check one value from the file and return it in its proper type."""
+        bad = ConfigError(
+            f"config key '{self.name}': bad value {value!r}; expected {self.describe_accepted()}"
+        )
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise bad
+            return value
+        if self.kind in ("int", "float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad
+            if self.kind == "int" and not isinstance(value, int):
+                raise bad
+            if self.minimum is not None and value < self.minimum:
+                raise bad
+            if self.maximum is not None and value > self.maximum:
+                raise bad
+            return int(value) if self.kind == "int" else float(value)
+        if not isinstance(value, str) or not value:
+            raise bad
+        if self.kind == "choice" and value not in self.choices:
+            raise bad
+        return value
+
+
+def _s(name: str, default: Any, help: str, kind: str = "str", **kw: Any) -> Setting:
+    return Setting(name, default, help, kind, **kw)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    _s("home", str(DEFAULT_HOME), "Data directory; APPLIANCE_HOME and --home override it.", "path"),
+    _s("log_level", "info", "Log level of the daemons.", "choice",
+       choices=("debug", "info", "warning", "error")),
+    _s("storage.busy_timeout_ms", 5000,
+       "How long a writer waits for another process's SQLite lock before failing.", "int",
+       minimum=100, maximum=600_000),
+    _s("storage.synchronous", "full",
+       "SQLite synchronous mode of appliance.db: 'full' survives power loss with every commit.",
+       "choice", choices=("full", "normal")),
+    _s("doctor.min_free_disk_mb", 1024,
+       "doctor fails when the data directory's disk has less free space than this.", "int",
+       minimum=0),
+    _s("doctor.blob_sample", 20,
+       "How many blobs doctor re-hashes to check the store.", "int", minimum=0),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration: every setting, from the file or its default."""
+
+    values: Mapping[str, Any]
+    source: Path | None = None
+    from_file: frozenset[str] = field(default_factory=frozenset)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in SETTINGS_BY_NAME:
+            raise KeyError(name)
+        return self.values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config key {key!r} under '{prefix or 'top level'}' is not a string")
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and name not in SETTINGS_BY_NAME:
+            if not any(s.startswith(name + ".") for s in SETTINGS_BY_NAME):
+                yield name, value  # reported as unknown below
+                continue
+            yield from _flatten(value, name + ".")
+        else:
+            yield name, value
+
+
+def parse_config(data: Any, source: Path | None = None) -> Config:
+    """Validate a parsed YAML document and merge it over the defaults."""
+    if data is None:
+        data = {}
+    where = f" in {source}" if source else ""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"configuration{where} must be a mapping of keys to values")
+    values = {s.name: s.default for s in SETTINGS}
+    seen: set[str] = set()
+    for name, value in _flatten(data):
+        setting = SETTINGS_BY_NAME.get(name)
+        if setting is None:
+            close = difflib.get_close_matches(name, SETTINGS_BY_NAME, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown config key '{name}'{where}{hint} (see 'appliance config show')"
+            )
+        values[name] = setting.coerce(value)
+        seen.add(name)
+    return Config(values=values, source=source, from_file=frozenset(seen))
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("APPLIANCE_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the configuration file; a missing file means all defaults.
+
+    A file named explicitly (argument or ``APPLIANCE_CONFIG``) must exist.
+    """
+    explicit = bool(path) or bool(os.environ.get("APPLIANCE_CONFIG"))
+    p = config_path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {p} does not exist; create it or unset APPLIANCE_CONFIG")
+        return parse_config({})
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} can not be read: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {p} is not valid YAML{at}; fix it or remove it") from exc
+    return parse_config(data, source=p)
+
+
+def resolve_home(config: Config, cli_home: str | os.PathLike[str] | None = None) -> Path:
+    """--home beats APPLIANCE_HOME beats the config file's ``home`` beats the default."""
+    if cli_home:
+        return Path(cli_home).absolute()
+    env = os.environ.get("APPLIANCE_HOME")
+    if env:
+        return Path(env).absolute()
+    return Path(config["home"]).absolute()

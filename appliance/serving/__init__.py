@@ -1,0 +1,1 @@
+"""The serving engine: ONNX sessions, execution providers, batching."""

@@ -1,0 +1,1 @@
+"""Storage: the SQLite databases, their migrations, and the blob store."""

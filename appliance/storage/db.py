@@ -1,0 +1,118 @@
+"""Opening the SQLite databases.
+
+Opening sets the connection's pragmas (WAL, busy timeout, foreign keys,
+synchronous) and does nothing else: no table is created and no row written.
+Schema changes are migrations, applied by ``appliance init``.
+
+Transactions are explicit. ``immediate(db)`` takes the write lock up front
+(``BEGIN IMMEDIATE``), for every change where a read decides a write: claiming
+a job, moving an alias, appending an audit entry. sqlite-utils' write helpers
+join the open transaction instead of committing on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+import sqlite_utils
+
+from appliance.errors import StorageError
+
+APPLIANCE_DB = "appliance.db"
+MONITORING_DB = "monitoring.db"
+
+
+def storage_error(path: Path, exc: BaseException) -> StorageError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        "not a database" in text or "malformed" in text or "encrypted" in text
+    ):
+        return StorageError(
+            f"{path} is not a usable appliance database ({text}); restore it with "
+            "'appliance restore BACKUP' or move it aside and run 'appliance init'"
+        )
+    if "readonly" in text or "read-only" in text or getattr(exc, "errno", None) == errno.EROFS:
+        return StorageError(
+            f"{path} is read-only; give the appliance user write access or choose --home"
+        )
+    if "unable to open" in text:
+        return StorageError(
+            f"can not open {path}: {text}; run 'appliance init' or check the data directory"
+        )
+    return StorageError(f"database {path}: {text}")
+
+
+def connect(
+    path: str | Path,
+    *,
+    create: bool = False,
+    busy_timeout_ms: int = 5000,
+    synchronous: str = "full",
+) -> sqlite_utils.Database:
+    """Open a database file with the appliance's pragmas.
+
+    Without ``create`` the file must already exist (``appliance init`` makes
+    it), so a typo in --home is an error rather than a fresh empty database.
+    """
+    path = Path(path)
+    if synchronous not in ("full", "normal"):
+        raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+    mode = "rwc" if create else "rw"
+    try:
+        conn = sqlite3.connect(
+            f"file:{path}?mode={mode}",
+            uri=True,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except sqlite3.OperationalError as exc:
+        raise storage_error(path, exc) from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode_row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode_row is None or str(mode_row[0]).lower() != "wal":
+            raise StorageError(f"{path}: could not switch the database to WAL mode")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise storage_error(path, exc) from exc
+    return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+@contextlib.contextmanager
+def immediate(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """A write transaction that holds the write lock from its first statement.
+
+    Everything inside commits together or not at all. Nesting is refused:
+    a service function that needs a transaction takes the caller's.
+    """
+    if db.conn.in_transaction:
+        raise RuntimeError("immediate() called inside an open transaction")
+    try:
+        db.conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise StorageError(f"database is busy or unwritable: {exc}") from exc
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    try:
+        db.conn.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise StorageError(f"commit failed: {exc}") from exc
+
+
+def integrity_check(db: sqlite_utils.Database) -> list[str]:
+    """``PRAGMA integrity_check``: an empty list means the file is sound."""
+    rows = [r[0] for r in db.conn.execute("PRAGMA integrity_check").fetchall()]
+    return [] if rows == ["ok"] else rows

@@ -1,0 +1,1 @@
+"""Schema migrations, one module per area; see ``appliance.storage.migrations``."""

@@ -1,0 +1,1 @@
+"""Checks and facts about the appliance's own installation."""

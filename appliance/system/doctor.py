@@ -1,0 +1,158 @@
+"""``appliance doctor``: one line per check, and a verdict.
+
+Each check returns a ``Check``; a check that can not even run (the database
+is not a database, say) fails with the reason rather than raising, so one
+broken part never hides the state of the others.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import stat
+import sqlite3
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from appliance.config import Config
+from appliance.errors import ApplianceError
+from appliance.gpu.inventory import InventorySource, NvmlSource
+from appliance.storage import db as dbmod
+from appliance.storage import migrations
+from appliance.storage.home import DIR_MODE, KEYS_MODE, Home
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _database(home: Home, which: str) -> list[Check]:
+    path = home.db_path if which == "appliance" else home.monitoring_db_path
+    try:
+        db = home.db() if which == "appliance" else home.monitoring_db()
+    except ApplianceError as exc:
+        return [Check(f"{which}.db integrity", False, str(exc))]
+    try:
+        problems = dbmod.integrity_check(db)
+        checks = [
+            Check(
+                f"{which}.db integrity",
+                not problems,
+                "ok" if not problems else f"{path}: " + "; ".join(problems[:3]),
+            )
+        ]
+        todo = migrations.pending(db, which)
+        checks.append(
+            Check(
+                f"{which}.db migrations",
+                not todo,
+                f"current ({len(migrations.applied(db))} applied)"
+                if not todo
+                else f"{len(todo)} pending ({', '.join(todo[:3])}); run 'appliance init'",
+            )
+        )
+        return checks
+    except sqlite3.DatabaseError as exc:
+        return [Check(f"{which}.db integrity", False, str(dbmod.storage_error(path, exc)))]
+    finally:
+        db.close()
+
+
+def _blobs(home: Home, sample: int) -> Check:
+    store = home.blobs
+    digests = list(store.digests())
+    if not digests:
+        return Check("blob store", True, "empty")
+    picked = random.sample(digests, min(sample, len(digests)))
+    bad = [d for d in picked if not store.verify(d)]
+    if bad:
+        return Check(
+            "blob store", False,
+            f"{len(bad)} of {len(picked)} sampled blobs do not match their hash, "
+            f"e.g. {store.path(bad[0])}; restore from a backup",
+        )
+    return Check("blob store", True, f"{len(picked)} of {len(digests)} blobs re-hashed, all match")
+
+
+def _permissions(home: Home) -> Check:
+    problems = []
+    for path, widest in ((home.root, DIR_MODE), (home.keys_dir, KEYS_MODE),
+                         (home.blobs_dir, DIR_MODE), (home.jobs_dir, DIR_MODE)):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            problems.append(f"{path} missing")
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & ~widest:
+            problems.append(f"{path} is {mode:o}, wider than {widest:o}")
+        if not os.access(path, os.W_OK | os.X_OK):
+            problems.append(f"{path} is not writable by this user")
+    if problems:
+        return Check("permissions", False, "; ".join(problems))
+    return Check("permissions", True, "data directory, keys, blobs and jobs are private and writable")
+
+
+def _disk(home: Home, min_free_mb: int) -> Check:
+    usage = shutil.disk_usage(home.root)
+    free_mb = usage.free // (1024 * 1024)
+    ok = free_mb >= min_free_mb
+    return Check(
+        "free disk", ok,
+        f"{free_mb} MiB free on the data directory's disk"
+        + ("" if ok else f", below doctor.min_free_disk_mb = {min_free_mb}"),
+    )
+
+
+def _gpus(source: InventorySource) -> tuple[Check, Any]:
+    inv = source.read()
+    if not inv.gpus:
+        return Check("gpus", True, f"none ({inv.reason})"), inv
+    names = ", ".join(f"{g.index}: {g.name} {g.memory_total // 2**20} MiB" for g in inv.gpus)
+    return Check("gpus", True, f"{len(inv.gpus)} found, driver {inv.driver} ({names})"), inv
+
+
+def _providers(inventory: Any) -> Check:
+    from appliance.serving.providers import check_providers
+
+    result = check_providers(inventory)
+    ok = "CPUExecutionProvider" in result.usable
+    detail = "usable: " + (", ".join(result.usable) or "none")
+    if result.notes:
+        detail += " (" + "; ".join(result.notes) + ")"
+    return Check("onnxruntime providers", ok, detail)
+
+
+def run_checks(
+    home: Home, config: Config, gpu_source: InventorySource | None = None,
+    progress: Callable[[Check], None] | None = None,
+) -> list[Check]:
+    checks: list[Check] = []
+
+    def add(check: Check) -> None:
+        checks.append(check)
+        if progress:
+            progress(check)
+
+    if not home.root.is_dir():
+        add(Check("data directory", False,
+                  f"{home.root} does not exist; run 'appliance --home {home.root} init'"))
+        return checks
+    add(Check("data directory", True, str(home.root)))
+    for which in ("appliance", "monitoring"):
+        for c in _database(home, which):
+            add(c)
+    add(_blobs(home, config["doctor.blob_sample"]))
+    add(_permissions(home))
+    add(_disk(home, config["doctor.min_free_disk_mb"]))
+    gpu_check, inventory = _gpus(gpu_source or NvmlSource())
+    add(gpu_check)
+    add(_providers(inventory))
+    return checks
