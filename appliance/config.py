@@ -95,6 +95,10 @@ SETTINGS: tuple[Setting, ...] = (
        minimum=0),
     _s("doctor.blob_sample", 20,
        "How many blobs doctor re-hashes to check the store.", "int", minimum=0),
+    # --- datasets, registry, training ---
+    # --- queue, worker, scheduler, GPU placement ---
+    # --- audit, access control ---
+    # --- serving ---
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
