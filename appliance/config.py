@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import yaml
 
@@ -96,9 +97,91 @@ SETTINGS: tuple[Setting, ...] = (
     _s("doctor.blob_sample", 20,
        "How many blobs doctor re-hashes to check the store.", "int", minimum=0),
     # --- datasets, registry, training ---
+    _s("datasets.max_file_mb", 1024,
+       "Largest dataset file 'datasets add' accepts, in MiB.", "int", minimum=1),
+    _s("datasets.infer_rows", 1000,
+       "How many leading rows decide a column's type; later rows must then fit it.", "int",
+       minimum=1),
+    _s("datasets.profile_bins", 1000,
+       "Quantile bins per numeric column in a dataset's reference profile.", "int",
+       minimum=10, maximum=100_000),
+    _s("datasets.profile_top_k", 50,
+       "Categories counted one by one per categorical column; the rest count as 'other'.",
+       "int", minimum=1),
+    _s("training.threads", 1,
+       "CPU threads torch uses while training; fixed so that runs are reproducible.", "int",
+       minimum=1, maximum=256),
+    _s("training.parity_tolerance", 1e-5,
+       "Largest difference allowed between onnxruntime's and torch's outputs on the test split.",
+       "float", minimum=0),
+    _s("training.reproduce_tolerance", 1e-4,
+       "Largest metric difference 'runs reproduce' still calls 'within tolerance'.", "float",
+       minimum=0),
     # --- queue, worker, scheduler, GPU placement ---
+    _s("queue.lease_s", 30.0,
+       "How long a worker's claim on a running job lasts without a heartbeat; after it "
+       "runs out the job is queued again.", "float", minimum=0.5, maximum=3600),
+    _s("queue.max_attempts", 3,
+       "Default number of times a job is started before a lost lease fails it.", "int",
+       minimum=1, maximum=100),
+    _s("queue.timeout_s", 86400.0,
+       "Default wall-clock limit of one job attempt, in seconds.", "float",
+       minimum=0.1),
+    _s("queue.cpus", 0,
+       "CPUs the queue may hand out to running jobs at once; 0 means this server's CPU count.",
+       "int", minimum=0),
+    _s("worker.max_jobs", 1,
+       "Jobs one worker process runs at the same time.", "int", minimum=1, maximum=256),
+    _s("worker.poll_s", 1.0,
+       "How often an idle worker looks for work, in seconds.", "float",
+       minimum=0.01, maximum=60),
+    _s("worker.shutdown_grace_s", 30.0,
+       "On SIGTERM, how long a worker lets running jobs finish before handing them back.",
+       "float", minimum=0),
+    _s("worker.kill_grace_s", 10.0,
+       "How long a job's process group has between SIGTERM and SIGKILL when it is stopped.",
+       "float", minimum=0),
+    _s("scheduler.lock_s", 30.0,
+       "How long the scheduler's single-instance lock lasts without renewal.", "float",
+       minimum=1, maximum=3600),
+    _s("scheduler.sync_s", 10.0,
+       "How often the scheduler re-reads the schedules table for changes, in seconds.",
+       "float", minimum=0.1, maximum=3600),
+    _s("gpu.reserve_mb", 0,
+       "GPU memory (MiB) per GPU that the queue never hands to jobs, as headroom.", "int",
+       minimum=0),
+    _s("gpu.inventory_file", "",
+       "Read the GPU inventory from this JSON file instead of NVML, to simulate GPUs when "
+       "planning or testing; empty means NVML.", "path"),
     # --- audit, access control ---
     # --- serving ---
+    _s("serving.host", "127.0.0.1", "Address the inference server listens on.", "str"),
+    _s("serving.port", 8001, "TCP port of the inference server.", "int", minimum=0, maximum=65535),
+    _s("serving.max_batch_size", 64,
+       "Most rows one onnxruntime run takes when concurrent requests are merged; also the most "
+       "rows one request may send.", "int", minimum=1, maximum=65536),
+    _s("serving.max_queue_delay_us", 0,
+       "How long a batch waits for more requests before it runs; 0 runs what is queued at once.",
+       "int", minimum=0, maximum=1_000_000),
+    _s("serving.queue_capacity", 1024,
+       "Requests queued per model version before new ones get 503 with Retry-After.", "int",
+       minimum=1),
+    _s("serving.max_body_bytes", 64 * 1024 * 1024,
+       "Largest request body accepted; a larger one gets 413.", "int", minimum=1024),
+    _s("serving.intra_op_threads", 0,
+       "onnxruntime threads per session; 0 means one per CPU core.", "int", minimum=0,
+       maximum=1024),
+    _s("serving.sample_rate", 0.01,
+       "Fraction of requests whose inputs and outputs are kept in the request log.", "float",
+       minimum=0.0, maximum=1.0),
+    _s("serving.anonymous_loopback", True,
+       "Allow inference without a token from loopback clients.", "bool"),
+    _s("serving.poll_interval_s", 0.5,
+       "How often the server checks whether a model alias moved.", "float", minimum=0.05,
+       maximum=60.0),
+    _s("serving.log_queue_capacity", 100_000,
+       "Request-log rows held in memory for the background writer; beyond it rows are dropped "
+       "and counted.", "int", minimum=100),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -178,7 +261,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         if explicit:
-            raise ConfigError(f"config file {p} does not exist; create it or unset APPLIANCE_CONFIG")
+            raise ConfigError(
+                f"config file {p} does not exist; create it or unset APPLIANCE_CONFIG"
+            ) from None
         return parse_config({})
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {p} can not be read: {exc}") from exc

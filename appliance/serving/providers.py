@@ -9,6 +9,7 @@ provider counts as usable only when a real session on a tiny model ran on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from appliance.gpu.inventory import Inventory
@@ -36,7 +37,6 @@ def ort_errors() -> tuple[type[BaseException], ...]:
 
 
 def _tiny_model() -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])

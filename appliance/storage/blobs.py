@@ -14,8 +14,9 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from appliance.errors import BadInput, NotFound, OperationFailed, StorageError
 

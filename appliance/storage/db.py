@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import sqlite_utils
 

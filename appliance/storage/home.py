@@ -32,7 +32,7 @@ class Home:
     synchronous: str = "full"
 
     @classmethod
-    def from_config(cls, root: Path, config: Config) -> "Home":
+    def from_config(cls, root: Path, config: Config) -> Home:
         return cls(
             root=Path(root),
             busy_timeout_ms=config["storage.busy_timeout_ms"],
@@ -96,7 +96,7 @@ def _mkdir(path: Path, mode: int) -> bool:
         return True
     except FileExistsError:
         if not path.is_dir():
-            raise StorageError(f"{path} exists and is not a directory; move it aside")
+            raise StorageError(f"{path} exists and is not a directory; move it aside") from None
         return False
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import sqlite_utils
 
@@ -76,7 +76,7 @@ def migrate(db: sqlite_utils.Database, database: str) -> list[str]:
             migration.apply(db)
             db.execute(
                 "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                [migration.name, datetime.now(timezone.utc).isoformat()],
+                [migration.name, datetime.now(UTC).isoformat()],
             )
         ran.append(migration.name)
     return ran

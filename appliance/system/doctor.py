@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import stat
 import sqlite3
+import stat
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 from appliance.config import Config
 from appliance.errors import ApplianceError

@@ -1,0 +1,160 @@
+"""Configuration and the CLI's contract: exit codes, one-line errors, --home precedence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from appliance.cli import main
+from appliance.config import SETTINGS, load_config, parse_config, resolve_home
+from appliance.errors import ConfigError
+
+
+def test_defaults_when_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("APPLIANCE_CONFIG")
+    cfg = load_config(None) if not Path("/etc/appliance/appliance.yaml").exists() else parse_config({})
+    assert cfg["storage.busy_timeout_ms"] == 5000
+    assert set(cfg) == {s.name for s in SETTINGS}
+
+
+def test_nested_and_dotted_keys(tmp_path: Path) -> None:
+    cfg = parse_config({"storage": {"busy_timeout_ms": 900}, "doctor.blob_sample": 3})
+    assert cfg["storage.busy_timeout_ms"] == 900 and cfg["doctor.blob_sample"] == 3
+    assert cfg.from_file == {"storage.busy_timeout_ms", "doctor.blob_sample"}
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ({"storage": {"busy_timout_ms": 1}}, ["unknown config key 'storage.busy_timout_ms'",
+                                             "did you mean 'storage.busy_timeout_ms'"]),
+        ({"nonsense": 1}, ["unknown config key 'nonsense'"]),
+        ({"log_level": "loud"}, ["'log_level'", "one of debug, info, warning, error"]),
+        ({"storage": {"busy_timeout_ms": "fast"}}, ["'storage.busy_timeout_ms'", "an integer"]),
+        ({"storage": {"busy_timeout_ms": 1}}, ["'storage.busy_timeout_ms'", ">= 100"]),
+        ({"doctor": {"blob_sample": True}}, ["'doctor.blob_sample'"]),
+        ([1, 2], ["must be a mapping"]),
+    ],
+)
+def test_bad_config_names_the_key(data: object, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_config_file_that_is_not_yaml(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("home: [unclosed\n  - x: : y\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert str(bad) in str(err.value) and "line" in str(err.value)
+
+
+def test_home_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = parse_config({"home": str(tmp_path / "from-config")})
+    assert resolve_home(cfg) == tmp_path / "from-config"
+    monkeypatch.setenv("APPLIANCE_HOME", str(tmp_path / "from-env"))
+    assert resolve_home(cfg) == tmp_path / "from-env"
+    assert resolve_home(cfg, tmp_path / "from-flag") == tmp_path / "from-flag"
+    assert resolve_home(parse_config({}), None) == tmp_path / "from-env"
+
+
+def _run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def test_init_twice_then_doctor(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    first = _run("--home", str(home), "init")
+    assert first.exit_code == 0, first.output
+    assert "initialised" in first.output
+    second = _run("--home", str(home), "init")
+    assert second.exit_code == 0 and "already initialised" in second.output
+    doc = _run("--home", str(home), "doctor", "--json")
+    assert doc.exit_code == 0, doc.output
+    report = json.loads(doc.output)
+    names = {c["name"] for c in report["checks"]}
+    assert {"appliance.db integrity", "appliance.db migrations", "blob store", "permissions",
+            "free disk", "gpus", "onnxruntime providers"} <= names
+    assert report["ok"] is True
+
+
+def test_app_home_env_is_used(tmp_path: Path) -> None:
+    result = _run("init", env={"APPLIANCE_HOME": str(tmp_path / "envhome")})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "envhome" / "appliance.db").is_file()
+
+
+def test_doctor_on_a_missing_home_fails_with_advice(tmp_path: Path) -> None:
+    result = _run("--home", str(tmp_path / "nothing"), "doctor")
+    assert result.exit_code == 1
+    assert "appliance --home" in result.output and "init" in result.output
+
+
+def test_doctor_names_a_corrupt_database(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert _run("--home", str(home), "init").exit_code == 0
+    (home / "appliance.db-wal").unlink(missing_ok=True)
+    (home / "appliance.db-shm").unlink(missing_ok=True)
+    (home / "appliance.db").write_bytes(b"garbage" * 1000)
+    result = _run("--home", str(home), "doctor")
+    assert result.exit_code == 1
+    assert f"{home / 'appliance.db'} is not a usable appliance database" in result.output
+    assert "monitoring.db integrity: ok" in result.output  # one broken part hides nothing else
+
+
+def test_doctor_names_a_damaged_blob(tmp_path: Path) -> None:
+    from appliance.storage.blobs import BlobStore
+
+    home = tmp_path / "h"
+    assert _run("--home", str(home), "init").exit_code == 0
+    store = BlobStore(home / "blobs")
+    digest = store.put_bytes(b"model bytes")
+    path = store.path(digest)
+    path.chmod(0o644)
+    path.write_bytes(b"model bytez")
+    result = _run("--home", str(home), "doctor")
+    assert result.exit_code == 1
+    assert "FAIL blob store" in result.output and digest in result.output
+
+
+def test_bad_config_is_exit_2_with_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("storage:\n  busy_timeout_ms: soon\n")
+    result = _run("--config", str(cfg), "--home", str(tmp_path / "h"), "init")
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "storage.busy_timeout_ms" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "h").exists()  # nothing half-done
+
+
+def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
+    result = _run("--config", str(tmp_path / "nope.yaml"), "config", "show")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_config_show(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("doctor:\n  blob_sample: 7\n")
+    result = _run("--config", str(cfg), "config", "show", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["settings"]["doctor.blob_sample"] == 7
+    assert data["source"] == str(cfg)
+    text = _run("--config", str(cfg), "config", "show").output
+    assert "doctor.blob_sample: 7  # file" in text
+
+
+def test_usage_error_is_exit_2() -> None:
+    assert _run("no-such-command").exit_code == 2
+    assert _run("init", "--bogus").exit_code == 2
+
+
+def test_help_and_version() -> None:
+    result = _run("--help")
+    assert result.exit_code == 0 and "init" in result.output and "doctor" in result.output
+    assert _run("--version").exit_code == 0
