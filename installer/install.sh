@@ -6,7 +6,22 @@
 #                                  root. Installs from wheelhouse/ with hash checking when it
 #                                  holds the wheels, else from the configured package index.
 #
-# Safe to run again: an existing .venv is reused and brought up to date.
+#   installer/install.sh [--pubkey KEY.pem] [--root DIR] [--admin NAME] BUNDLE.tar.gz
+#                                  install a bundle on a server (as root). The bundle's
+#                                  signature and every file's hash are checked before anything
+#                                  in it runs; pip never reaches a network. Installing the same
+#                                  version again changes nothing.
+#   installer/install.sh --upgrade [--pubkey KEY.pem] [--root DIR] BUNDLE.tar.gz
+#                                  install a newer version beside the current one, migrate,
+#                                  switch /opt/appliance/current atomically, restart services.
+#   installer/install.sh --rollback [--root DIR]
+#                                  switch back to the previous version.
+#   installer/install.sh --uninstall [--purge] [--root DIR]
+#                                  remove the programs and units; keep the data unless --purge.
+#
+# --root DIR installs under DIR instead of / (for staging and tests): no system user, no
+# systemctl. --pubkey names the vendor's public key explicitly; by default the keys in
+# installer/trusted-keys/ next to this script are trusted.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,7 +30,7 @@ lock="$here/requirements.lock"
 wheelhouse="$root/wheelhouse"
 
 usage() {
-    echo "usage: installer/install.sh --dev" >&2
+    echo "usage: installer/install.sh --dev | [--upgrade] [--pubkey KEY] [--root DIR] BUNDLE | --rollback | --uninstall [--purge]  (see --help)" >&2
     exit 2
 }
 
@@ -64,8 +79,244 @@ install_dev() {
     echo "install: done; the CLI is $venv/bin/appliance"
 }
 
-case "${1:-}" in
-    --dev) install_dev ;;
-    -h|--help) sed -n '2,10p' "$0" ;;
-    *) usage ;;
+# ---------------------------------------------------------------------------------------
+# Server installation.
+
+R=""            # --root prefix
+pubkey=""
+admin="admin"
+purge=0
+
+paths() {
+    OPT="$R/opt/appliance"
+    ETC="$R/etc/appliance"
+    DATA="$R/var/lib/appliance"
+    UNITS="$R/etc/systemd/system"
+    SYSUSERS="$R/usr/lib/sysusers.d"
+    TMPFILES="$R/usr/lib/tmpfiles.d"
+}
+
+as_service_user() {
+    # Run a command as the service user on a real server; as ourselves under --root.
+    if [ -z "$R" ] && [ "$(id -u)" = 0 ] && id appliance >/dev/null 2>&1; then
+        runuser -u appliance -- "$@"
+    else
+        "$@"
+    fi
+}
+
+systemd_running() {
+    [ -z "$R" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+}
+
+# Unpack and verify BUNDLE into a fresh directory; print that directory's bundle folder.
+# Nothing from the bundle is executed here: tar lists and extracts, openssl checks the
+# signature of SHA256SUMS, sha256sum checks every file, and the file list must match exactly.
+verify_bundle() {
+    local bundle="$1" dest="$2" names top keyfiles=() key ok=0
+    [ -f "$bundle" ] || die "$bundle: no such bundle file"
+    names="$(tar -tzf "$bundle" 2>/dev/null)" || die "$bundle is not a gzip'd tar bundle"
+    if printf '%s\n' "$names" | grep -qE '(^/|(^|/)\.\.(/|$))'; then
+        die "$bundle holds a path outside its folder; refusing"
+    fi
+    top="$(printf '%s\n' "$names" | cut -d/ -f1 | sort -u)"
+    [ "$(printf '%s\n' "$top" | wc -l)" = 1 ] || die "$bundle must hold exactly one top folder"
+    case "$top" in appliance-*) ;; *) die "$bundle: unexpected top folder $top" ;; esac
+    tar -xzf "$bundle" -C "$dest" --no-same-owner --no-same-permissions \
+        || die "can not unpack $bundle"
+    local dir="$dest/$top"
+    if find "$dir" ! -type f ! -type d | grep -q .; then
+        die "$bundle holds links or special files; refusing"
+    fi
+    [ -f "$dir/SHA256SUMS" ] && [ -f "$dir/SHA256SUMS.sig" ] \
+        || die "$bundle has no SHA256SUMS and signature; refusing"
+    if [ -n "$pubkey" ]; then
+        keyfiles=("$pubkey")
+    else
+        shopt -s nullglob
+        keyfiles=("$here"/trusted-keys/*.pem)
+        shopt -u nullglob
+    fi
+    [ "${#keyfiles[@]}" -gt 0 ] || die "no trusted vendor key (installer/trusted-keys/*.pem or --pubkey)"
+    for key in "${keyfiles[@]}"; do
+        if openssl pkeyutl -verify -rawin -pubin -inkey "$key" -in "$dir/SHA256SUMS" \
+            -sigfile "$dir/SHA256SUMS.sig" >/dev/null 2>&1; then
+            ok=1
+            echo "install: signature verified with $(basename "$key")" \
+                "(sha256 $(openssl pkey -pubin -in "$key" -outform DER 2>/dev/null | sha256sum | cut -c1-16)...)" >&2
+            break
+        fi
+    done
+    [ "$ok" = 1 ] || die "the bundle's signature does not verify with the trusted vendor key; refusing"
+    (cd "$dir" && sha256sum --check --strict --quiet SHA256SUMS >/dev/null 2>&1) \
+        || die "a file of the bundle does not match SHA256SUMS; refusing"
+    local listed present
+    listed="$(sed -E 's/^[0-9a-f]{64}  //' "$dir/SHA256SUMS" | LC_ALL=C sort)"
+    present="$(cd "$dir" && find . -type f ! -name SHA256SUMS ! -name SHA256SUMS.sig -printf '%P\n' | LC_ALL=C sort)"
+    [ "$listed" = "$present" ] || die "the bundle holds a file that SHA256SUMS does not list; refusing"
+    printf '%s\n' "$dir"
+}
+
+bundle_version() {
+    sed -nE 's/^ *"version": "([^"]+)",?$/\1/p' "$1/MANIFEST.json" | tail -n 1
+}
+
+install_programs() {
+    # Make $OPT/<version> from a verified bundle folder; no-op when it is already there.
+    local dir="$1" version="$2" target py
+    target="$OPT/$version"
+    if [ -x "$target/bin/appliance" ] && [ -f "$target/.installed" ]; then
+        echo "install: $version is already installed at $target"
+        return 0
+    fi
+    py="$(python_bin)"
+    # Built in place (a venv records its own path); only a finished one gets .installed,
+    # and only then can current point at it.
+    rm -rf "$target"
+    mkdir -p "$OPT"
+    "$py" -m venv "$target" || { rm -rf "$target"; die "can not create a venv (apt-get install python3-venv)"; }
+    PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 "$target/bin/python" -m pip install \
+        --disable-pip-version-check --quiet --no-index --find-links "$dir/wheelhouse" \
+        --require-hashes --only-binary :all: -r "$dir/installer/requirements.lock" \
+        || { rm -rf "$target"; die "pip could not install the locked wheels"; }
+    PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 "$target/bin/python" -m pip install \
+        --disable-pip-version-check --quiet --no-index --no-deps "$dir"/wheelhouse/appliance-*.whl \
+        || { rm -rf "$target"; die "pip could not install the appliance wheel"; }
+    mkdir -p "$target/share/doc/appliance" "$target/share/appliance"
+    cp "$dir"/docs/*.md "$target/share/doc/appliance/"
+    cp "$dir"/systemd/* "$target/share/appliance/"
+    cp "$dir/MANIFEST.json" "$target/share/appliance/"
+    touch "$target/.installed"
+}
+
+switch_current() {
+    # Point $OPT/current at a version atomically (rename over the old link).
+    local version="$1"
+    if [ -L "$OPT/current" ]; then
+        ln -sfn "$(readlink "$OPT/current")" "$OPT/.previous.tmp" && mv -T "$OPT/.previous.tmp" "$OPT/previous"
+    fi
+    ln -sfn "$version" "$OPT/.current.tmp" && mv -T "$OPT/.current.tmp" "$OPT/current"
+}
+
+setup_system() {
+    mkdir -p "$ETC" "$DATA" "$UNITS" "$SYSUSERS" "$TMPFILES"
+    install -m 0644 "$OPT/current/share/appliance/appliance.sysusers.conf" "$SYSUSERS/appliance.conf"
+    install -m 0644 "$OPT/current/share/appliance/appliance.tmpfiles.conf" "$TMPFILES/appliance.conf"
+    if [ -z "$R" ]; then
+        if command -v systemd-sysusers >/dev/null 2>&1; then
+            systemd-sysusers "$SYSUSERS/appliance.conf"
+        elif ! id appliance >/dev/null 2>&1; then
+            useradd --system --home-dir /var/lib/appliance --shell /usr/sbin/nologin appliance
+        fi
+        chown appliance:appliance "$DATA"
+        chown root:appliance "$ETC"
+    fi
+    chmod 0750 "$DATA" "$ETC"
+    [ -f "$ETC/appliance.yaml" ] || printf '# Every key has a default; see docs/configuration.md.\n{}\n' > "$ETC/appliance.yaml"
+    as_service_user env APPLIANCE_CONFIG="$ETC/appliance.yaml" "$OPT/current/bin/appliance" --home "$DATA" init
+    for unit in "$OPT"/current/share/appliance/*.service; do
+        install -m 0644 "$unit" "$UNITS/$(basename "$unit")"
+    done
+}
+
+first_admin() {
+    # Create the first admin once; the password is read from stdin when it is not a terminal,
+    # otherwise a one-time password is printed.
+    local cli=("$OPT/current/bin/appliance" --home "$DATA")
+    if as_service_user env APPLIANCE_CONFIG="$ETC/appliance.yaml" "${cli[@]}" users list --json 2>/dev/null | grep -q '"role": "admin"'; then
+        return 0
+    fi
+    if ! as_service_user "${cli[@]}" users --help >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ -t 0 ]; then
+        as_service_user env APPLIANCE_CONFIG="$ETC/appliance.yaml" "${cli[@]}" users add "$admin" --role admin --generate-password
+    else
+        as_service_user env APPLIANCE_CONFIG="$ETC/appliance.yaml" "${cli[@]}" users add "$admin" --role admin --password-stdin
+    fi
+}
+
+services() {
+    local action="$1"
+    systemd_running || { echo "install: systemd is not running here; start the units yourself"; return 0; }
+    systemctl daemon-reload
+    case "$action" in
+        enable) systemctl enable --now appliance-console appliance-serving appliance-worker appliance-scheduler ;;
+        restart) systemctl restart appliance-console appliance-serving appliance-worker appliance-scheduler ;;
+        stop) systemctl disable --now appliance-console appliance-serving appliance-worker appliance-scheduler || true ;;
+    esac
+}
+
+install_bundle() {
+    local mode="$1" bundle="$2" work dir version
+    paths
+    if [ -z "$R" ] && [ "$(id -u)" != 0 ]; then die "run as root (or use --root DIR to stage)"; fi
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' EXIT
+    dir="$(verify_bundle "$bundle" "$work")"
+    version="$(bundle_version "$dir")"
+    [ -n "$version" ] || die "the bundle's MANIFEST.json names no version"
+    if [ "$mode" = install ] && [ -L "$OPT/current" ] && [ "$(readlink "$OPT/current")" != "$version" ]; then
+        die "$(readlink "$OPT/current") is installed; use --upgrade to move to $version"
+    fi
+    install_programs "$dir" "$version"
+    if [ "$(readlink "$OPT/current" 2>/dev/null)" != "$version" ]; then
+        switch_current "$version"
+    fi
+    setup_system
+    first_admin
+    if [ "$mode" = upgrade ]; then services restart; else services enable; fi
+    echo "install: appliance $version is installed ($OPT/current)"
+}
+
+rollback() {
+    paths
+    [ -L "$OPT/previous" ] || die "no previous version to roll back to"
+    local prev cur
+    prev="$(readlink "$OPT/previous")"
+    cur="$(readlink "$OPT/current")"
+    ln -sfn "$prev" "$OPT/.current.tmp" && mv -T "$OPT/.current.tmp" "$OPT/current"
+    ln -sfn "$cur" "$OPT/.previous.tmp" && mv -T "$OPT/.previous.tmp" "$OPT/previous"
+    services restart
+    echo "install: rolled back from $cur to $prev"
+}
+
+uninstall() {
+    paths
+    services stop
+    rm -f "$UNITS"/appliance-*.service "$SYSUSERS/appliance.conf" "$TMPFILES/appliance.conf"
+    rm -rf "$OPT"
+    if [ "$purge" = 1 ]; then
+        rm -rf "$DATA" "$ETC"
+        echo "install: removed the programs, the configuration and the data"
+    else
+        echo "install: removed the programs; the data in $DATA and $ETC is kept (--purge removes it)"
+    fi
+}
+
+# No host pip configuration may add an index or a folder of wheels.
+while IFS= read -r var; do unset "$var"; done < <(env | sed -n 's/^\(PIP_[A-Z_]*\)=.*/\1/p')
+
+mode="" bundle=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dev) mode=dev; shift ;;
+        --upgrade) mode=upgrade; shift ;;
+        --rollback) mode=rollback; shift ;;
+        --uninstall) mode=uninstall; shift ;;
+        --purge) purge=1; shift ;;
+        --root) [ $# -ge 2 ] || usage; R="$(realpath -m "$2")"; shift 2 ;;
+        --pubkey) [ $# -ge 2 ] || usage; pubkey="$(realpath "$2")"; shift 2 ;;
+        --admin) [ $# -ge 2 ] || usage; admin="$2"; shift 2 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -*) usage ;;
+        *) [ -z "$bundle" ] || usage; bundle="$1"; shift ;;
+    esac
+done
+case "$mode" in
+    dev) install_dev ;;
+    upgrade) [ -n "$bundle" ] || usage; install_bundle upgrade "$bundle" ;;
+    rollback) rollback ;;
+    uninstall) uninstall ;;
+    "") [ -n "$bundle" ] || usage; install_bundle install "$bundle" ;;
 esac

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Build the offline bundle, on a connected machine.
+#
+#   installer/build-bundle.sh --key VENDOR_KEY.pem [--out DIR] [--wheelhouse DIR]
+#
+# 1. downloads every wheel of installer/requirements.lock for Linux x86_64 / CPython 3.11
+#    (hash-checked) into wheelhouse/, unless --wheelhouse names a folder that already holds
+#    them, and builds the appliance's own wheel;
+# 2. stages appliance-<version>/ with the wheels, the installer, the lock, the systemd units
+#    and the docs, and writes MANIFEST.json (name, version and sha256 of every wheel; sha256
+#    of every file) and SHA256SUMS;
+# 3. signs SHA256SUMS with the Ed25519 vendor key (SHA256SUMS.sig) and packs one tarball,
+#    appliance-<version>.tar.gz, byte-for-byte reproducible from the same inputs.
+#
+# Needs: python3 (3.11), openssl 3, GNU tar, gzip, sha256sum.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+key="" out="$root/dist" wheels=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --key) key="$2"; shift 2 ;;
+        --out) out="$2"; shift 2 ;;
+        --wheelhouse) wheels="$2"; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "build-bundle: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ -n "$key" ] || { echo "build-bundle: --key VENDOR_KEY.pem is required" >&2; exit 2; }
+[ -r "$key" ] || { echo "build-bundle: can not read $key" >&2; exit 2; }
+
+py="${PYTHON:-python3.11}"
+command -v "$py" >/dev/null 2>&1 || py=python3
+version="$("$py" -c 'import re,sys; print(re.search(r"__version__ = \"([^\"]+)\"", open(sys.argv[1]).read()).group(1))' "$root/appliance/__init__.py")"
+name="appliance-$version"
+epoch="${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}"
+export SOURCE_DATE_EPOCH="$epoch"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+stage="$work/$name"
+mkdir -p "$stage/wheelhouse" "$out"
+
+if [ -z "$wheels" ]; then
+    wheels="$root/wheelhouse"
+    echo "build-bundle: downloading the locked wheels into $wheels"
+    PIP_CONFIG_FILE=/dev/null "$py" -m pip download --quiet --only-binary=:all: --no-deps \
+        --require-hashes --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 --platform linux_x86_64 --python-version 3.11 \
+        --implementation cp -d "$wheels" -r "$here/requirements.lock"
+fi
+echo "build-bundle: checking the wheels against the lock"
+"$py" "$here/bundle_tool.py" select --lock "$here/requirements.lock" --wheels "$wheels" \
+    --dest "$stage/wheelhouse"
+echo "build-bundle: building the appliance wheel"
+"$py" -m pip wheel --quiet --no-deps --no-build-isolation -w "$stage/wheelhouse" "$root" >/dev/null
+
+mkdir -p "$stage/installer" "$stage/systemd" "$stage/docs"
+cp "$here/install.sh" "$here/requirements.lock" "$here/bundle_tool.py" "$stage/installer/"
+cp "$root"/systemd/* "$stage/systemd/"
+cp "$root"/docs/*.md "$stage/docs/"
+cp "$root/README.md" "$stage/"
+"$py" "$here/bundle_tool.py" manifest --dir "$stage" --version "$version"
+(cd "$stage" && find . -type f ! -name SHA256SUMS ! -name SHA256SUMS.sig -printf '%P\n' \
+    | LC_ALL=C sort | xargs -d '\n' sha256sum > SHA256SUMS)
+openssl pkeyutl -sign -rawin -inkey "$key" -in "$stage/SHA256SUMS" -out "$stage/SHA256SUMS.sig"
+find "$stage" -exec touch -h -d "@$epoch" {} +
+tarball="$out/$name.tar.gz"
+tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner --mode='u+rw,go=rX' \
+    -C "$work" -cf - "$name" | gzip -9n > "$tarball.partial"
+mv "$tarball.partial" "$tarball"
+echo "build-bundle: wrote $tarball ($(sha256sum "$tarball" | cut -c1-16)...)"
