@@ -54,7 +54,7 @@ echo "build-bundle: checking the wheels against the lock"
 "$py" "$here/bundle_tool.py" select --lock "$here/requirements.lock" --wheels "$wheels" \
     --dest "$stage/wheelhouse"
 echo "build-bundle: building the appliance wheel"
-"$py" -m pip wheel --quiet --no-deps --no-build-isolation -w "$stage/wheelhouse" "$root" >/dev/null
+"$py" -m pip wheel --quiet --no-deps -w "$stage/wheelhouse" "$root" >/dev/null
 
 mkdir -p "$stage/installer" "$stage/systemd" "$stage/docs"
 cp "$here/install.sh" "$here/requirements.lock" "$here/bundle_tool.py" "$stage/installer/"

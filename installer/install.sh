@@ -65,8 +65,9 @@ install_dev() {
         echo "install: installing the locked dependencies from wheelhouse/ (hash-checked, no network)"
         PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --no-index --find-links "$wheelhouse" \
             --require-hashes --only-binary :all: -r "$lock"
+        # The editable install's build backend (setuptools) comes from wheelhouse/ too.
         PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --no-index --find-links "$wheelhouse" \
-            --no-build-isolation --no-deps -e "$root"
+            --no-deps -e "$root"
         if compgen -G "$wheelhouse/pytest-*.whl" >/dev/null; then
             PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --no-index --find-links "$wheelhouse" \
                 -e "$root[test]"
@@ -158,7 +159,10 @@ verify_bundle() {
 }
 
 bundle_version() {
-    sed -nE 's/^ *"version": "([^"]+)",?$/\1/p' "$1/MANIFEST.json" | tail -n 1
+    # The signed top folder is appliance-<version>.
+    local name
+    name="$(basename "$1")"
+    printf '%s\n' "${name#appliance-}"
 }
 
 install_programs() {
@@ -248,14 +252,14 @@ services() {
 }
 
 install_bundle() {
-    local mode="$1" bundle="$2" work dir version
+    local mode="$1" bundle="$2" dir version
     paths
     if [ -z "$R" ] && [ "$(id -u)" != 0 ]; then die "run as root (or use --root DIR to stage)"; fi
     work="$(mktemp -d)"
-    trap 'rm -rf "$work"' EXIT
+    trap 'rm -rf "${work:-}"' EXIT
     dir="$(verify_bundle "$bundle" "$work")"
     version="$(bundle_version "$dir")"
-    [ -n "$version" ] || die "the bundle's MANIFEST.json names no version"
+    [ -n "$version" ] || die "the bundle's folder names no version"
     if [ "$mode" = install ] && [ -L "$OPT/current" ] && [ "$(readlink "$OPT/current")" != "$version" ]; then
         die "$(readlink "$OPT/current") is installed; use --upgrade to move to $version"
     fi
