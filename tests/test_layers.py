@@ -19,6 +19,7 @@ PREFIXES = [
     ("appliance.config", STORAGE),
     ("appliance.storage", STORAGE),
     ("appliance.cli", EDGES),
+    ("appliance.__main__", EDGES),
     ("appliance.console", EDGES),
     ("appliance.serving.http", EDGES),
     ("appliance.serving.app", EDGES),

@@ -1,0 +1,234 @@
+"""``appliance models import|list|show|alias|unalias|history|tag|describe``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from appliance import registry
+from appliance.cli._common import Env, echo_json, pass_env
+from appliance.training import get_run
+
+
+@click.group("models")
+def models_group() -> None:
+    """The model registry: versions, aliases and their history, tags."""
+
+
+@models_group.command("import")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--description", default="", help="What this version is, for the registry.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
+@pass_env
+def models_import(env: Env, name: str, file: str, description: str, as_json: bool) -> None:
+    """Register an ONNX model made elsewhere as the next version of NAME.
+
+    It must pass onnx.checker and one inference on zeros; prints NAME@VERSION.
+    """
+    db = env.home.db()
+    try:
+        mv = registry.import_model(db, env.home.blobs, name, file, actor=env.actor,
+                                   description=description)
+    finally:
+        db.close()
+    if as_json:
+        echo_json(mv.as_dict())
+    else:
+        click.echo(mv.ref)
+
+
+@models_group.command("list")
+@click.argument("name", required=False)
+@click.option("--limit", default=None, type=int, help="With NAME: show only the newest N versions.")
+@click.option("--json", "as_json", is_flag=True, help="Print the models or versions as JSON.")
+@pass_env
+def models_list(env: Env, name: str | None, limit: int | None, as_json: bool) -> None:
+    """List models, or with NAME the versions of one model (newest first)."""
+    db = env.home.db()
+    try:
+        rows = registry.list_versions(db, name, limit=limit) if name else registry.list_models(db)
+    finally:
+        db.close()
+    if as_json:
+        echo_json(rows)
+        return
+    if name:
+        click.echo(f"{'VERSION':>7} {'SOURCE':<7} {'RUN':>5} {'ALIASES':<24} CREATED")
+        for r in rows:
+            click.echo(f"{r['version']:>7} {r['source']:<7} {r['run_id'] or '-':>5} "
+                       f"{','.join(r['aliases']) or '-':<24} {r['created_at'][:19]} "
+                       f"{r['created_by']}")
+        return
+    if not rows:
+        click.echo("no models; train one with 'appliance train RECIPE.yaml' or "
+                   "'appliance models import NAME FILE.onnx'")
+        return
+    click.echo(f"{'NAME':<24} {'LATEST':>6} {'VERSIONS':>8}  ALIASES")
+    for r in rows:
+        aliases = " ".join(f"{a}={v}" for a, v in r["aliases"].items()) or "-"
+        click.echo(f"{r['name']:<24} {r['latest'] or '-':>6} {r['versions']:>8}  {aliases}")
+
+
+def _lineage(env: Env, mv: registry.ModelVersion, db: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"model_version": mv.as_dict()}
+    if mv.run_id is not None:
+        run = get_run(db, mv.run_id)
+        info["run"] = {k: run.as_dict()[k] for k in (
+            "id", "status", "dataset", "dataset_digest", "code_hash", "env_hash", "seed",
+            "device", "started_at", "ended_at", "actor", "weights_digest")}
+    info["alias_history"] = [h for h in registry.alias_history(db, mv.name)
+                             if h["version"] == mv.version or h["previous"] == mv.version]
+    return info
+
+
+@models_group.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print the version and lineage as JSON.")
+@pass_env
+def models_show(env: Env, ref: str, as_json: bool) -> None:
+    """Show NAME@VERSION or NAME@ALIAS (NAME: production, else the latest) with its lineage.
+
+    Lineage: the dataset and run that made it, metrics, signature, and who moved
+    which alias to or from it when.
+    """
+    db = env.home.db()
+    try:
+        mv = registry.resolve(db, ref)
+        info = _lineage(env, mv, db)
+    finally:
+        db.close()
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"{mv.ref}  ({mv.source})  aliases: {', '.join(mv.aliases) or '-'}")
+    click.echo(f"onnx sha256:{mv.onnx_digest}")
+    click.echo(f"registered {mv.created_at} by {mv.created_by}")
+    if mv.description:
+        click.echo(f"description: {mv.description}")
+    if mv.tags:
+        click.echo("tags: " + ", ".join(f"{k}={v}" for k, v in mv.tags.items()))
+    run = info.get("run")
+    if run:
+        click.echo(f"run {run['id']} on dataset {run['dataset']} (sha256:{run['dataset_digest']})")
+        click.echo(f"code sha256:{run['code_hash']}  env sha256:{run['env_hash']}  "
+                   f"seed {run['seed']}")
+    for split, values in mv.metrics.items():
+        if isinstance(values, dict):
+            click.echo(f"{split}: " + " ".join(
+                f"{k}={v:.4g}" for k, v in values.items() if isinstance(v, (int, float))))
+    for side in ("inputs", "outputs"):
+        specs = mv.signature.get(side, [])
+        click.echo(f"{side}: " + ", ".join(
+            f"{s['name']} {s['datatype']}{s['shape']}" for s in specs))
+    for h in info["alias_history"]:
+        click.echo(f"{h['at'][:19]} {h['actor']}: {h['alias']} "
+                   f"{h['previous'] or '-'} -> {h['version'] or '(removed)'}")
+
+
+@models_group.command("alias")
+@click.argument("ref")
+@click.argument("alias")
+@click.option("--reason", default="", help="Why, recorded in the alias history and audit log.")
+@pass_env
+def models_alias(env: Env, ref: str, alias: str, reason: str) -> None:
+    """Point ALIAS (production, staging, candidate or any name) of a model at NAME@VERSION."""
+    parsed = registry.parse_ref(ref, "model reference")
+    db = env.home.db()
+    try:
+        if parsed.version is None:
+            version = registry.resolve(db, parsed).version
+        else:
+            version = parsed.version
+        move = registry.set_alias(db, parsed.name, version, alias, env.actor, reason=reason)
+    finally:
+        db.close()
+    if move.changed:
+        click.echo(f"{move.name}@{move.alias}: {move.previous or '-'} -> {move.version}")
+    else:
+        click.echo(f"{move.name}@{move.alias} already points at {move.version}")
+
+
+@models_group.command("unalias")
+@click.argument("name")
+@click.argument("alias")
+@click.option("--reason", default="", help="Why, recorded in the alias history and audit log.")
+@pass_env
+def models_unalias(env: Env, name: str, alias: str, reason: str) -> None:
+    """Remove ALIAS from model NAME (kept in its history)."""
+    db = env.home.db()
+    try:
+        move = registry.remove_alias(db, name, alias, env.actor, reason=reason)
+    finally:
+        db.close()
+    click.echo(f"{name}@{alias}: {move.previous} -> (removed)")
+
+
+@models_group.command("history")
+@click.argument("name")
+@click.option("--alias", default=None, help="Only this alias's moves.")
+@click.option("--at", "at_time", default=None,
+              help="With --alias: print only the version it pointed at at this ISO 8601 time.")
+@click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
+@pass_env
+def models_history(env: Env, name: str, alias: str | None, at_time: str | None,
+                   as_json: bool) -> None:
+    """Every alias move of model NAME, oldest first: when, who, from and to which version."""
+    if at_time is not None and alias is None:
+        raise click.UsageError("--at needs --alias (which alias to look up)")
+    db = env.home.db()
+    try:
+        if at_time is not None and alias is not None:
+            version = registry.alias_at(db, name, alias, at_time)
+            if as_json:
+                echo_json({"name": name, "alias": alias, "at": at_time, "version": version})
+            else:
+                click.echo(f"{name}@{version}" if version is not None else
+                           f"{name} had no alias '{alias}' at {at_time}")
+            return
+        rows = registry.alias_history(db, name, alias)
+    finally:
+        db.close()
+    if as_json:
+        echo_json(rows)
+        return
+    for h in rows:
+        reason = f"  ({h['reason']})" if h["reason"] else ""
+        click.echo(f"{h['at']} {h['actor']}: {h['alias']} {h['previous'] or '-'} -> "
+                   f"{h['version'] or '(removed)'}{reason}")
+
+
+@models_group.command("tag")
+@click.argument("ref")
+@click.argument("pairs", nargs=-1, required=True)
+@pass_env
+def models_tag(env: Env, ref: str, pairs: tuple[str, ...]) -> None:
+    """Set tags KEY=VALUE on a version (KEY= removes KEY)."""
+    db = env.home.db()
+    try:
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise click.UsageError(f"tag {pair!r}: expected KEY=VALUE")
+            mv = registry.set_tag(db, ref, key, value or None, actor=env.actor)
+    finally:
+        db.close()
+    click.echo(f"{mv.ref}: " + (", ".join(f"{k}={v}" for k, v in mv.tags.items()) or "no tags"))
+
+
+@models_group.command("describe")
+@click.argument("ref")
+@click.argument("text")
+@pass_env
+def models_describe(env: Env, ref: str, text: str) -> None:
+    """Set the description of a model (NAME) or of one version (NAME@VERSION)."""
+    db = env.home.db()
+    try:
+        registry.set_description(db, ref, text, actor=env.actor)
+    finally:
+        db.close()
+    click.echo(f"described {ref}")
+
+
+COMMANDS = [models_group]

@@ -1,0 +1,134 @@
+"""``appliance train`` and ``appliance runs list|show|reproduce``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from appliance.cli._common import Env, echo_json, pass_env
+from appliance.training import get_run, list_runs, reproduce_run, run_training
+
+
+def _printer(verbose: bool, run_id_to_stderr: bool = False) -> Any:
+    def show(event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "started":
+            click.echo(f"run {event['run_id']}", err=run_id_to_stderr)
+        elif not verbose:
+            return
+        elif kind == "epoch":
+            val = f" val_loss {event['val_loss']:.6f}" if "val_loss" in event else ""
+            click.echo(f"epoch {event['epoch']}/{event['epochs']} loss {event['loss']:.6f}{val}")
+        elif kind == "export":
+            click.echo("exporting ONNX")
+        elif kind == "parity":
+            click.echo(f"parity: max |onnxruntime - torch| = {event['max_abs_diff']:.3g}")
+        elif kind == "script":
+            click.echo(f"running {event['script']}")
+
+    return show
+
+
+@click.command("train")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--wait", is_flag=True,
+              help="Show progress (epochs, loss) and end with the new model version.")
+@click.option("--json", "as_json", is_flag=True, help="Print the finished run as JSON.")
+@pass_env
+def train(env: Env, recipe: str, wait: bool, as_json: bool) -> None:
+    """Train RECIPE.yaml and register the model version it produces; prints the run id.
+
+    Training runs in this process, with or without --wait; --wait adds the
+    progress lines and the final model version.
+    """
+    result = run_training(env.home, recipe, env.actor, config=env.config,
+                          progress=_printer(wait and not as_json, run_id_to_stderr=as_json))
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    if wait:
+        test = result.metrics.get("test", {})
+        summary = " ".join(f"{k} {v:.4g}" for k, v in test.items()
+                           if isinstance(v, (int, float)))
+        click.echo(f"registered {result.model_version}" + (f" (test: {summary})" if summary else ""))
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """Inspect and reproduce training runs."""
+
+
+@runs_group.command("list")
+@click.option("--limit", default=50, show_default=True, help="How many recent runs to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@pass_env
+def runs_list(env: Env, limit: int, as_json: bool) -> None:
+    """List recent training runs, newest first."""
+    db = env.home.db()
+    try:
+        rows = list_runs(db, limit)
+    finally:
+        db.close()
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(f"{'RUN':>5} {'STATUS':<10} {'MODEL VERSION':<28} STARTED")
+    for r in rows:
+        click.echo(f"{r['id']:>5} {r['status']:<10} {r['model_version'] or '-':<28} "
+                   f"{r['started_at'][:19]}")
+
+
+@runs_group.command("show")
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@pass_env
+def runs_show(env: Env, run: str, as_json: bool) -> None:
+    """Show a run: recipe, data and code hashes, environment, metrics and its model version."""
+    db = env.home.db()
+    try:
+        record = get_run(db, run)
+    finally:
+        db.close()
+    if as_json:
+        echo_json(record.as_dict())
+        return
+    click.echo(f"run {record.id}: {record.status}  by {record.actor}")
+    click.echo(f"started {record.started_at}  ended {record.ended_at or '-'}")
+    click.echo(f"dataset {record.dataset}  sha256:{record.dataset_digest}")
+    click.echo(f"code    sha256:{record.code_hash}")
+    click.echo(f"env     sha256:{record.env_hash}  python {record.environment.get('python')}")
+    click.echo(f"seed {record.seed}  device {record.device}")
+    if record.model_version:
+        click.echo(f"model version {record.model_version}  weights sha256:{record.weights_digest}")
+    if record.error:
+        click.echo(f"error: {record.error}")
+    for split, values in record.metrics.items():
+        if isinstance(values, dict):
+            click.echo(f"{split}: " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+
+
+@runs_group.command("reproduce")
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@pass_env
+def runs_reproduce(env: Env, run: str, as_json: bool) -> None:
+    """Re-run RUN's recipe on its data and say: identical, within tolerance or not reproducible.
+
+    Exits 1 when not reproducible, naming what differs (data, code, environment, weights).
+    """
+    result = reproduce_run(env.home, run, env.actor, config=env.config)
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        click.echo(result.verdict)
+        for line in result.differences:
+            click.echo(f"  {line}")
+        if result.verdict == "within tolerance":
+            click.echo(f"  metrics differ by at most {result.max_metric_diff:.3g} "
+                       f"(bound {result.tolerance:g})")
+    if not result.reproducible:
+        raise SystemExit(1)
+
+
+COMMANDS = [train, runs_group]

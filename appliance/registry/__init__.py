@@ -1,0 +1,57 @@
+"""The model registry: models, immutable versions, aliases with their full history, tags.
+
+References are ``NAME``, ``NAME@VERSION`` or ``NAME@ALIAS`` (``resolve``).
+Alias moves are recorded in ``alias_history`` together with their audit entry;
+``alias_fingerprint`` is the cheap value a poller compares to notice a move.
+"""
+
+from appliance.registry.aliases import (
+    AliasMove,
+    alias_at,
+    alias_fingerprint,
+    alias_history,
+    list_aliases,
+    move_alias_in_transaction,
+    remove_alias,
+    set_alias,
+)
+from appliance.registry.importing import import_model
+from appliance.registry.refs import Ref, check_alias, check_name, parse_ref
+from appliance.registry.versions import (
+    DEFAULT_ALIAS,
+    ModelVersion,
+    get_version_by_id,
+    insert_version,
+    list_models,
+    list_versions,
+    model_summary,
+    resolve,
+    set_description,
+    set_tag,
+)
+
+__all__ = [
+    "DEFAULT_ALIAS",
+    "AliasMove",
+    "ModelVersion",
+    "Ref",
+    "alias_at",
+    "alias_fingerprint",
+    "alias_history",
+    "check_alias",
+    "check_name",
+    "get_version_by_id",
+    "import_model",
+    "insert_version",
+    "list_aliases",
+    "list_models",
+    "list_versions",
+    "model_summary",
+    "move_alias_in_transaction",
+    "parse_ref",
+    "remove_alias",
+    "resolve",
+    "set_alias",
+    "set_description",
+    "set_tag",
+]

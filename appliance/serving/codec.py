@@ -1,0 +1,258 @@
+"""The Open Inference Protocol (KServe V2) tensor codec: JSON and Triton's binary extension.
+
+``decode_request`` turns a request body into numpy arrays checked against the
+model's signature, raising ``BadInput`` that names the offending input, so a
+bad request is refused before it reaches a batch shared with others.
+``encode_response`` renders outputs as JSON ``data`` or, where asked, as
+binary tensors after the JSON header (``Inference-Header-Content-Length``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from appliance.errors import BadInput
+from appliance.serving.signature import V2_TO_NUMPY, Signature, numpy_to_v2
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    rows: int
+    outputs: tuple[str, ...]  # in the order they are answered
+    binary_outputs: frozenset[str] = field(default_factory=frozenset)
+
+
+def _shape_text(shape: Any) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _parse_json(part: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(part)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInput(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise BadInput("request body must be a JSON object with 'inputs'")
+    return doc
+
+
+def _bytes_elements(chunk: memoryview, name: str) -> list[str]:
+    items: list[str] = []
+    pos = 0
+    while pos < len(chunk):
+        if pos + 4 > len(chunk):
+            raise BadInput(f"input '{name}': truncated BYTES element length")
+        (n,) = struct.unpack_from("<I", chunk, pos)
+        pos += 4
+        if pos + n > len(chunk):
+            raise BadInput(f"input '{name}': BYTES element runs past its binary data")
+        items.append(bytes(chunk[pos : pos + n]).decode("utf-8", errors="surrogateescape"))
+        pos += n
+    return items
+
+
+def _array(
+    item: Mapping[str, Any], name: str, datatype: str, shape: list[int],
+    binary: memoryview, offset: int,
+) -> tuple[np.ndarray, int]:
+    """Decode one input's data; return the array and the new binary offset."""
+    dtype = V2_TO_NUMPY[datatype]
+    count = math.prod(shape)
+    params = item.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadInput(f"input '{name}': 'parameters' must be an object")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise BadInput(f"input '{name}': binary_data_size must be a non-negative integer")
+        if offset + size > len(binary):
+            raise BadInput(
+                f"input '{name}': binary_data_size {size} runs past the end of the body"
+            )
+        chunk = binary[offset : offset + size]
+        offset += size
+        if datatype == "BYTES":
+            arr = np.array(_bytes_elements(chunk, name), dtype=object)
+        else:
+            if size != count * dtype.itemsize:
+                raise BadInput(
+                    f"input '{name}': {size} bytes of binary data do not hold shape "
+                    f"{_shape_text(shape)} of {datatype}"
+                )
+            arr = np.frombuffer(chunk, dtype=dtype.newbyteorder("<"))
+    else:
+        if "data" not in item:
+            raise BadInput(f"input '{name}' has neither 'data' nor binary_data_size")
+        try:
+            arr = np.asarray(item["data"], dtype=dtype)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise BadInput(f"input '{name}': data is not {datatype} values: {exc}") from exc
+    if arr.size != count:
+        raise BadInput(
+            f"input '{name}': {arr.size} values do not fill shape {_shape_text(shape)}"
+        )
+    return arr.reshape(shape), offset
+
+
+def decode_request(
+    body: bytes, header_length: int | None, signature: Signature, max_rows: int
+) -> InferRequest:
+    if header_length is not None:
+        if header_length < 0 or header_length > len(body):
+            raise BadInput(
+                f"Inference-Header-Content-Length {header_length} does not fit a body of "
+                f"{len(body)} bytes"
+            )
+        doc = _parse_json(body[:header_length])
+        binary = memoryview(body)[header_length:]
+    else:
+        doc = _parse_json(body)
+        binary = memoryview(b"")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise BadInput("request needs a non-empty 'inputs' list")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadInput("request 'id' must be a string")
+
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for item in raw_inputs:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadInput("every input needs a 'name'")
+        name = item["name"]
+        spec = signature.input(name)
+        if spec is None:
+            known = ", ".join(s.name for s in signature.inputs)
+            raise BadInput(f"unknown input '{name}'; the model's inputs are: {known}")
+        if name in inputs:
+            raise BadInput(f"input '{name}' is given twice")
+        datatype = item.get("datatype")
+        if datatype != spec.datatype:
+            raise BadInput(
+                f"input '{name}': datatype {datatype!r} does not match the model's "
+                f"{spec.datatype}"
+            )
+        shape = item.get("shape")
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
+            raise BadInput(f"input '{name}': 'shape' must be a list of non-negative integers")
+        if len(shape) != len(spec.shape) or any(
+            want != -1 and got != want for got, want in zip(shape, spec.shape, strict=True)
+        ):
+            raise BadInput(
+                f"input '{name}': shape {_shape_text(shape)} does not match the model's "
+                f"{_shape_text(spec.shape)}"
+            )
+        inputs[name], offset = _array(item, name, datatype, shape, binary, offset)
+    if offset != len(binary):
+        raise BadInput(
+            f"{len(binary) - offset} bytes of binary data are not claimed by any input"
+        )
+    missing = [s.name for s in signature.inputs if s.name not in inputs]
+    if missing:
+        raise BadInput(f"missing input '{missing[0]}'")
+
+    rows = 1
+    if signature.batchable:
+        counts = {arr.shape[0] for arr in inputs.values()}
+        if len(counts) != 1:
+            raise BadInput("inputs disagree on the batch size (their first axis)")
+        rows = counts.pop()
+        if rows == 0:
+            raise BadInput(f"input '{signature.inputs[0].name}': batch of zero rows")
+        if rows > max_rows:
+            raise BadInput(
+                f"input '{signature.inputs[0].name}': batch of {rows} rows is more than the "
+                f"limit of {max_rows}"
+            )
+
+    params = doc.get("parameters") or {}
+    all_binary = bool(isinstance(params, dict) and params.get("binary_data_output"))
+    outputs, binary_outputs = _requested_outputs(doc.get("outputs"), signature, all_binary)
+    return InferRequest(request_id, inputs, rows, outputs, binary_outputs)
+
+
+def _requested_outputs(
+    raw: Any, signature: Signature, all_binary: bool
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    if raw is None:
+        names = signature.output_names
+        return names, frozenset(names) if all_binary else frozenset()
+    if not isinstance(raw, list):
+        raise BadInput("'outputs' must be a list of {\"name\": ...}")
+    names: list[str] = []
+    binary: set[str] = set()
+    known = signature.output_names
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadInput("every requested output needs a 'name'")
+        name = item["name"]
+        if name not in known:
+            raise BadInput(
+                f"unknown output '{name}'; the model's outputs are: {', '.join(known)}"
+            )
+        names.append(name)
+        params = item.get("parameters") or {}
+        wants = params.get("binary_data") if isinstance(params, dict) else None
+        if wants or (wants is None and all_binary):
+            binary.add(name)
+    return tuple(names), frozenset(binary)
+
+
+def _binary_bytes(arr: np.ndarray) -> bytes:
+    if arr.dtype == object or arr.dtype.kind in ("U", "S"):
+        parts = []
+        for value in arr.ravel():
+            data = value.encode() if isinstance(value, str) else bytes(value)
+            parts.append(struct.pack("<I", len(data)) + data)
+        return b"".join(parts)
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
+
+def _json_data(arr: np.ndarray) -> list[Any]:
+    if arr.dtype == object or arr.dtype.kind == "S":
+        return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in arr.ravel()]
+    return arr.ravel().tolist()  # type: ignore[no-any-return]
+
+
+def encode_response(
+    model_name: str,
+    version: int,
+    request: InferRequest,
+    outputs: Mapping[str, np.ndarray],
+) -> tuple[bytes, int | None]:
+    """Render a response; return the body and, for binary outputs, the JSON header length."""
+    rendered: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in request.outputs:
+        arr = outputs[name]
+        entry: dict[str, Any] = {
+            "name": name, "datatype": numpy_to_v2(arr.dtype), "shape": list(arr.shape),
+        }
+        if name in request.binary_outputs:
+            blob = _binary_bytes(arr)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _json_data(arr)
+        rendered.append(entry)
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": str(version)}
+    if request.id is not None:
+        doc["id"] = request.id
+    doc["outputs"] = rendered
+    header = json.dumps(doc, separators=(",", ":"), allow_nan=True).encode()
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)

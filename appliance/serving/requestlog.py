@@ -1,0 +1,147 @@
+"""The request log: rows for monitoring.db, written off the request path.
+
+The event loop appends a tuple to a bounded in-memory queue and moves on; a
+background thread takes everything queued every ``flush_interval`` seconds
+(or sooner when many rows wait) and inserts it in one transaction. When the
+queue is full, or a write fails, rows are dropped and counted, never waited
+for: serving must not slow down because the disk did.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from appliance.errors import StorageError
+from appliance.serving.metrics import Metrics
+from appliance.storage.db import immediate
+
+log = logging.getLogger("appliance.serving")
+
+COLUMNS = ("ts", "minute", "model", "version", "route", "request_id", "status", "latency_us",
+           "queue_us", "batch_size", "rows", "error", "inputs", "outputs")
+_INSERT = (f"INSERT INTO requests ({', '.join(COLUMNS)}) "
+           f"VALUES ({', '.join('?' for _ in COLUMNS)})")
+
+
+@dataclass(slots=True)
+class Entry:
+    ts: float
+    model: str
+    version: int
+    route: str
+    request_id: str | None
+    status: int
+    latency_us: int
+    queue_us: int
+    batch_size: int
+    rows: int
+    error: str | None = None
+    inputs: Mapping[str, np.ndarray] | None = None  # only when sampled
+    outputs: Mapping[str, np.ndarray] | None = None
+
+
+def _tensors_json(tensors: Mapping[str, np.ndarray] | None) -> str | None:
+    if tensors is None:
+        return None
+    return json.dumps(
+        {k: (v.tolist() if v.dtype != object else [str(x) for x in v.ravel()])
+         for k, v in tensors.items()},
+        separators=(",", ":"),
+    )
+
+
+class RequestLog:
+    def __init__(
+        self,
+        open_db: Callable[[], sqlite_utils.Database],
+        metrics: Metrics,
+        capacity: int,
+        flush_interval: float = 0.2,
+    ) -> None:
+        self._open_db = open_db
+        self._metrics = metrics
+        self.capacity = capacity
+        self._flush_interval = flush_interval
+        self._queue: collections.deque[Entry] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="request-log", daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def record(self, entry: Entry) -> None:
+        """Queue one row; never blocks. Rows beyond the capacity are dropped and counted."""
+        if len(self._queue) >= self.capacity:
+            self._metrics.log_dropped += 1
+            return
+        self._queue.append(entry)
+        if len(self._queue) >= 1000:
+            self._wake.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop the thread."""
+        if not self._started:
+            return
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _main(self) -> None:
+        try:
+            db = self._open_db()
+        except StorageError as exc:
+            log.error("request log disabled: %s", exc)
+            self._drop_all()
+            return
+        try:
+            while True:
+                self._wake.wait(self._flush_interval)
+                self._wake.clear()
+                self._flush(db)
+                if self._stopping.is_set():
+                    self._flush(db)
+                    return
+        finally:
+            db.close()
+
+    def _drop_all(self) -> None:
+        while not self._stopping.wait(self._flush_interval):
+            n = len(self._queue)
+            for _ in range(n):
+                self._queue.popleft()
+            self._metrics.log_dropped += n
+
+    def _flush(self, db: sqlite_utils.Database) -> None:
+        while self._queue:
+            batch: list[tuple[Any, ...]] = []
+            while self._queue and len(batch) < 5000:
+                e = self._queue.popleft()
+                batch.append((e.ts, int(e.ts // 60), e.model, e.version, e.route, e.request_id,
+                              e.status, e.latency_us, e.queue_us, e.batch_size, e.rows, e.error,
+                              _tensors_json(e.inputs), _tensors_json(e.outputs)))
+            started = time.perf_counter()
+            try:
+                with immediate(db):
+                    db.conn.executemany(_INSERT, batch)
+            except (StorageError, sqlite3.DatabaseError) as exc:
+                log.error("request log: dropped %d rows: %s", len(batch), exc)
+                self._metrics.log_dropped += len(batch)
+                continue
+            self._metrics.log_written += len(batch)
+            log.debug("request log: wrote %d rows in %.1f ms", len(batch),
+                      (time.perf_counter() - started) * 1e3)

@@ -1,0 +1,25 @@
+"""Training: recipes, deterministic built-in torch templates, ONNX export with a parity
+check, run records and reproduction."""
+
+from appliance.training.recipe import Recipe, load_recipe, parse_recipe
+from appliance.training.runs import Run, RunStatus, get_run, list_runs
+from appliance.training.service import (
+    ReproduceResult,
+    RunResult,
+    reproduce_run,
+    run_training,
+)
+
+__all__ = [
+    "Recipe",
+    "ReproduceResult",
+    "Run",
+    "RunResult",
+    "RunStatus",
+    "get_run",
+    "list_runs",
+    "load_recipe",
+    "parse_recipe",
+    "reproduce_run",
+    "run_training",
+]

@@ -1,0 +1,151 @@
+"""Run records: started, then succeeded (with its model version) or failed.
+
+A run row is written when training starts, so its id can be shown at once and
+a crash leaves a trace; the end state and the model version it produced are
+written together in one transaction with their audit entries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+import sqlite_utils
+
+from appliance import audit
+from appliance.audit.log import now_iso
+from appliance.errors import BadInput, Conflict, NotFound
+from appliance.registry.versions import ModelVersion, insert_version
+from appliance.storage.db import immediate
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    status: str
+    model_name: str
+    recipe: dict[str, Any]
+    code_hash: str
+    dataset: str | None
+    dataset_digest: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    environment: dict[str, Any]
+    env_hash: str
+    seed: int
+    device: str
+    started_at: str
+    ended_at: str | None
+    log_digest: str | None
+    onnx_digest: str | None
+    weights_digest: str | None
+    error: str | None
+    actor: str
+    model_version: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def start_run(db: sqlite_utils.Database, *, model_name: str, recipe: dict[str, Any],
+              code_hash: str, dataset_version_id: int, dataset_digest: str,
+              params: dict[str, Any], environment: dict[str, Any], env_hash: str,
+              seed: int, device: str, actor: str) -> int:
+    with immediate(db):
+        cur = db.execute(
+            "INSERT INTO runs (status, model_name, recipe, code_hash, dataset_version_id,"
+            " dataset_digest, params, environment, env_hash, seed, device, started_at, actor)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [RunStatus.RUNNING.value, model_name, json.dumps(recipe, sort_keys=True), code_hash,
+             dataset_version_id, dataset_digest, json.dumps(params, sort_keys=True),
+             json.dumps(environment, sort_keys=True), env_hash, seed, device, now_iso(), actor])
+        run_id = int(cur.lastrowid or 0)
+        audit.append(db, actor=actor, action="run.start", target=f"run:{run_id}",
+                     details={"model": model_name, "code_hash": code_hash,
+                              "dataset": f"sha256:{dataset_digest}"})
+    return run_id
+
+
+def _require_running(db: sqlite_utils.Database, run_id: int) -> None:
+    row = db.execute("SELECT status FROM runs WHERE id = ?", [run_id]).fetchone()
+    if row is None:
+        raise NotFound(f"run {run_id} does not exist")
+    if row[0] != RunStatus.RUNNING.value:
+        raise Conflict(f"run {run_id} is {row[0]}, not running")
+
+
+def finish_run(db: sqlite_utils.Database, run_id: int, *, metrics: dict[str, Any],
+               log_digest: str, onnx_digest: str, weights_digest: str,
+               signature: dict[str, Any], profile_digest: str | None,
+               dataset_version_id: int, device: str, actor: str) -> ModelVersion:
+    """Mark the run succeeded (recording the device it really ran on) and register its
+    model version, in one transaction."""
+    with immediate(db):
+        _require_running(db, run_id)
+        name = db.execute("SELECT model_name FROM runs WHERE id = ?", [run_id]).fetchone()[0]
+        db.execute(
+            "UPDATE runs SET status = ?, metrics = ?, log_digest = ?, onnx_digest = ?,"
+            " weights_digest = ?, device = ?, ended_at = ? WHERE id = ?",
+            [RunStatus.SUCCEEDED.value, json.dumps(metrics, sort_keys=True), log_digest,
+             onnx_digest, weights_digest, device, now_iso(), run_id])
+        audit.append(db, actor=actor, action="run.record", target=f"run:{run_id}",
+                     details={"onnx": f"sha256:{onnx_digest}", "weights": weights_digest,
+                              "metrics": metrics})
+        return insert_version(
+            db, name=name, onnx_digest=onnx_digest, signature=signature, actor=actor,
+            source="run", profile_digest=profile_digest, run_id=run_id,
+            dataset_version_id=dataset_version_id, metrics=metrics,
+        )
+
+
+def fail_run(db: sqlite_utils.Database, run_id: int, *, error: str, log_digest: str | None,
+             actor: str) -> None:
+    with immediate(db):
+        _require_running(db, run_id)
+        db.execute(
+            "UPDATE runs SET status = ?, error = ?, log_digest = ?, ended_at = ? WHERE id = ?",
+            [RunStatus.FAILED.value, error, log_digest, now_iso(), run_id])
+        audit.append(db, actor=actor, action="run.fail", target=f"run:{run_id}",
+                     details={"error": error})
+
+
+def get_run(db: sqlite_utils.Database, run_id: int | str) -> Run:
+    try:
+        key = int(str(run_id).removeprefix("run-"))
+    except ValueError as exc:
+        raise BadInput(f"invalid run id {run_id!r}: expected a number") from exc
+    rows = list(db.query(
+        "SELECT r.*, (SELECT d.name || '@' || dv.version FROM dataset_versions dv"
+        "  JOIN datasets d ON d.id = dv.dataset_id WHERE dv.id = r.dataset_version_id) AS dataset,"
+        " (SELECT m.name || '@' || mv.version FROM model_versions mv JOIN models m"
+        "  ON m.id = mv.model_id WHERE mv.run_id = r.id) AS model_version"
+        " FROM runs r WHERE r.id = ?", [key]))
+    if not rows:
+        raise NotFound(f"run {run_id} does not exist; see 'appliance runs list'")
+    r = rows[0]
+    return Run(
+        id=r["id"], status=r["status"], model_name=r["model_name"],
+        recipe=json.loads(r["recipe"]), code_hash=r["code_hash"], dataset=r["dataset"],
+        dataset_digest=r["dataset_digest"], params=json.loads(r["params"]),
+        metrics=json.loads(r["metrics"]), environment=json.loads(r["environment"]),
+        env_hash=r["env_hash"], seed=r["seed"], device=r["device"],
+        started_at=r["started_at"], ended_at=r["ended_at"], log_digest=r["log_digest"],
+        onnx_digest=r["onnx_digest"], weights_digest=r["weights_digest"], error=r["error"],
+        actor=r["actor"], model_version=r["model_version"],
+    )
+
+
+def list_runs(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]]:
+    return list(db.query(
+        "SELECT r.id, r.status, r.model_name, r.started_at, r.ended_at, r.actor,"
+        " (SELECT m.name || '@' || mv.version FROM model_versions mv JOIN models m"
+        "  ON m.id = mv.model_id WHERE mv.run_id = r.id) AS model_version"
+        " FROM runs r ORDER BY r.id DESC LIMIT ?", [limit]))

@@ -1,0 +1,219 @@
+"""Running a recipe end to end, and reproducing a recorded run.
+
+``run_training`` is what the CLI calls in-process and what the job queue's
+``train`` job calls in a child process: it needs only the data directory and
+the recipe (a path or a mapping). It records the run, trains, exports,
+checks parity, stores the ONNX model and the log as blobs, and registers the
+model version in the same transaction that marks the run succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from appliance import audit
+from appliance.config import Config, parse_config
+from appliance.datasets.service import DatasetVersion, get_dataset_version, load_table
+from appliance.errors import BadInput, Conflict, OperationFailed
+from appliance.storage.db import immediate
+from appliance.storage.home import Home
+from appliance.training import environment
+from appliance.training.recipe import Recipe, load_recipe, parse_recipe
+from appliance.training.runs import fail_run, finish_run, get_run, start_run
+from appliance.training.script import run_script
+from appliance.training.trainer import Outcome, Progress, train_template
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: int
+    model_version: str
+    onnx_digest: str
+    weights_digest: str
+    metrics: dict[str, Any]
+    parity_max_abs_diff: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReproduceResult:
+    run_id: int
+    verdict: str  # "identical", "within tolerance" or "not reproducible"
+    differences: list[str]
+    weights_equal: bool
+    max_metric_diff: float
+    tolerance: float
+    environment_changes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reproducible(self) -> bool:
+        return self.verdict != "not reproducible"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _quiet(event: dict[str, Any]) -> None:
+    del event
+
+
+def _target(recipe: Recipe, dv: DatasetVersion) -> str | None:
+    target = recipe.target or dv.target
+    if target is None and recipe.template is not None:
+        raise BadInput(f"recipe has no 'target' and dataset {dv.ref} was registered without "
+                       "one; add 'target: COLUMN' to the recipe")
+    return target
+
+
+def _train(home: Home, dv: DatasetVersion, recipe: Recipe, config: Config,
+           progress: Progress) -> Outcome:
+    target = _target(recipe, dv)
+    if recipe.script_bytes is not None:
+        return run_script(home.blobs.read_bytes(dv.digest), recipe, target, dv.ref, progress)
+    table = load_table(home.blobs, dv)
+    if target is None:
+        raise BadInput("recipe has no target")
+    return train_template(table, recipe, target, threads=config["training.threads"],
+                          parity_tolerance=config["training.parity_tolerance"],
+                          progress=progress)
+
+
+def run_training(
+    home: Home,
+    recipe: Recipe | str | os.PathLike[str] | Mapping[str, Any],
+    actor: str,
+    *,
+    config: Config | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Train ``recipe`` and register its model version; raise if any step fails.
+
+    ``progress`` receives events: ``{"event": "started", "run_id"}``, one
+    ``{"event": "epoch", "epoch", "epochs", "loss", "val_loss"?}`` per epoch,
+    ``{"event": "export"}``, ``{"event": "parity", "max_abs_diff"}``.
+    """
+    config = config or parse_config({})
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    log: list[str] = []
+
+    def report(event: dict[str, Any]) -> None:
+        log.append(" ".join(f"{k}={v}" for k, v in event.items()))
+        (progress or _quiet)(event)
+
+    db = home.db()
+    try:
+        dv = get_dataset_version(db, recipe.dataset)
+        recipe = recipe.with_dataset(dv.ref)
+        _target(recipe, dv)
+        if recipe.script_bytes is not None:
+            home.blobs.put_bytes(recipe.script_bytes)
+        env = environment.capture()
+        run_id = start_run(
+            db, model_name=recipe.name, recipe=recipe.record(), code_hash=recipe.code_hash(),
+            dataset_version_id=dv.id, dataset_digest=dv.digest, params=recipe.params,
+            environment=env, env_hash=environment.env_hash(env), seed=recipe.seed,
+            device=recipe.device, actor=actor)
+        report({"event": "started", "run_id": run_id})
+        try:
+            outcome = _train(home, dv, recipe, config, report)
+        except BaseException as exc:
+            log.append(f"failed: {exc}")
+            fail_run(db, run_id, error=str(exc) or type(exc).__name__,
+                     log_digest=home.blobs.put_bytes("\n".join(log).encode()), actor=actor)
+            raise
+        log.extend(outcome.log)
+        metrics = dict(outcome.metrics)
+        if outcome.parity_max_abs_diff is not None:
+            metrics["parity_max_abs_diff"] = outcome.parity_max_abs_diff
+        onnx_digest = home.blobs.put_bytes(outcome.onnx)
+        version = finish_run(
+            db, run_id, metrics=metrics, log_digest=home.blobs.put_bytes("\n".join(log).encode()),
+            onnx_digest=onnx_digest, weights_digest=outcome.weights_digest,
+            signature=outcome.signature, profile_digest=dv.profile_digest,
+            dataset_version_id=dv.id, device=outcome.device, actor=actor)
+    finally:
+        db.close()
+    return RunResult(run_id=run_id, model_version=version.ref, onnx_digest=onnx_digest,
+                     weights_digest=outcome.weights_digest, metrics=metrics,
+                     parity_max_abs_diff=outcome.parity_max_abs_diff)
+
+
+def _metric_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> float:
+    worst = 0.0
+    for key, value in old.items():
+        other = new.get(key)
+        if isinstance(value, Mapping) and isinstance(other, Mapping):
+            worst = max(worst, _metric_diff(value, other))
+        elif isinstance(value, (int, float)) and isinstance(other, (int, float)):
+            worst = max(worst, abs(float(value) - float(other)))
+        elif value != other:
+            return float("inf")
+    return worst
+
+
+def reproduce_run(
+    home: Home, run_id: int | str, actor: str, *, config: Config | None = None,
+    progress: Progress | None = None,
+) -> ReproduceResult:
+    """Re-run a recorded run's recipe on its recorded data and compare the results.
+
+    Nothing is registered; the verdict is appended to the audit log.
+    """
+    config = config or parse_config({})
+    tolerance = float(config["training.reproduce_tolerance"])
+    db = home.db()
+    try:
+        run = get_run(db, run_id)
+        if run.status != "succeeded" or run.dataset is None:
+            raise Conflict(f"run {run.id} is {run.status}; only a succeeded run can be reproduced")
+        dv = get_dataset_version(db, run.dataset)
+        differences: list[str] = []
+        if dv.digest != run.dataset_digest:
+            differences.append("data: the dataset version's bytes are not those the run used")
+        script_sha = run.recipe.get("script_sha256")
+        script_bytes = home.blobs.read_bytes(script_sha) if script_sha else None
+        recipe = parse_recipe(run.recipe, script_bytes=script_bytes)
+        if recipe.code_hash() != run.code_hash:
+            differences.append("code: the recipe or script hashes differently")
+        env = environment.capture()
+        changes = {k: {"recorded": run.environment.get(k), "now": env.get(k)}
+                   for k in sorted(set(env) | set(run.environment))
+                   if env.get(k) != run.environment.get(k)}
+        if changes:
+            differences.append("environment: " + ", ".join(changes))
+        try:
+            outcome = _train(home, dv, recipe, config, progress or _quiet)
+        except OperationFailed as exc:
+            differences.append(f"training failed: {exc}")
+            outcome = None
+        weights_equal = outcome is not None and outcome.weights_digest == run.weights_digest
+        if outcome is None:
+            diff = float("inf")
+        else:
+            new_metrics = dict(outcome.metrics)
+            if outcome.parity_max_abs_diff is not None:
+                new_metrics["parity_max_abs_diff"] = outcome.parity_max_abs_diff
+            recorded = {k: v for k, v in run.metrics.items() if k != "parity_max_abs_diff"}
+            diff = _metric_diff(recorded, new_metrics)
+        if weights_equal:
+            verdict = "identical"
+        else:
+            if outcome is not None:
+                differences.append("weights: the ONNX weights differ from the recorded ones")
+            verdict = "within tolerance" if diff <= tolerance else "not reproducible"
+        result = ReproduceResult(run_id=run.id, verdict=verdict, differences=differences,
+                                 weights_equal=weights_equal, max_metric_diff=diff,
+                                 tolerance=tolerance, environment_changes=changes)
+        with immediate(db):
+            audit.append(db, actor=actor, action="run.reproduce", target=f"run:{run.id}",
+                         details={"verdict": verdict, "differences": differences})
+    finally:
+        db.close()
+    return result
+

@@ -1,0 +1,185 @@
+"""Serving benchmark: raw in-process onnxruntime against the daemon, in one run.
+
+    .venv/bin/python -m tests.bench.bench_serving [--seconds 5]
+
+The model is the small MLP (32 -> 256 -> 256 -> 2). The daemon runs in a
+child process (``appliance serve``'s server and application, fed by an
+in-memory model source); load comes from wrk on loopback (Debian package
+``wrk``), keep-alive, a fixed number of connections. Prints ours, raw and the
+ratio for each goal, and the execution provider that ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from appliance.gpu.inventory import NvmlSource
+from appliance.serving.providers import check_providers
+from tests.serving_helpers import MemorySource, mlp
+
+THREADS = 1
+
+
+def serve_child(port_file: str) -> None:
+    """Child process: the daemon's application and built-in server, one model."""
+    import asyncio
+    import signal
+
+    from appliance.serving.engine import Engine, EngineSettings
+    from appliance.serving.http import ServingApp, loopback_authorizer, serve
+
+    source = MemorySource()
+    source.add("mlp", 1, mlp(1))
+    source.promote("mlp", 1)
+    engine = Engine(source, EngineSettings(intra_op_threads=THREADS, sample_rate=0.0))
+    app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 26)
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await serve(app, "127.0.0.1", 0, stop=stop,
+                    on_ready=lambda p: Path(port_file).write_text(str(p)))
+
+    asyncio.run(main())
+
+
+def raw_figures(seconds: float) -> dict[str, float]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = THREADS
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(mlp(1), sess_options=opts, providers=["CPUExecutionProvider"])
+    out: dict[str, float] = {}
+    for batch in (1, 64):
+        x = np.random.default_rng(0).standard_normal((batch, 32)).astype(np.float32)
+        for _ in range(200):
+            sess.run(None, {"x": x})
+        times = []
+        end = time.perf_counter() + seconds / 2
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            sess.run(None, {"x": x})
+            times.append(time.perf_counter() - t)
+        out[f"rows_s_b{batch}"] = batch * len(times) / sum(times)
+        out[f"p50_ms_b{batch}"] = float(np.percentile(times, 50) * 1e3)
+    return out
+
+
+LUA = """
+wrk.method = "POST"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*a")
+f:close()
+{headers}
+"""
+
+
+def wrk(port: int, body: bytes, conns: int, seconds: float, headers: dict[str, str],
+        tmp: Path) -> dict[str, float]:
+    bpath = tmp / f"body{len(body)}"
+    bpath.write_bytes(body)
+    hdr = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    script = tmp / "post.lua"
+    script.write_text(LUA.format(body=bpath, headers=hdr))
+    cmd = ["wrk", "-t", str(min(conns, 2)), "-c", str(conns), "-d", f"{max(1, round(seconds))}s", "--latency",
+           "-s", str(script), f"http://127.0.0.1:{port}/v2/models/mlp/infer"]
+    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        if not m:
+            raise RuntimeError(f"wrk output without {label}%:\n{text}")
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {"req_s": rps, "p50_ms": ms("50"), "p99_ms": ms("99"),
+            "non2xx": float(errors.group(1)) if errors else 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="Seconds per measurement.")
+    parser.add_argument("--serve-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_child:
+        serve_child(args.serve_child)
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed for the load: apt-get install -y wrk")
+    providers = check_providers(NvmlSource().read()).usable
+    raw = raw_figures(args.seconds)
+
+    x1 = np.random.default_rng(1).standard_normal((1, 32)).astype(np.float32)
+    json_body = json.dumps({"inputs": [{"name": "x", "shape": [1, 32], "datatype": "FP32",
+                                        "data": x1.ravel().tolist()}]}).encode()
+    x64 = np.random.default_rng(2).standard_normal((64, 32)).astype(np.float32)
+    header = json.dumps({"inputs": [{"name": "x", "shape": [64, 32], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x64.nbytes}}],
+                         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}
+                        ).encode()
+    bin_body = header + x64.tobytes()
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        port_file = tmp / "port"
+        child = subprocess.Popen([sys.executable, "-m", "tests.bench.bench_serving",
+                                  "--serve-child", str(port_file)], env=os.environ.copy())
+        try:
+            deadline = time.monotonic() + 60
+            while not port_file.exists() or not port_file.read_text():
+                if time.monotonic() > deadline or child.poll() is not None:
+                    sys.exit("the server did not start")
+                time.sleep(0.05)
+            port = int(port_file.read_text())
+            wrk(port, json_body, 4, 1, {}, tmp)  # warm up
+            c1 = wrk(port, json_body, 1, args.seconds, {}, tmp)
+            c32 = wrk(port, json_body, 32, args.seconds, {}, tmp)
+            b64 = wrk(port, bin_body, 8, args.seconds,
+                      {"Inference-Header-Content-Length": str(len(header)),
+                       "Content-Type": "application/octet-stream"}, tmp)
+        finally:
+            child.terminate()
+            child.wait(30)
+
+    cpus = os.cpu_count()
+    print(f"serving benchmark: MLP 32-256-256-2, {cpus} CPUs, onnxruntime intra-op threads "
+          f"{THREADS}, provider {providers[0] if providers else 'none'} (usable: "
+          f"{', '.join(providers)}); load: wrk on loopback, {args.seconds:g} s each")
+    print(f"raw onnxruntime: batch-1 {raw['rows_s_b1']:,.0f} rows/s (p50 "
+          f"{raw['p50_ms_b1'] * 1e3:.1f} us), batch-64 {raw['rows_s_b64']:,.0f} rows/s")
+    rows = [
+        ("throughput, JSON batch-1, 32 conns (rows/s)", c32["req_s"], raw["rows_s_b1"],
+         c32["req_s"] / raw["rows_s_b1"], ">= 0.12 of raw", c32["req_s"] / raw["rows_s_b1"] >= 0.12),
+        ("p50 latency, 1 conn (ms)", c1["p50_ms"], raw["p50_ms_b1"],
+         c1["p50_ms"] - raw["p50_ms_b1"], "<= raw + 0.3 ms", c1["p50_ms"] - raw["p50_ms_b1"] <= 0.3),
+        ("p99 / p50, 1 conn", c1["p99_ms"], c1["p50_ms"], c1["p99_ms"] / c1["p50_ms"],
+         "<= 3", c1["p99_ms"] <= 3 * c1["p50_ms"]),
+        ("p99 / p50, 32 conns", c32["p99_ms"], c32["p50_ms"], c32["p99_ms"] / c32["p50_ms"],
+         "<= 3", c32["p99_ms"] <= 3 * c32["p50_ms"]),
+        ("binary batch-64, 8 conns (rows/s)", 64 * b64["req_s"], raw["rows_s_b64"],
+         64 * b64["req_s"] / raw["rows_s_b64"], ">= 0.50 of raw",
+         64 * b64["req_s"] / raw["rows_s_b64"] >= 0.5),
+    ]
+    print(f"{'goal':46} {'ours':>12} {'raw/base':>12} {'ratio/diff':>11}  target")
+    for name, ours, base, ratio, target, ok in rows:
+        print(f"{name:46} {ours:12,.3f} {base:12,.3f} {ratio:11.3f}  {target:16} "
+              f"{'met' if ok else 'MISSED'}")
+    print(f"(ours at 1 conn: {c1['req_s']:,.0f} req/s, p99 {c1['p99_ms']:.3f} ms; at 32 conns: "
+          f"p50 {c32['p50_ms']:.3f} ms; non-2xx: {int(c1['non2xx'] + c32['non2xx'] + b64['non2xx'])})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""The V2 REST endpoints of a real daemon on loopback: answers, errors, metrics, request log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+from serving_helpers import FAST, MemorySource, Servers, call, mlp_numpy
+
+from appliance.errors import Unauthorized
+from appliance.serving.engine import Engine
+from appliance.serving.http import AuthRequest, ServingApp, loopback_authorizer
+from appliance.storage.home import Home
+
+pytest_plugins = ["serving_fixtures"]
+
+
+def x_rows(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 32)).astype(np.float32)
+
+
+def infer_body(x: np.ndarray, **extra: object) -> dict[str, object]:
+    return {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                        "data": x.ravel().tolist()}], **extra}
+
+
+def test_health_server_and_model_metadata(servers: Servers, source: MemorySource) -> None:
+    server = servers(source)
+    assert call(server, "GET", "/v2/health/live")[0] == 200
+    assert call(server, "GET", "/v2/health/ready")[:3:2] == (200, {"ready": True})
+    status, _, meta = call(server, "GET", "/v2")
+    assert status == 200 and "binary_tensor_data" in meta["extensions"]
+    status, _, meta = call(server, "GET", "/v2/models/two")
+    assert status == 200
+    assert meta["versions"] == ["1"]
+    assert meta["inputs"] == [{"name": "a", "datatype": "FP32", "shape": [-1, 3]},
+                              {"name": "b", "datatype": "INT64", "shape": [-1, 1]}]
+    assert meta["outputs"][1] == {"name": "flag", "datatype": "BOOL", "shape": [-1, 1]}
+    assert meta["parameters"]["execution_provider"] == "CPUExecutionProvider"
+    assert call(server, "GET", "/v2/models/mlp/versions/2")[2]["parameters"]["version"] == "2"
+    assert call(server, "GET", "/v2/models/mlp/ready")[:3:2] == (200, {"name": "mlp",
+                                                                        "ready": True})
+
+
+def test_infer_json_nested_and_flat_with_id_and_output_selection(
+    servers: Servers, source: MemorySource
+) -> None:
+    server = servers(source)
+    x = x_rows(3)
+    status, _, doc = call(server, "POST", "/v2/models/mlp/infer", infer_body(x, id="req-7"))
+    assert status == 200, doc
+    assert doc["id"] == "req-7" and doc["model_name"] == "mlp" and doc["model_version"] == "1"
+    out = doc["outputs"][0]
+    assert out["name"] == "y" and out["datatype"] == "FP32" and out["shape"] == [3, 2]
+    np.testing.assert_allclose(np.array(out["data"]).reshape(3, 2), mlp_numpy(x, 1), atol=1e-4)
+
+    nested = {"inputs": [
+        {"name": "a", "shape": [2, 3], "datatype": "FP32", "data": [[1, 2, 3], [4, 5, 6]]},
+        {"name": "b", "shape": [2, 1], "datatype": "INT64", "data": [[10], [-1]]}],
+        "outputs": [{"name": "flag"}]}
+    status, _, doc = call(server, "POST", "/v2/models/two/infer", nested)
+    assert status == 200, doc
+    assert [o["name"] for o in doc["outputs"]] == ["flag"]
+    assert doc["outputs"][0]["data"] == [True, False]
+
+    status, _, doc = call(server, "POST", "/v2/models/mlp/versions/2/infer", infer_body(x))
+    assert status == 200 and doc["model_version"] == "2"
+    np.testing.assert_allclose(np.array(doc["outputs"][0]["data"]).reshape(3, 2),
+                               mlp_numpy(x, 2), atol=1e-4)
+
+
+def test_binary_tensor_extension_over_http(servers: Servers, source: MemorySource) -> None:
+    server = servers(source)
+    x = x_rows(4)
+    header = json.dumps({"inputs": [{"name": "x", "shape": [4, 32], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
+    status, hdrs, raw = call(
+        server, "POST", "/v2/models/mlp/infer", header + x.tobytes(),
+        {"Inference-Header-Content-Length": str(len(header)),
+         "Content-Type": "application/octet-stream"})
+    assert status == 200
+    n = int(hdrs["inference-header-content-length"])
+    doc = json.loads(raw[:n])
+    assert doc["outputs"][0]["parameters"]["binary_data_size"] == 4 * 2 * 4
+    y = np.frombuffer(raw[n:], dtype="<f4").reshape(4, 2)
+    np.testing.assert_allclose(y, mlp_numpy(x, 1), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"inputs": [{"name": "q", "shape": [1, 32], "datatype": "FP32", "data": [0] * 32}]},
+         "unknown input 'q'"),
+        ({"inputs": [{"name": "x", "shape": [1, 31], "datatype": "FP32", "data": [0] * 31}]},
+         "input 'x': shape [1, 31]"),
+        ({"inputs": [{"name": "x", "shape": [1, 32], "datatype": "INT32", "data": [0] * 32}]},
+         "input 'x': datatype"),
+        (b"{not json", "not valid JSON"),
+        ({"id": "no-inputs"}, "inputs"),
+    ],
+)
+def test_bad_requests_get_400_naming_the_input(
+    servers: Servers, source: MemorySource, body: object, words: str
+) -> None:
+    server = servers(source)
+    status, _, doc = call(server, "POST", "/v2/models/mlp/infer", body)
+    assert status == 400
+    assert words in doc["error"]
+    # The server is undisturbed.
+    assert call(server, "POST", "/v2/models/mlp/infer", infer_body(x_rows(1)))[0] == 200
+
+
+def test_missing_input_unknown_model_version_and_limits(
+    servers: Servers, source: MemorySource
+) -> None:
+    server = servers(source, max_batch_size=8, max_body_bytes=4096)
+    status, _, doc = call(server, "POST", "/v2/models/two/infer", {"inputs": [
+        {"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
+    assert status == 400 and "missing input 'b'" in doc["error"]
+    status, _, doc = call(server, "POST", "/v2/models/nope/infer", infer_body(x_rows(1)))
+    assert status == 404 and "nope" in doc["error"]
+    assert call(server, "GET", "/v2/models/nope")[0] == 404
+    status, _, doc = call(server, "POST", "/v2/models/mlp/versions/9/infer", infer_body(x_rows(1)))
+    assert status == 404 and "9" in doc["error"]
+    assert call(server, "GET", "/v2/models/mlp/versions/abc")[0] == 404
+    status, _, doc = call(server, "POST", "/v2/models/mlp/infer", infer_body(x_rows(9)))
+    assert status == 413 or (status == 400 and "limit of 8" in doc["error"])
+    status, _, doc = call(server, "POST", "/v2/models/mlp/infer", infer_body(x_rows(9)[:, :4]
+                                                                             .repeat(8, 1)))
+    assert status in (400, 413)
+    big = b"{" + b" " * 5000 + b"}"
+    status, _, doc = call(server, "POST", "/v2/models/mlp/infer", big)
+    assert status == 413 and "4096" in doc["error"]
+    assert call(server, "GET", "/v2/models/mlp/infer")[0] == 405
+
+
+def test_row_limit_is_a_400_naming_the_input(servers: Servers, source: MemorySource) -> None:
+    server = servers(source, max_batch_size=2)
+    status, _, doc = call(server, "POST", "/v2/models/mlp/infer", infer_body(x_rows(3)))
+    assert status == 400 and "input 'x'" in doc["error"] and "limit of 2" in doc["error"]
+
+
+def test_overload_gets_503_with_retry_after(home: Home, source: MemorySource) -> None:
+    from dataclasses import replace
+
+    async def scenario() -> list[tuple[int, dict[bytes, bytes]]]:
+        engine = Engine(source, replace(FAST, queue_capacity=1),
+                        providers=("CPUExecutionProvider",))
+        app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 20)
+        await app.startup()
+        try:
+            body = json.dumps(infer_body(x_rows(1))).encode()
+            results = await asyncio.gather(*[
+                app.handle("POST", "/v2/models/mlp/infer", {}, body, "127.0.0.1")
+                for _ in range(20)])
+        finally:
+            await app.shutdown()
+        return [(status, dict(headers)) for status, headers, _ in results]
+
+    results = asyncio.run(scenario())
+    statuses = [s for s, _ in results]
+    assert statuses.count(200) >= 1
+    assert statuses.count(503) >= 1
+    assert set(statuses) <= {200, 503}
+    assert all(h[b"retry-after"] == b"1" for s, h in results if s == 503)
+
+
+def test_metrics_use_triton_names(servers: Servers, source: MemorySource) -> None:
+    server = servers(source)
+    for _ in range(3):
+        assert call(server, "POST", "/v2/models/mlp/infer", infer_body(x_rows(2)))[0] == 200
+    call(server, "POST", "/v2/models/mlp/infer", b"{bad")
+    status, hdrs, raw = call(server, "GET", "/metrics")
+    assert status == 200 and hdrs["content-type"].startswith("text/plain")
+    text = raw.decode()
+    assert 'nv_inference_request_success{model="mlp",version="1"} 3' in text
+    assert 'nv_inference_request_failure{model="mlp",version="1",reason="OTHER"} 1' in text
+    assert 'nv_inference_count{model="mlp",version="1"} 6' in text
+    assert 'nv_inference_exec_count{model="mlp",version="1"}' in text
+    for name in ("nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+                 "nv_inference_compute_infer_duration_us", "nv_inference_pending_request_count"):
+        assert f'{name}{{model="mlp",version="1"}}' in text
+    assert ('appliance_inference_request_duration_seconds_count{model="mlp",version="1"} 4'
+            in text)
+    assert 'appliance_model_loaded{model="mlp",version="1",provider="CPUExecutionProvider"} 1' \
+        in text
+
+
+def test_request_log_rows_reach_monitoring_db(
+    servers: Servers, source: MemorySource, home: Home
+) -> None:
+    server = servers(source)
+    for i in range(5):
+        body = infer_body(x_rows(1, seed=i), id=f"log-{i}")
+        assert call(server, "POST", "/v2/models/mlp/infer", body)[0] == 200
+    call(server, "POST", "/v2/models/mlp/infer", {"id": "bad", "inputs": [
+        {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
+    db = home.monitoring_db()
+    try:
+        deadline = time.monotonic() + 10
+        rows: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            rows = list(db.query("SELECT * FROM requests ORDER BY id"))
+            if len(rows) >= 6:
+                break
+            time.sleep(0.05)
+        plan = " ".join(r["detail"] for r in db.query(
+            "EXPLAIN QUERY PLAN SELECT minute, COUNT(*) FROM requests"
+            " WHERE model = 'mlp' AND version = 1 AND minute >= 0 GROUP BY minute"))
+    finally:
+        db.close()
+    assert len(rows) == 6
+    ok = [r for r in rows if r["status"] == 200]
+    assert [r["request_id"] for r in ok] == [f"log-{i}" for i in range(5)]
+    assert all(r["model"] == "mlp" and r["version"] == 1 and r["rows"] == 1 for r in ok)
+    assert all(r["batch_size"] >= 1 and r["latency_us"] > 0 for r in ok)
+    assert json.loads(str(ok[0]["inputs"]))["x"][0] == pytest.approx(
+        x_rows(1, seed=0)[0].tolist(), abs=1e-6)
+    assert len(json.loads(str(ok[0]["outputs"]))["y"][0]) == 2
+    bad = [r for r in rows if r["status"] == 400]
+    assert len(bad) == 1 and "input 'x'" in str(bad[0]["error"])
+    assert "requests_model_minute" in plan
+
+
+def test_default_authorizer_only_lets_loopback_in_anonymously() -> None:
+    allow = loopback_authorizer(True)
+    deny = loopback_authorizer(False)
+    req = AuthRequest("127.0.0.1", {}, "/v2/models/m/infer", "infer", "m")
+    allow(req)
+    allow(AuthRequest("::1", {}, "/", "infer", "m"))
+    with pytest.raises(Unauthorized, match="'infer' scope"):
+        allow(AuthRequest("10.1.2.3", {}, "/", "infer", "m"))
+    with pytest.raises(Unauthorized):
+        deny(req)
+
+
+def test_custom_authorizer_is_called_and_refusal_is_401(
+    servers: Servers, source: MemorySource
+) -> None:
+    seen: list[AuthRequest] = []
+
+    def authorizer(req: AuthRequest) -> None:
+        seen.append(req)
+        if req.headers.get(b"authorization") != b"Bearer good":
+            raise Unauthorized("a bearer token with the 'infer' scope is required")
+
+    server = servers(source, authorizer=authorizer)
+    status, hdrs, doc = call(server, "POST", "/v2/models/mlp/infer", infer_body(x_rows(1)))
+    assert status == 401 and "infer" in doc["error"] and "bearer" in hdrs["www-authenticate"].lower()
+    status, _, _ = call(server, "POST", "/v2/models/mlp/infer", infer_body(x_rows(1)),
+                        {"Authorization": "Bearer good"})
+    assert status == 200
+    assert seen[-1].model == "mlp" and seen[-1].scope == "infer"
+    assert call(server, "GET", "/v2/health/ready")[0] == 200  # health needs no token
