@@ -1,32 +1,28 @@
 """Appending audit entries.
 
-An entry is canonical JSON ``{seq, ts, actor, action, target, details}``
+An entry is canonical JSON ``{seq, ts, actor, action, target, details, prev}``
 (sorted keys, no spaces, UTF-8), stored as the exact bytes that are hashed.
-Its leaf hash is SHA-256(0x00 || entry), as RFC 9162 hashes a Merkle leaf.
+Its leaf hash is SHA-256(0x00 || entry), as RFC 9162 hashes a Merkle leaf;
+``prev`` is the previous entry's leaf hash in hex (64 zeros for the first),
+which lets a verifier name the exact entry that was edited.
 
 ``append`` must run inside the caller's open write transaction, so a change
-and its audit entry commit together or not at all.
+and its audit entry commit together or not at all. Every
+``CHECKPOINT_EVERY``-th entry also signs a checkpoint in that transaction.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlite_utils
 
+from appliance.audit.checkpoints import CHECKPOINT_EVERY, sign_checkpoint
+from appliance.audit.standalone_verify import GENESIS_PREV, canonical_json, leaf_hash
 
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
-def leaf_hash(entry: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + entry).digest()
+__all__ = ["append", "canonical_json", "leaf_hash", "now_iso"]
 
 
 def now_iso() -> str:
@@ -46,8 +42,9 @@ def append(
         raise RuntimeError("audit.append must run inside the change's write transaction")
     if not actor or not action:
         raise ValueError("an audit entry needs an actor and an action")
-    row = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM audit_log").fetchone()
-    seq = int(row[0])
+    row = db.execute("SELECT seq, leaf_hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    seq = int(row[0]) + 1 if row else 0
+    prev = bytes(row[1]).hex() if row else GENESIS_PREV
     ts = now_iso()
     entry = canonical_json(
         {
@@ -57,6 +54,7 @@ def append(
             "action": action,
             "target": target,
             "details": dict(details or {}),
+            "prev": prev,
         }
     )
     db.execute(
@@ -64,4 +62,6 @@ def append(
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         [seq, ts, actor, action, target, entry, leaf_hash(entry)],
     )
+    if (seq + 1) % CHECKPOINT_EVERY == 0:
+        sign_checkpoint(db)
     return seq

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from appliance.auth.permissions import Principal
+from appliance.auth.users import local_principal
 from appliance.config import Config, load_config, resolve_home
 from appliance.storage.home import Home
 
@@ -30,14 +32,30 @@ class Env:
     def home(self) -> Home:
         return Home.from_config(resolve_home(self.config, self.home_option), self.config)
 
+    @cached_property
+    def principal(self) -> Principal | None:
+        """The local identity: root and the service user are admins; another OS user is
+        the appliance user of the same name, or nobody."""
+        if not self.home.db_path.exists():
+            return local_principal(None, os_user())
+        db = self.home.db()
+        try:
+            return local_principal(db, os_user())
+        finally:
+            db.close()
+
     @property
     def actor(self) -> str:
-        """Who the CLI acts as: the local OS user, recorded in audit entries."""
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = f"uid{os.getuid()}"
-        return f"local:{user}"
+        """Who the CLI acts as, recorded in audit entries."""
+        principal = self.principal
+        return principal.name if principal else f"local:{os_user()}"
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"
 
 
 pass_env = click.make_pass_decorator(Env)

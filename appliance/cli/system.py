@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from appliance.audit.service import ensure_key
 from appliance.cli._common import Env, echo_json, pass_env
 from appliance.config import SETTINGS
 from appliance.storage.home import init_home
@@ -19,9 +20,12 @@ def init(env: Env, as_json: bool) -> None:
     Safe to run again: existing data is kept and only pending migrations run.
     """
     report = init_home(env.home)
+    key = ensure_key(env.home, env.actor)
+    if key.created:
+        report.created.append(str(key.public_path))
     if as_json:
         echo_json({"home": str(env.home.root), "created": report.created,
-                   "migrations": report.migrations})
+                   "migrations": report.migrations, "audit_key": key.vkey})
         return
     for path in report.created:
         click.echo(f"created {path}")

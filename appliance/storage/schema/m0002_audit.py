@@ -1,4 +1,4 @@
-"""The audit log table: append-only entries, the leaves of the audit Merkle tree."""
+"""The audit tables: append-only entries (the Merkle leaves), signed checkpoints, keys."""
 
 from __future__ import annotations
 
@@ -22,4 +22,31 @@ def _audit_log(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX audit_log_ts ON audit_log (ts)")
 
 
-MIGRATIONS = [Migration("audit.0001_log", _audit_log)]
+def _checkpoints(db: sqlite_utils.Database) -> None:
+    # compact: the perfect-subtree hashes of the tree at `size`, so the next
+    # checkpoint hashes only the leaves appended since.
+    db.execute(
+        "CREATE TABLE audit_checkpoints ("
+        " size INTEGER PRIMARY KEY, note TEXT NOT NULL, key_id TEXT NOT NULL,"
+        " compact BLOB NOT NULL, created_at TEXT NOT NULL)"
+    )
+
+
+def _keys(db: sqlite_utils.Database) -> None:
+    # One row per signing key; the one with no retired_seq is in force.
+    db.execute(
+        "CREATE TABLE audit_keys ("
+        " key_id TEXT PRIMARY KEY, vkey TEXT NOT NULL UNIQUE,"
+        " created_seq INTEGER NOT NULL, retired_seq INTEGER)"
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX audit_keys_in_force ON audit_keys ((retired_seq IS NULL))"
+        " WHERE retired_seq IS NULL"
+    )
+
+
+MIGRATIONS = [
+    Migration("audit.0001_log", _audit_log),
+    Migration("audit.0002_checkpoints", _checkpoints),
+    Migration("audit.0003_keys", _keys),
+]

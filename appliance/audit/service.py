@@ -1,0 +1,221 @@
+"""The audit trail as the edges use it: keys, checkpoints, verification, queries.
+
+Verification reads the entries and checkpoints in one read transaction (a
+consistent snapshot while others append) and hands them to
+``standalone_verify.verify_log``, the same code an auditor runs off the box.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from appliance.audit.checkpoints import (
+    current_key,
+    current_signer,
+    latest_checkpoint,
+    log_size,
+    sign_checkpoint,
+)
+from appliance.audit.keys import Signer, publish_current, write_key_files
+from appliance.audit.log import append
+from appliance.audit.merkle import MerkleTree
+from appliance.audit.standalone_verify import (
+    KEY_ROTATED,
+    FormatError,
+    NoteVerifier,
+    Report,
+    Row,
+    parse_checkpoint_body,
+    parse_note,
+    verify_consistency,
+    verify_log,
+)
+from appliance.errors import BadInput, Conflict, NotFound
+from appliance.storage.db import immediate
+from appliance.storage.home import Home
+
+KEY_CREATED = "audit.key_created"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    vkey: str
+    public_path: Path
+    created: bool
+
+
+def ensure_key(home: Home, actor: str) -> KeyInfo:
+    """Make the signing key if there is none; run by ``appliance init``, safe to repeat.
+
+    Creating the key is itself an audit entry, and the first checkpoint signs
+    every entry made before it.
+    """
+    db = home.db()
+    try:
+        existing = current_key(db)
+        if existing is not None:
+            return KeyInfo(existing.vkey, home.keys_dir / "audit.pub", created=False)
+        signer = Signer.generate(f"appliance/audit/{secrets.token_hex(8)}")
+        write_key_files(home.keys_dir, signer)
+        vkey = signer.verifier.vkey
+        with immediate(db):
+            if current_key(db) is not None:
+                raise Conflict("another process created the audit key at the same time; run again")
+            seq = append(db, actor=actor, action=KEY_CREATED, target=f"key:{signer.name}",
+                         details={"key": vkey})
+            db.execute("INSERT INTO audit_keys (key_id, vkey, created_seq) VALUES (?, ?, ?)",
+                       [signer.verifier.id.hex(), vkey, seq])
+            sign_checkpoint(db, signer)
+        path = publish_current(home.keys_dir, signer.verifier)
+        return KeyInfo(vkey, path, created=True)
+    finally:
+        db.close()
+
+
+def rotate_key(home: Home, actor: str) -> KeyInfo:
+    """Replace the signing key; the rotation entry is signed by the old key before the new one signs."""
+    db = home.db()
+    try:
+        old = current_signer(db)
+        if old is None:
+            raise NotFound("there is no audit key to rotate; run 'appliance init'")
+        new = Signer.generate(old.name)
+        write_key_files(home.keys_dir, new)
+        with immediate(db):
+            in_force = current_key(db)
+            if in_force is None or in_force.key_id != old.verifier.id.hex():
+                raise Conflict("the audit key changed meanwhile; run again")
+            seq = append(db, actor=actor, action=KEY_ROTATED, target=f"key:{old.name}",
+                         details={"old_key": old.verifier.vkey, "new_key": new.verifier.vkey})
+            sign_checkpoint(db, old)
+            db.execute("UPDATE audit_keys SET retired_seq = ? WHERE retired_seq IS NULL", [seq])
+            db.execute("INSERT INTO audit_keys (key_id, vkey, created_seq) VALUES (?, ?, ?)",
+                       [new.verifier.id.hex(), new.verifier.vkey, seq])
+        path = publish_current(home.keys_dir, new.verifier)
+        return KeyInfo(new.verifier.vkey, path, created=True)
+    finally:
+        db.close()
+
+
+def checkpoint(db: sqlite_utils.Database) -> str:
+    """Sign the tree as it stands now (or return the checkpoint already at this size)."""
+    with immediate(db):
+        note = sign_checkpoint(db)
+    if note is None:
+        raise NotFound("there is no audit signing key yet; run 'appliance init'")
+    return note
+
+
+def checkpoints_size(db: sqlite_utils.Database) -> int:
+    """How many entries the log holds."""
+    return log_size(db)
+
+
+def checkpoint_in_transaction(db: sqlite_utils.Database) -> str | None:
+    """Sign the tree as it stands, inside the caller's write transaction."""
+    return sign_checkpoint(db)
+
+
+def genesis_key(db: sqlite_utils.Database) -> NoteVerifier:
+    """The first key of the log: what on-box verification trusts unless told otherwise."""
+    row = db.execute("SELECT vkey FROM audit_keys ORDER BY created_seq LIMIT 1").fetchone()
+    if row is None:
+        raise NotFound("there is no audit signing key yet; run 'appliance init'")
+    return NoteVerifier.from_vkey(row[0])
+
+
+def parse_vkey(text: str, where: str) -> NoteVerifier:
+    try:
+        return NoteVerifier.from_vkey(text.strip())
+    except FormatError as exc:
+        raise BadInput(f"{where}: not a verifier key: {exc}") from exc
+
+
+def read_rows(db: sqlite_utils.Database) -> Iterator[Row]:
+    for seq, entry, leaf, ts, actor, action, target in db.execute(
+        "SELECT seq, entry, leaf_hash, ts, actor, action, target FROM audit_log ORDER BY seq"
+    ):
+        # A value whose type was changed by hand is compared as what it now holds.
+        blob = entry.encode("utf-8") if isinstance(entry, str) else bytes(entry)
+        stored = leaf if isinstance(leaf, bytes) else b""
+        yield int(seq), blob, stored, (ts, actor, action, target)
+
+
+def read_checkpoints(db: sqlite_utils.Database) -> list[tuple[int | None, str]]:
+    return [(int(s), str(n)) for s, n in
+            db.execute("SELECT size, note FROM audit_checkpoints ORDER BY size")]
+
+
+def verify(
+    db: sqlite_utils.Database, trusted: NoteVerifier | None = None, anchor: str | None = None
+) -> Report:
+    """Recompute every hash, link, root and signature; with an anchor, prove consistency with it."""
+    trusted = trusted or genesis_key(db)
+    db.conn.execute("BEGIN")  # one snapshot of entries and checkpoints
+    try:
+        report = verify_log(read_rows(db), read_checkpoints(db), trusted, anchor)
+        if report.ok and anchor is not None:
+            _prove_anchor(db, anchor, report)
+    finally:
+        db.conn.execute("COMMIT")
+    return report
+
+
+def _prove_anchor(db: sqlite_utils.Database, anchor: str, report: Report) -> None:
+    """Check the RFC 9162 consistency proof from the anchor to the latest checkpoint."""
+    latest = latest_checkpoint(db)
+    if latest is None:
+        return
+    first = parse_checkpoint_body(parse_note(anchor)[0])
+    last = parse_checkpoint_body(parse_note(latest[1])[0])
+    leaves = [bytes(r[0]) for r in db.execute(
+        "SELECT leaf_hash FROM audit_log WHERE seq < ? ORDER BY seq", [last[1]])]
+    proof = MerkleTree(leaves).consistency_proof(first[1], last[1])
+    if not verify_consistency(first[1], last[1], proof, first[2], last[2]):
+        report.ok, report.first_bad_seq = False, 0
+        report.reason = "the latest checkpoint is not a consistent extension of the anchor"
+
+
+def read_anchor(path: str | Path) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"anchor {path}: can not be read: {exc}") from exc
+    return text
+
+
+def entries(
+    db: sqlite_utils.Database,
+    *,
+    since: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Entries matching every filter given, oldest first (the last ``limit`` when limited)."""
+    where, args = [], []
+    for column, value, op in (("ts", since, ">="), ("actor", actor, "="),
+                              ("action", action, "="), ("target", target, "=")):
+        if value is not None:
+            where.append(f"{column} {op} ?")
+            args.append(value)
+    sql = "SELECT seq, ts, actor, action, target, entry FROM audit_log"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq DESC"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    rows = db.execute(sql, args).fetchall()
+    out = []
+    for seq, ts, who, what, on, entry in reversed(rows):
+        out.append({"seq": seq, "ts": ts, "actor": who, "action": what, "target": on,
+                    "details": json.loads(bytes(entry))["details"]})
+    return out

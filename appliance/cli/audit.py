@@ -1,0 +1,122 @@
+"""The audit trail: ``audit log|verify|checkpoint|export|rotate-key``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from appliance.audit import service
+from appliance.audit.export import export
+from appliance.cli._common import Env, echo_json, pass_env
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """Read, verify, anchor and export the signed audit trail."""
+
+
+@audit_group.command("log")
+@click.option("--since", help="Only entries at or after this UTC time (ISO 8601, e.g. 2026-01-31).")
+@click.option("--actor", help="Only entries by this actor.")
+@click.option("--action", help="Only entries of this action (e.g. model.promote).")
+@click.option("--target", help="Only entries about this target (e.g. model:fraud@3).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Show only the newest N matching entries.")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@pass_env
+def audit_log(env: Env, since: str | None, actor: str | None, action: str | None,
+              target: str | None, limit: int | None, as_json: bool) -> None:
+    """List audit entries, oldest first."""
+    db = env.home.db()
+    try:
+        rows = service.entries(db, since=since, actor=actor, action=action, target=target,
+                               limit=limit)
+    finally:
+        db.close()
+    if as_json:
+        echo_json(rows)
+        return
+    for r in rows:
+        details = json.dumps(r["details"], sort_keys=True, ensure_ascii=False)
+        click.echo(f"{r['seq']:>6} {r['ts']} {r['actor']} {r['action']} {r['target']} {details}")
+
+
+@audit_group.command("verify")
+@click.option("--anchor", type=click.Path(dir_okay=False),
+              help="A checkpoint kept off the box; proves the log extends it (no truncation or rewrite).")
+@click.option("--pubkey", type=click.Path(dir_okay=False),
+              help="File holding the public key to trust (default: the log's first key).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_env
+def audit_verify(env: Env, anchor: str | None, pubkey: str | None, as_json: bool) -> None:
+    """Recompute every entry, hash, root and signature; exit 1 naming the first bad entry."""
+    trusted = None
+    if pubkey:
+        try:
+            text = Path(pubkey).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(f"can not read {pubkey}: {exc}", param_hint="--pubkey") from exc
+        trusted = service.parse_vkey(text, pubkey)
+    anchor_text = service.read_anchor(anchor) if anchor else None
+    db = env.home.db()
+    try:
+        report = service.verify(db, trusted, anchor_text)
+    finally:
+        db.close()
+    if as_json:
+        echo_json(report.as_dict())
+    elif report.ok:
+        click.echo(f"ok: {report.size} entries, {report.checkpoints} checkpoints verified, "
+                   f"signed through {report.signed_size}"
+                   + (", consistent with the anchor" if anchor else ""))
+    else:
+        click.echo(f"first bad seq {report.first_bad_seq}: {report.reason}", err=True)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@audit_group.command("checkpoint")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="File to write the signed checkpoint to; keep it off the box.")
+@pass_env
+def audit_checkpoint(env: Env, out: str) -> None:
+    """Sign the log as it stands and write the checkpoint, to keep as an anchor."""
+    db = env.home.db()
+    try:
+        note = service.checkpoint(db)
+    finally:
+        db.close()
+    Path(out).write_text(note, encoding="utf-8")
+    click.echo(f"wrote {out}")
+
+
+@audit_group.command("export")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="New or empty directory for the bundle.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@pass_env
+def audit_export(env: Env, out: str, as_json: bool) -> None:
+    """Write entries, checkpoints, proofs and the public key for an auditor."""
+    db = env.home.db()
+    try:
+        manifest = export(db, Path(out))
+    finally:
+        db.close()
+    if as_json:
+        echo_json(manifest)
+    else:
+        click.echo(f"exported {manifest['size']} entries and {manifest['checkpoints']} "
+                   f"checkpoints to {out}; check with standalone_verify.py --pubkey KEY {out}")
+
+
+@audit_group.command("rotate-key")
+@pass_env
+def audit_rotate_key(env: Env) -> None:
+    """Replace the signing key; the old key signs the entry that introduces the new one."""
+    info = service.rotate_key(env.home, env.actor)
+    click.echo(f"new audit key: {info.vkey} (public key in {info.public_path})")
+
+
+COMMANDS = [audit_group]

@@ -1,0 +1,166 @@
+"""Access control: passwords, throttling, tokens, sessions, permissions, local identity."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlite_utils
+
+from appliance.audit import service as audit_service
+from appliance.auth import (
+    PERMISSIONS,
+    Principal,
+    Role,
+    Scope,
+    authorize,
+    check_separation_of_duties,
+    passwords,
+    sessions,
+    tokens,
+    users,
+)
+from appliance.errors import BadInput, Conflict, Forbidden, Unauthorized
+from appliance.storage.home import Home
+
+PW = "correct horse battery"
+
+
+def _actions(db: sqlite_utils.Database) -> list[str]:
+    return [e["action"] for e in audit_service.entries(db)]
+
+
+def test_password_hash_is_argon2id_at_owasp_minimum() -> None:
+    stored = passwords.hash_password(PW)
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert passwords.verify_password(stored, PW)
+    assert not passwords.verify_password(stored, PW + "!")
+    assert not passwords.verify_password("plain", PW)
+    assert stored != passwords.hash_password(PW)  # salted
+    with pytest.raises(BadInput, match="12 characters"):
+        passwords.check_password_policy("short")
+
+
+def test_users_lifecycle_is_audited(home: Home, db: sqlite_utils.Database) -> None:
+    users.add_user(db, "alice", "operator", PW, actor="local:root")
+    with pytest.raises(Conflict):
+        users.add_user(db, "alice", "viewer", PW, actor="local:root")
+    with pytest.raises(BadInput, match="role"):
+        users.add_user(db, "bob", "superuser", PW, actor="local:root")
+    with pytest.raises(BadInput, match="user name"):
+        users.add_user(db, "Bob Smith", "viewer", PW, actor="local:root")
+    p = users.authenticate(db, "alice", PW)
+    assert p == Principal(name="alice", role=Role.OPERATOR)
+    sid = sessions.create_session(db, p)
+    assert sessions.touch_session(db, sid).name == "alice"
+    users.set_password(db, "alice", PW + "2", actor="alice")
+    with pytest.raises(Unauthorized):
+        sessions.touch_session(db, sid)  # a password change ends sessions
+    with pytest.raises(Unauthorized):
+        users.authenticate(db, "alice", PW)
+    users.disable_user(db, "alice", actor="local:root")
+    with pytest.raises(Unauthorized):
+        users.authenticate(db, "alice", PW + "2")
+    assert users.list_users(db)[0]["disabled"] is True
+    assert _actions(db) == ["user.add", "auth.login", "user.passwd", "auth.login_failed",
+                            "user.disable", "auth.login_failed"]
+    assert audit_service.entries(db, action="auth.login_failed")[0]["actor"] == "anonymous"
+
+
+def test_failed_logins_are_throttled_in_the_database(home: Home, db: sqlite_utils.Database) -> None:
+    users.add_user(db, "carol", "viewer", PW, actor="local:root")
+    throttle = users.Throttle(max_failures=3, window=timedelta(minutes=5))
+    for _ in range(3):
+        with pytest.raises(Unauthorized, match="bad user name"):
+            users.authenticate(db, "carol", "wrong password!", throttle=throttle)
+    other = home.db()  # another worker sees the same count
+    try:
+        with pytest.raises(Unauthorized, match="too many"):
+            users.authenticate(other, "carol", PW, throttle=throttle)
+    finally:
+        other.close()
+    assert users.authenticate(db, "carol", PW, throttle=users.Throttle(max_failures=4)).name == "carol"
+    # Unknown accounts are counted too, and say the same thing as a bad password.
+    with pytest.raises(Unauthorized, match="bad user name"):
+        users.authenticate(db, "nobody", PW, throttle=throttle)
+    assert "auth.login_throttled" in _actions(db)
+
+
+def test_tokens_scopes_expiry_and_revocation(home: Home, db: sqlite_utils.Database) -> None:
+    users.add_user(db, "dave", "operator", PW, actor="local:root")
+    new = tokens.create_token(db, "dave", "ci", ["infer", "read"], actor="local:root")
+    assert new.token.startswith("apl_") and len(new.token) > 40
+    stored = db.execute("SELECT token_hash FROM api_tokens").fetchone()[0]
+    assert new.token not in stored and len(stored) == 64
+    p = tokens.authenticate_token(db, new.token)
+    assert p.scopes == frozenset({Scope.INFER, Scope.READ}) and p.role is Role.OPERATOR
+    authorize(p, "infer")
+    authorize(p, "models.read")
+    with pytest.raises(Forbidden, match="needs train"):
+        authorize(p, "train")  # the operator may train, the token may not
+    with pytest.raises(Unauthorized):
+        tokens.authenticate_token(db, new.token[:-1] + ("A" if new.token[-1] != "A" else "B"))
+    tokens.revoke_token(db, new.id, actor="dave")
+    with pytest.raises(Unauthorized, match="revoked"):
+        tokens.authenticate_token(db, new.token)
+    expired = tokens.create_token(db, "dave", "old", ["read"], actor="local:root", days=1)
+    db.execute("UPDATE api_tokens SET expires_at = '2000-01-01T00:00:00+00:00' WHERE id = ?",
+               [expired.id])
+    with pytest.raises(Unauthorized, match="expired"):
+        tokens.authenticate_token(db, expired.token)
+    with pytest.raises(BadInput, match="scope"):
+        tokens.create_token(db, "dave", "x", ["root"], actor="local:root")
+    assert [t["name"] for t in tokens.list_tokens(db, "dave")] == ["ci", "old"]
+    assert _actions(db).count("token.create") == 2 and "token.revoke" in _actions(db)
+
+
+def test_session_timeouts_and_logout(home: Home, db: sqlite_utils.Database) -> None:
+    users.add_user(db, "erin", "viewer", PW, actor="local:root")
+    p = Principal(name="erin", role=Role.VIEWER)
+    sid = sessions.create_session(db, p)
+    assert sid != sessions.create_session(db, p)
+    db.execute("UPDATE sessions SET last_seen_at = '2000-01-01T00:00:00+00:00'")
+    with pytest.raises(Unauthorized, match="ended"):
+        sessions.touch_session(db, sid)  # idle
+    sid = sessions.create_session(db, p)
+    with pytest.raises(Unauthorized, match="ended"):
+        sessions.touch_session(db, sid, sessions.SessionPolicy(absolute=timedelta(0)))
+    sid = sessions.create_session(db, p)
+    sessions.revoke_session(db, sid)
+    with pytest.raises(Unauthorized):
+        sessions.touch_session(db, sid)
+    assert "auth.logout" in _actions(db)
+
+
+def test_permission_registry_roles_and_separation_of_duties() -> None:
+    expected = {
+        Role.ADMIN: set(PERMISSIONS),
+        Role.OPERATOR: {"train", "models.promote", "serving.deploy", "models.read", "infer"},
+        Role.APPROVER: {"models.approve", "models.read", "infer"},
+        Role.VIEWER: {"models.read", "audit.read", "infer"},
+    }
+    for role, must in expected.items():
+        held = Principal(name="x", role=role).permissions()
+        assert must <= held, role
+    assert "models.approve" not in Principal("x", Role.OPERATOR).permissions()
+    assert "train" not in Principal("x", Role.APPROVER).permissions()
+    assert "users.admin" not in Principal("x", Role.OPERATOR).permissions()
+    assert not {"train", "models.write", "users.admin"} & Principal("x", Role.VIEWER).permissions()
+    with pytest.raises(Unauthorized):
+        authorize(None, "models.read")
+    with pytest.raises(ValueError):
+        authorize(Principal("x", Role.ADMIN), "no.such.permission")
+    with pytest.raises(Forbidden):
+        authorize(Principal("x", Role.ADMIN, scopes=frozenset({Scope.READ})), "users.admin")
+    approver = Principal("frank", Role.APPROVER)
+    with pytest.raises(Forbidden, match="trained this version"):
+        check_separation_of_duties("frank", approver)
+    check_separation_of_duties("grace", approver)
+
+
+def test_local_identity(db: sqlite_utils.Database) -> None:
+    assert users.local_principal(db, "root") == Principal("local:root", Role.ADMIN, via="local")
+    assert users.local_principal(db, "appliance").role is Role.ADMIN
+    assert users.local_principal(db, "heidi") is None
+    users.add_user(db, "heidi", "approver", PW, actor="local:root")
+    assert users.local_principal(db, "heidi") == Principal("heidi", Role.APPROVER, via="local")
