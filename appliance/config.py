@@ -169,6 +169,37 @@ SETTINGS: tuple[Setting, ...] = (
     _s("auth.token_days", 90, "Default lifetime of a new API token.", "int", minimum=1,
        maximum=3650),
     # --- serving ---
+    # --- monitoring ---
+    _s("monitoring.window_minutes", 60,
+       "Window of recent traffic a drift report or drift-check job looks at by default.", "int",
+       minimum=1, maximum=525_600),
+    _s("monitoring.min_rows", 30,
+       "Fewest sampled rows a window needs before drift and quality are judged.", "int",
+       minimum=1),
+    _s("monitoring.min_labels", 30,
+       "Fewest labelled rows a window needs before performance and concept drift are judged.",
+       "int", minimum=1),
+    _s("monitoring.performance_tolerance", 0.05,
+       "How far the primary metric may fall below the version's test value (accuracy, "
+       "absolute) or rise above it (RMSE, relative) before a performance alert.", "float",
+       minimum=0.0),
+    _s("monitoring.max_missing_increase", 0.1,
+       "Rise of a feature's missing share over the training data's that is a quality breach.",
+       "float", minimum=0.0, maximum=1.0),
+    _s("monitoring.max_out_of_range_share", 0.05,
+       "Share of a numeric feature's values outside the training range that is a quality "
+       "breach.", "float", minimum=0.0, maximum=1.0),
+    _s("monitoring.max_unseen_share", 0.05,
+       "Share of a categorical feature's values never seen in training that is a quality "
+       "breach.", "float", minimum=0.0, maximum=1.0),
+    _s("monitoring.latency_p99_ms", 500.0,
+       "p99 latency of a model in the window above which a latency alert is raised; 0 turns "
+       "it off.", "float", minimum=0.0),
+    _s("monitoring.max_error_rate", 0.05,
+       "Share of failed requests (5xx) in the window above which an errors alert is raised.",
+       "float", minimum=0.0, maximum=1.0),
+    _s("monitoring.syslog", True,
+       "Send each new alert to the local syslog socket /dev/log (never the network).", "bool"),
     # --- promotion ---
     _s("promotion.load_test_requests", 200,
        "Requests (batch 1) of the in-process load test whose p99 latency the latency gate "
@@ -207,11 +238,6 @@ SETTINGS: tuple[Setting, ...] = (
     _s("console.tls_cert", "",
        "PEM certificate the console serves TLS with; empty serves plain HTTP.", "path"),
     _s("console.tls_key", "", "PEM private key for console.tls_cert.", "path"),
-    _s("console.session_idle_minutes", 30,
-       "A console session unused for this long is ended.", "int", minimum=1, maximum=1440),
-    _s("console.session_absolute_hours", 12,
-       "A console session ends this long after login, however active.", "int", minimum=1,
-       maximum=720),
     _s("console.allowed_networks", "",
        "Comma-separated client networks (CIDR) the console answers; empty means any.", "str"),
     _s("console.insecure_loopback", True,
