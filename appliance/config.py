@@ -70,7 +70,7 @@ class Setting:
             if self.maximum is not None and value > self.maximum:
                 raise bad
             return int(value) if self.kind == "int" else float(value)
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or (not value and self.default != ""):
             raise bad
         if self.kind == "choice" and value not in self.choices:
             raise bad

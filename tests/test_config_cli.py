@@ -20,6 +20,12 @@ def test_defaults_when_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert set(cfg) == {s.name for s in SETTINGS}
 
 
+def test_every_default_is_a_valid_value() -> None:
+    # A default that its own check rejects would make an explicit, equal value an error.
+    for s in SETTINGS:
+        assert parse_config({s.name: s.default})[s.name] == s.default, s.name
+
+
 def test_nested_and_dotted_keys(tmp_path: Path) -> None:
     cfg = parse_config({"storage": {"busy_timeout_ms": 900}, "doctor.blob_sample": 3})
     assert cfg["storage.busy_timeout_ms"] == 900 and cfg["doctor.blob_sample"] == 3

@@ -8,6 +8,7 @@ import click
 
 from appliance import registry
 from appliance.cli._common import Env, echo_json, pass_env
+from appliance.cli._promotion import PROMOTION_COMMANDS
 from appliance.training import get_run
 
 
@@ -230,5 +231,8 @@ def models_describe(env: Env, ref: str, text: str) -> None:
         db.close()
     click.echo(f"described {ref}")
 
+
+for _command in PROMOTION_COMMANDS:  # promote, approve, rollback, rollout, card, policy
+    models_group.add_command(_command)
 
 COMMANDS = [models_group]

@@ -5,7 +5,8 @@ rest with the registry's own audited primitives: a ``canary`` alias takes the
 share of traffic given by the canary version's ``canary_weight`` tag (0..1,
 default 0, so a canary alias alone routes nothing), and a ``shadow`` alias
 gets a copy of every request. ONNX bytes come from the blob store, verified
-against their digest before a session is built from them.
+against their digest and, for a version signed at promotion, its Ed25519
+signature, before a session is built from them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Hashable
 import sqlite_utils
 
 from appliance.errors import BadInput
+from appliance.promotion.signing import verify_model
 from appliance.registry import alias_fingerprint, list_aliases, resolve
 from appliance.serving.source import Resolved, Route
 from appliance.storage.home import Home
@@ -88,4 +90,7 @@ class RegistrySource:
         with self._lock:
             mv = resolve(self._conn(), ref)
         data = self._home.blobs.read_bytes(mv.onnx_digest, verify=True)
+        with self._lock:
+            # A promoted (signed) version loads only when its bytes verify.
+            verify_model(self._conn(), self._home.keys_dir, mv, data)
         return Resolved(name=mv.name, version=mv.version, model=data, signature=mv.signature)

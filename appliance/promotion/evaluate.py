@@ -1,0 +1,179 @@
+"""Scoring ONNX models on a held-out set, checking that set's quality, and timing a model.
+
+The held-out set is the candidate's own test split: the rows of its dataset
+version that its run kept out of training, chosen again from the run's
+recorded split and seed. Candidate and production are both scored on exactly
+these rows, through their ONNX files on the CPU, so their metrics compare
+like with like even when production was trained on other data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from appliance.datasets import get_dataset_version, load_table
+from appliance.datasets.table import Table
+from appliance.errors import BadInput, OperationFailed
+from appliance.registry import ModelVersion
+from appliance.serving.providers import ort_errors
+from appliance.storage.home import Home
+from appliance.training import get_run
+from appliance.training.features import compute_metrics, label_strings, labelled_rows
+from appliance.training.trainer import split_rows
+
+
+@dataclass
+class EvalSet:
+    """The held-out rows of a dataset version, as a table and row indices."""
+
+    dataset: str
+    table: Table
+    rows: np.ndarray
+    target: str
+    task: str
+
+
+def evaluation_set(home: Home, db: sqlite_utils.Database, mv: ModelVersion) -> EvalSet:
+    """The candidate's test split; BadInput when the version was not trained here."""
+    if mv.run_id is None:
+        raise BadInput(f"{mv.ref} was imported, not trained here: it has no held-out "
+                       "evaluation set")
+    run = get_run(db, mv.run_id)
+    target = mv.signature.get("target")
+    task = mv.signature.get("task")
+    if not run.dataset or not target or task not in ("classification", "regression"):
+        raise BadInput(f"{mv.ref}: its run records no dataset, target or task to evaluate on")
+    dv = get_dataset_version(db, run.dataset)
+    table = load_table(home.blobs, dv)
+    split = run.recipe.get("split") or {"train": 0.7, "validation": 0.15, "test": 0.15}
+    rows = split_rows(labelled_rows(table, target, task), split, run.seed)["test"]
+    return EvalSet(dataset=run.dataset, table=table, rows=rows, target=target, task=task)
+
+
+def feeds_for(signature: dict[str, Any], table: Table, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's raw inputs from the table's columns; OperationFailed when one is absent."""
+    feeds: dict[str, np.ndarray] = {}
+    for spec in signature.get("inputs", []):
+        name = spec["name"]
+        if name not in table.columns:
+            raise OperationFailed(f"the evaluation set has no column '{name}' that the model "
+                                  "takes")
+        column = table.columns[name]
+        if spec["datatype"] == "BYTES":
+            feeds[name] = np.array([column[i] or "" if isinstance(column[i], str) or
+                                    column[i] is None else format(float(column[i]), "g")
+                                    for i in rows], dtype=object).reshape(-1, 1)
+        else:
+            feeds[name] = np.asarray(column, dtype=np.float64)[rows].astype(
+                np.float32).reshape(-1, 1)
+    return feeds
+
+
+def session_for(data: bytes) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def score(data: bytes, signature: dict[str, Any], es: EvalSet) -> dict[str, float]:
+    """A model's metrics on the evaluation set, as training computes them."""
+    session = session_for(data)
+    feeds = feeds_for(signature, es.table, es.rows)
+    failures: tuple[type[BaseException], ...] = (*ort_errors(), ValueError, KeyError)
+    try:
+        if es.task == "classification":
+            (probabilities,) = session.run(["probabilities"], feeds)
+            classes = [str(c) for c in signature.get("classes", [])]
+            index = {c: i for i, c in enumerate(classes)}
+            labels = label_strings(es.table, es.target)
+            y = np.array([index.get(labels[i] or "", -1) for i in es.rows], dtype=np.int64)
+            return compute_metrics("classification", y, np.asarray(probabilities), None)
+        (prediction,) = session.run(["prediction"], feeds)
+    except failures as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OperationFailed(f"the model could not be scored: {text}") from exc
+    y_reg = np.asarray(es.table.columns[es.target], dtype=np.float64)[es.rows]
+    return compute_metrics("regression", y_reg, np.asarray(prediction).reshape(-1), None)
+
+
+def data_quality(signature: dict[str, Any], profile: dict[str, Any] | None,
+                 es: EvalSet) -> dict[str, Any]:
+    """Missing share and share of values outside the training range, worst column each."""
+    worst_missing, worst_missing_col = 0.0, ""
+    worst_range, worst_range_col = 0.0, ""
+    n = max(1, len(es.rows))
+    columns = (profile or {}).get("columns", {})
+    for spec in signature.get("inputs", []):
+        name = spec["name"]
+        if name not in es.table.columns:
+            continue
+        column = es.table.columns[name]
+        if spec["datatype"] == "BYTES":
+            missing = sum(1 for i in es.rows if column[i] in (None, ""))
+        else:
+            values = np.asarray(column, dtype=np.float64)[es.rows]
+            present = values[~np.isnan(values)]
+            missing = int(len(values) - len(present))
+            ref = columns.get(name, {})
+            low, high = ref.get("min"), ref.get("max")
+            if present.size and isinstance(low, (int, float)) and isinstance(high, (int, float)):
+                share = float(((present < low) | (present > high)).sum()) / n
+                if share > worst_range:
+                    worst_range, worst_range_col = share, name
+        if missing / n > worst_missing:
+            worst_missing, worst_missing_col = missing / n, name
+    return {"rows": int(len(es.rows)), "missing_share": worst_missing,
+            "missing_column": worst_missing_col, "out_of_range_share": worst_range,
+            "out_of_range_column": worst_range_col}
+
+
+def _zeros(signature: dict[str, Any]) -> dict[str, np.ndarray]:
+    feeds = {}
+    for spec in signature.get("inputs", []):
+        shape = tuple(1 if (d is None or d == -1 or isinstance(d, str)) else int(d)
+                      for d in spec.get("shape", [-1, 1]))
+        if spec["datatype"] == "BYTES":
+            feeds[spec["name"]] = np.full(shape, "", dtype=object)
+        else:
+            feeds[spec["name"]] = np.zeros(shape, dtype=np.float32)
+    return feeds
+
+
+def load_test(data: bytes, signature: dict[str, Any], es: EvalSet | None, *, requests: int,
+              warmup: int) -> dict[str, float]:
+    """Time ``requests`` single-row runs of one session; p50/p99 in milliseconds."""
+    session = session_for(data)
+    outputs = [o["name"] for o in signature.get("outputs", [])] or None
+    if es is not None and len(es.rows):
+        rows = [feeds_for(signature, es.table, es.rows[i:i + 1])
+                for i in range(min(len(es.rows), 64))]
+    else:
+        rows = [_zeros(signature)]
+    for i in range(warmup):
+        session.run(outputs, rows[i % len(rows)])
+    times = []
+    for i in range(requests):
+        start = time.perf_counter()
+        session.run(outputs, rows[i % len(rows)])
+        times.append((time.perf_counter() - start) * 1000.0)
+    times.sort()
+    return {"requests": requests, "p50_ms": _quantile(times, 0.50),
+            "p99_ms": _quantile(times, 0.99)}
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return float(sorted_values[index])
