@@ -95,3 +95,28 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     assert watchdog_interval() == 15.0
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert watchdog_interval() is None
+
+
+@pytest.mark.parametrize("daemon", ["worker", "scheduler"])
+def test_daemons_report_ready_and_stopping(tmp_path: Path, home, daemon: str) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        server.settimeout(30)
+        env = dict(os.environ, NOTIFY_SOCKET=str(path))
+        log = tmp_path / "daemon.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "appliance", "--home", str(home.root), daemon],
+                env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            assert server.recv(4096).startswith(b"READY=1")
+            proc.send_signal(signal.SIGTERM)
+            assert server.recv(4096) == b"STOPPING=1"
+            assert proc.wait(30) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -32,3 +32,5 @@ def setup_logging(config: Config) -> None:
         level=getattr(logging, str(config["log_level"]).upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # APScheduler logs every run of every job at INFO; its warnings are what matter.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.root.level))

@@ -11,6 +11,7 @@ from appliance.cli._daemon import StopFlag, setup_logging
 from appliance.cli.jobs import build_spec, spec_options
 from appliance.scheduler import schedules as svc
 from appliance.scheduler.daemon import SchedulerDaemon
+from appliance.system import sdnotify
 
 
 @click.group("schedules")
@@ -116,9 +117,16 @@ def scheduler(env: Env) -> None:
     daemon = SchedulerDaemon(env.home, env.config)
     try:
         daemon.start()
+        sdnotify.notify("READY=1", "STATUS=scheduler holds the lock")
+        watchdog = sdnotify.watchdog_interval()
+        next_ping = 0.0
         while not stop() and not daemon.lost_lock:
+            if watchdog is not None and time.monotonic() >= next_ping:
+                sdnotify.notify("WATCHDOG=1")
+                next_ping = time.monotonic() + watchdog
             time.sleep(0.2)
     finally:
+        sdnotify.notify("STOPPING=1")
         daemon.stop()
     if daemon.lost_lock:
         raise SystemExit(1)

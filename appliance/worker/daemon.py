@@ -31,6 +31,7 @@ from appliance.queue.kinds import get_kind
 from appliance.queue.lease import ClaimLimits, claim, renew
 from appliance.storage.db import immediate
 from appliance.storage.home import Home
+from appliance.system import sdnotify
 from appliance.worker.executor import Executor, JobHandle, Launch, LocalProcessExecutor, Outcome
 
 log = logging.getLogger("appliance.worker")
@@ -214,13 +215,20 @@ class Worker:
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Work until ``should_stop()``; then drain within a bounded time and return."""
         self._heartbeat(time.monotonic())
+        sdnotify.notify("READY=1", f"STATUS=worker {self.id} taking jobs")
+        watchdog = sdnotify.watchdog_interval()
+        next_ping = 0.0
         deadline: float | None = None
         try:
             while True:
                 now = time.monotonic()
+                if watchdog is not None and now >= next_ping:
+                    sdnotify.notify("WATCHDOG=1")
+                    next_ping = now + watchdog
                 if should_stop() and not self.draining:
                     self.draining = True
                     deadline = now + self.settings.shutdown_grace_s
+                    sdnotify.notify("STOPPING=1")
                     log.info("stopping: %d job(s) running", len(self.running))
                 if self.draining:
                     if not self.running:
