@@ -1,0 +1,20 @@
+"""One blueprint per resource; each serves its pages and its ``/api/...`` routes."""
+
+from appliance.console.views import (
+    alerts,
+    audit,
+    datasets,
+    meta,
+    models,
+    monitoring,
+    overview,
+    session,
+    settings,
+    training,
+    users,
+)
+
+BLUEPRINTS = [
+    session.bp, overview.bp, models.bp, training.bp, datasets.bp, monitoring.bp, alerts.bp,
+    audit.bp, users.bp, settings.bp, meta.bp,
+]

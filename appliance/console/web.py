@@ -1,0 +1,123 @@
+"""What every view shares: the per-request databases, rendering and the one error handler."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlite_utils
+from flask import Flask, current_app, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from appliance.config import Config
+from appliance.errors import ApplianceError, BadInput
+from appliance.storage.home import Home
+
+
+def config() -> Config:
+    cfg: Config = current_app.config["APPLIANCE_CONFIG"]
+    return cfg
+
+
+def home() -> Home:
+    h: Home = current_app.config["APPLIANCE_HOME"]
+    return h
+
+
+def get_db() -> sqlite_utils.Database:
+    """appliance.db for this request: opened on first use, closed at teardown."""
+    if "db" not in g:
+        g.db = home().db()
+    db: sqlite_utils.Database = g.db
+    return db
+
+
+def get_monitoring_db() -> sqlite_utils.Database:
+    if "monitoring_db" not in g:
+        g.monitoring_db = home().monitoring_db()
+    db: sqlite_utils.Database = g.monitoring_db
+    return db
+
+
+def close_dbs(_exc: BaseException | None = None) -> None:
+    for name in ("db", "monitoring_db"):
+        database = g.pop(name, None)
+        if database is not None:
+            database.close()
+
+
+def is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def form_field(name: str, *, required: bool = True, default: str = "") -> str:
+    """A form (or JSON body) field, stripped; a missing required one is a 400 naming it."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise BadInput("the request body must be a JSON object")
+        value = body.get(name, default)
+        value = "" if value is None else str(value)
+    else:
+        value = request.form.get(name, default)
+    value = value.strip()
+    if required and not value:
+        raise BadInput(f"field '{name}' is required")
+    return value
+
+
+def int_arg(name: str, default: int, *, low: int = 0, high: int = 100_000) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise BadInput(f"query parameter '{name}' must be an integer") from exc
+    if not low <= value <= high:
+        raise BadInput(f"query parameter '{name}' must be between {low} and {high}")
+    return value
+
+
+def ago(ts: str | None) -> str:
+    """'12 s ago' from an ISO time, for people; the exact time stays in a title."""
+    if not ts:
+        return "never"
+    try:
+        moment = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return ts
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    seconds = (datetime.now(UTC) - moment).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{max(seconds, 0):.0f} s ago"
+
+
+def _error_response(status: int, message: str) -> Response:
+    if is_api():
+        response = jsonify({"error": message})
+        response.status_code = status
+        return response
+    template = "login.html" if status == 401 else "error.html"
+    body = render_template(template, status=status, message=message,
+                           next_url=request.full_path.rstrip("?"))
+    return Response(body, status=status, mimetype="text/html")
+
+
+def handle_appliance_error(exc: ApplianceError) -> Response:
+    return _error_response(exc.status, exc.message)
+
+
+def handle_http_error(exc: HTTPException) -> Response:
+    return _error_response(exc.code or 500, exc.description or exc.name)
+
+
+def init_app(app: Flask) -> None:
+    app.teardown_appcontext(close_dbs)
+    app.register_error_handler(ApplianceError, handle_appliance_error)
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.jinja_env.filters["ago"] = ago
+    app.jinja_env.autoescape = True

@@ -1,0 +1,138 @@
+"""Fixtures of the console tests: an app on a data directory with users of every role,
+a registered model, a dataset, a queued job and the audit key, and logged-in clients.
+
+Hashing a password with Argon2id takes a noticeable fraction of a second, so the data
+directory is built once per test module (users added, one session opened per role
+through ``appliance.auth``) and copied for each test; each test then changes only its
+own copy.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from appliance.audit.service import ensure_key
+from appliance.auth import sessions, users
+from appliance.auth.permissions import Principal, Role
+from appliance.config import parse_config
+from appliance.console import create_app
+from appliance.datasets import add_dataset
+from appliance.queue import jobs
+from appliance.registry import insert_version, set_alias
+from appliance.storage.db import immediate
+from appliance.storage.home import Home, init_home
+
+ROLES = ("admin", "operator", "approver", "viewer")
+PASSWORD = "correct horse battery staple"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+SESSION_COOKIE = "appliance-session"
+
+
+@dataclass(frozen=True)
+class Template:
+    root: Path
+    sessions: dict[str, str]  # role -> session id, valid in every copy
+
+
+def seed(home: Home) -> dict[str, str]:
+    """One user per role (each with an open session), a model with two versions
+    (production on the first), a dataset, a queued job and the audit signing key."""
+    init_home(home)
+    ensure_key(home, "test")
+    db = home.db()
+    try:
+        opened = {}
+        for role in ROLES:
+            users.add_user(db, role, role, PASSWORD, actor="test")
+            opened[role] = sessions.create_session(db, Principal(name=role, role=Role(role)))
+        signature = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}],
+                     "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}]}
+        with immediate(db):
+            for digest in ("ab" * 32, "cd" * 32):
+                insert_version(db, name="churn", onnx_digest=digest, signature=signature,
+                               actor="test", source="import", metrics={"auc": 0.9})
+        set_alias(db, "churn", 1, "production", "test")
+        csv = home.root / "customers.csv"
+        csv.write_text("age,plan,churned\n" + "".join(
+            f"{20 + i % 50},{'ab'[i % 2]},{i % 3 == 0}\n" for i in range(200)))
+        add_dataset(db, home.blobs, "customers", csv, actor="test", target="churned")
+        jobs.submit(db, jobs.JobSpec(kind="noop"), parse_config({}), actor="test")
+    finally:
+        db.close()
+    return opened
+
+
+@pytest.fixture(scope="module", name="template")
+def template_fixture(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    root = tmp_path_factory.mktemp("console-template") / "home"
+    opened = seed(Home(root=root))
+    return Template(root, opened)
+
+
+@pytest.fixture(name="console_home")
+def console_home_fixture(template: Template, tmp_path: Path) -> Home:
+    root = tmp_path / "console-home"
+    shutil.copytree(template.root, root)
+    return Home(root=root)
+
+
+def make_app(home: Home, **settings: Any) -> Flask:
+    return create_app({"home": str(home.root), **settings})
+
+
+@pytest.fixture(name="app")
+def app_fixture(console_home: Home) -> Flask:
+    return make_app(console_home)
+
+
+@pytest.fixture(name="client")
+def client_fixture(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def login_csrf(client: FlaskClient) -> str:
+    page = client.get("/login")
+    match = CSRF.search(page.get_data(as_text=True))
+    assert match, "the login page carries a CSRF token"
+    return match.group(1)
+
+
+def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
+    """Log in through the form, as a browser does (one Argon2id verification)."""
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": login_csrf(client), "next": "/"})
+
+
+def csrf_of(client: FlaskClient, url: str = "/account/password") -> str:
+    match = CSRF.search(client.get(url).get_data(as_text=True))
+    assert match, f"{url} carries a CSRF token"
+    return match.group(1)
+
+
+def client_with_session(app: Flask, session_id: str) -> FlaskClient:
+    c = app.test_client()
+    c.set_cookie(SESSION_COOKIE, session_id)
+    return c
+
+
+@pytest.fixture(name="clients")
+def clients_fixture(app: Flask, template: Template) -> Iterator[dict[str, FlaskClient]]:
+    """A client per role holding that role's session, plus an anonymous one."""
+    out: dict[str, FlaskClient] = {"anonymous": app.test_client()}
+    for role in ROLES:
+        out[role] = client_with_session(app, template.sessions[role])
+    yield out
+
+
+def session_token(client: FlaskClient) -> str | None:
+    cookie = client.get_cookie(SESSION_COOKIE)
+    return cookie.value if cookie else None

@@ -1,0 +1,267 @@
+"""Console security: cookies, CSRF, headers, logout and password change, throttling, tokens."""
+
+from __future__ import annotations
+
+from console_fixtures import (  # noqa: F401
+    PASSWORD,
+    SESSION_COOKIE,
+    Template,
+    app_fixture,
+    client_fixture,
+    client_with_session,
+    clients_fixture,
+    console_home_fixture,
+    csrf_of,
+    login,
+    login_csrf,
+    make_app,
+    session_token,
+    template_fixture,
+)
+from flask import Flask
+from flask.testing import FlaskClient
+
+from appliance.auth import tokens
+from appliance.console import apidoc
+from appliance.storage.home import Home
+
+PAGES = ["/", "/login", "/models", "/models/churn/1", "/training", "/audit", "/settings",
+         "/users", "/api/models", "/api/users", "/api/openapi.json", "/nowhere",
+         "/static/console.css", "/audit/checkpoint"]
+
+
+def test_security_headers_on_every_response(clients: dict[str, FlaskClient]) -> None:
+    for who in ("anonymous", "viewer", "admin"):
+        for url in PAGES:
+            response = clients[who].get(url)
+            h = response.headers
+            csp = h.get("Content-Security-Policy", "")
+            assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, url
+            assert "unsafe-inline" not in csp and "script-src" not in csp.replace(
+                "default-src 'self'", ""), "scripts only from the console itself"
+            assert h.get("X-Content-Type-Options") == "nosniff", url
+            assert h.get("Referrer-Policy") == "no-referrer", url
+            if not url.startswith("/static/"):
+                assert h.get("Cache-Control") == "no-store", url
+            response.close()
+
+
+def test_pages_have_no_inline_script_or_outside_assets(clients: dict[str, FlaskClient]) -> None:
+    for url in ["/", "/models/churn/1", "/training/jobs/1", "/datasets/customers/1", "/login",
+                "/audit", "/users"]:
+        response = clients["admin"].get(url)
+        assert response.status_code == 200, url
+        html = response.get_data(as_text=True)
+        for tag in html.split("<script")[1:]:
+            assert tag.lstrip().startswith('src="/static/'), f"{url}: inline or outside script"
+        assert " on" + "click=" not in html and "javascript:" not in html
+        assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert "https://" not in html
+
+
+def test_session_cookie_on_plain_loopback(client: FlaskClient) -> None:
+    response = login(client, "admin")
+    assert response.status_code == 303
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith(f"{SESSION_COOKIE}=")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie
+    assert client.get("/").status_code == 200
+
+
+def test_session_cookie_over_tls_is_host_prefixed_and_secure(app: Flask) -> None:
+    c = app.test_client()
+    page = c.get("/login", base_url="https://localhost")
+    token = page.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+    response = c.post("/login", base_url="https://localhost",
+                      data={"username": "admin", "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 303
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("__Host-appliance-session=")
+    for attr in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
+        assert attr in cookie
+    assert "Domain" not in cookie
+    assert c.get("/", base_url="https://localhost").status_code == 200
+    assert "max-age" in c.get("/", base_url="https://localhost").headers.get(
+        "Strict-Transport-Security", "")
+
+
+def test_plain_http_from_another_host_can_not_log_in(app: Flask) -> None:
+    c = app.test_client()
+    env = {"REMOTE_ADDR": "192.0.2.7"}
+    token = login_csrf(c)
+    c.set_cookie("__Host-appliance-login-csrf", token)
+    response = c.post("/login", environ_base=env,
+                      data={"username": "admin", "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 403
+    assert "TLS" in response.get_data(as_text=True)
+
+
+def test_bad_password_is_refused_and_sets_no_session(client: FlaskClient) -> None:
+    response = login(client, "admin", "not the password at all")
+    assert response.status_code == 401
+    assert session_token(client) is None
+    assert client.get("/").status_code == 401
+
+
+def test_login_without_its_csrf_token_is_refused(client: FlaskClient) -> None:
+    login_csrf(client)
+    response = client.post("/login", data={"username": "admin", "password": PASSWORD,
+                                           "csrf_token": "forged"})
+    assert response.status_code == 400
+    assert session_token(client) is None
+
+
+def _production(app: Flask) -> int:
+    db = app.config["APPLIANCE_HOME"].db()
+    try:
+        return int(db.execute("SELECT v.version FROM aliases a JOIN model_versions v"
+                              " ON v.id = a.version_id WHERE a.alias = 'production'"
+                              ).fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_state_change_without_csrf_is_refused(clients: dict[str, FlaskClient], app: Flask) -> None:
+    admin = clients["admin"]
+    for data, headers in (({}, {}), ({"csrf_token": "wrong"}, {}), ({}, {"X-CSRF-Token": "x"})):
+        response = admin.post("/models/churn/alias", data={"version": "2", **data},
+                              headers=headers)
+        assert response.status_code == 403
+    api = admin.post("/api/models/churn/aliases", json={"alias": "production", "version": 2})
+    assert api.status_code == 403 and "CSRF" in api.get_json()["error"]
+    assert _production(app) == 1, "a refused request changed nothing"
+    token = csrf_of(admin)
+    ok = admin.post("/api/models/churn/aliases", json={"alias": "production", "version": 2},
+                    headers={"X-CSRF-Token": token})
+    assert ok.status_code == 200 and ok.get_json()["version"] == 2
+    assert _production(app) == 2
+
+
+def test_another_sessions_csrf_token_is_refused(clients: dict[str, FlaskClient]) -> None:
+    stolen = csrf_of(clients["operator"])
+    response = clients["admin"].post("/models/churn/alias",
+                                     data={"version": "2", "csrf_token": stolen})
+    assert response.status_code == 403
+
+
+def test_logout_revokes_the_session_server_side(app: Flask, template: Template) -> None:
+    client = client_with_session(app, template.sessions["operator"])
+    assert client.get("/").status_code == 200
+    response = client.post("/logout", data={"csrf_token": csrf_of(client)})
+    assert response.status_code == 303
+    replay = client_with_session(app, template.sessions["operator"])
+    assert replay.get("/").status_code == 401
+    assert replay.get("/api/models").status_code == 401
+    db = app.config["APPLIANCE_HOME"].db()
+    try:
+        row = db.execute("SELECT actor FROM audit_log WHERE action = 'auth.logout'").fetchone()
+    finally:
+        db.close()
+    assert row == ("operator",)
+
+
+def test_password_change_revokes_every_session(app: Flask, template: Template) -> None:
+    first = app.test_client()
+    assert login(first, "viewer").status_code == 303
+    second = client_with_session(app, template.sessions["viewer"])
+    assert second.get("/").status_code == 200
+    wrong = first.post("/account/password", data={
+        "csrf_token": csrf_of(first), "password": "not my password",
+        "new_password": "a much longer new passphrase",
+        "confirm_password": "a much longer new passphrase"})
+    assert wrong.status_code == 400 and first.get("/").status_code == 200
+    response = first.post("/account/password", data={
+        "csrf_token": csrf_of(first), "password": PASSWORD,
+        "new_password": "a much longer new passphrase", "confirm_password":
+        "a much longer new passphrase"})
+    assert response.status_code == 303
+    assert first.get("/").status_code == 401
+    assert second.get("/").status_code == 401
+    assert login(app.test_client(), "viewer").status_code == 401
+    assert login(app.test_client(), "viewer", "a much longer new passphrase").status_code == 303
+
+
+def test_login_throttling_is_per_account(console_home: Home) -> None:
+    app = make_app(console_home, **{"auth.login_max_failures": 3})
+    c = app.test_client()
+    codes = [login(c, "approver", "wrong password").status_code for _ in range(3)]
+    assert codes == [401, 401, 401]
+    refused = login(c, "approver", PASSWORD)
+    assert refused.status_code == 401, "a throttled account refuses even the right password"
+    assert "too many failed sign-ins" in refused.get_data(as_text=True)
+    assert session_token(c) is None
+    assert login(app.test_client(), "viewer").status_code == 303, "throttling is per account"
+
+
+def test_api_token_access(app: Flask) -> None:
+    db = app.config["APPLIANCE_HOME"].db()
+    try:
+        token = tokens.create_token(db, "operator", "deploy script", ["read", "write"],
+                                    actor="test", days=1)
+    finally:
+        db.close()
+    c = app.test_client()
+    bearer = {"Authorization": f"Bearer {token.token}"}
+    assert c.get("/api/models", headers=bearer).status_code == 200
+    moved = c.post("/api/models/churn/aliases", json={"alias": "production", "version": 2},
+                   headers=bearer)
+    assert moved.status_code == 200, "bearer requests need no CSRF token"
+    assert c.get("/api/users", headers=bearer).status_code == 403, "operator's role still rules"
+    assert c.get("/api/models", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert c.get("/api/models", headers={"Authorization": "Basic abc"}).status_code == 401
+    db = app.config["APPLIANCE_HOME"].db()
+    try:
+        tokens.revoke_token(db, token.id, actor="test")
+    finally:
+        db.close()
+    assert c.get("/api/models", headers=bearer).status_code == 401
+
+
+def test_admin_manages_users_and_tokens(clients: dict[str, FlaskClient], app: Flask) -> None:
+    admin = clients["admin"]
+    csrf = {"X-CSRF-Token": csrf_of(admin)}
+    added = admin.post("/api/users", json={"username": "carol", "role": "viewer",
+                                           "password": "carol's long passphrase"}, headers=csrf)
+    assert added.status_code == 200
+    short = admin.post("/api/users", json={"username": "dave", "role": "viewer",
+                                           "password": "short"}, headers=csrf)
+    assert short.status_code == 400 and "password" in short.get_json()["error"]
+    made = admin.post("/api/tokens", json={"username": "carol", "name": "reports",
+                                           "scopes": "read"}, headers=csrf)
+    assert made.status_code == 200
+    secret = made.get_json()["secret"]
+    listing = admin.get("/api/users").get_json()
+    assert "carol" in [u["name"] for u in listing["users"]]
+    assert secret not in str(listing), "a token's secret is shown once only"
+    c = app.test_client()
+    assert c.get("/api/models", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    assert admin.post("/users/carol/disable",
+                      data={"csrf_token": csrf["X-CSRF-Token"]}).status_code == 303
+    assert c.get("/api/models", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+
+
+def test_openapi_lists_every_api_route(app: Flask, client: FlaskClient) -> None:
+    spec = client.get("/api/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    count = 0
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/"):
+            continue
+        path, _ = apidoc._path_and_params(rule.rule)
+        assert path in spec["paths"], path
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+            op = spec["paths"][path][method.lower()]
+            assert op["x-permission"], f"{method} {path} has no permission"
+            count += 1
+    assert count == sum(len(ops) for ops in spec["paths"].values())
+    assert spec["paths"]["/api/models/{name}/aliases"]["post"]["requestBody"]
+    assert spec["paths"]["/api/models/{name}/aliases"]["post"]["x-permission"] == \
+        "models.promote"
+
+
+def test_allowed_networks_refuses_other_clients(console_home: Home) -> None:
+    limited = make_app(console_home, **{"console.allowed_networks": "10.0.0.0/8"})
+    assert limited.test_client().get("/login").status_code == 403
+    inside = limited.test_client().get("/login", environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert inside.status_code == 200
