@@ -1,0 +1,277 @@
+"""Retraining policies: when an alert becomes a ``retrain`` job, and what that job builds.
+
+A model has no policy by default, so no alert ever starts training on its
+own. A policy is YAML, set per model (``appliance monitoring policy NAME
+FILE.yaml``); every key is optional::
+
+    enabled: true                 # default false
+    triggers: [data_drift, concept_drift, performance]   # alert kinds that retrain
+    approval: required            # or "none": promote the candidate without a person
+    promote_to: shadow            # where an unapproved candidate goes: shadow, canary
+                                  # or production (always through the promotion gates)
+    recent_days: 30               # labelled production data from this far back
+    min_labelled_rows: 0          # retrain only with at least this many labelled rows
+    cooldown_minutes: 60          # no second retrain job for the model within this time
+
+The retrain job adds the recent labelled production rows (sampled inputs
+joined with their feedback labels) to the version's original training data,
+registers that as a new version of the dataset, trains the production
+version's recorded recipe on it, and hands the new version to promotion.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+import yaml
+
+from appliance import audit
+from appliance.audit.log import now_iso
+from appliance.config import Config
+from appliance.datasets import add_dataset, get_dataset_version
+from appliance.errors import BadInput
+from appliance.monitoring.alerts import KINDS
+from appliance.queue.jobs import JobSpec, insert_job
+from appliance.registry import ModelVersion, resolve
+from appliance.storage.db import immediate
+from appliance.storage.home import Home
+
+DEFAULT_POLICY: dict[str, Any] = {
+    "enabled": False,
+    "triggers": ["data_drift", "concept_drift", "performance"],
+    "approval": "required",
+    "promote_to": "shadow",
+    "recent_days": 30,
+    "min_labelled_rows": 0,
+    "cooldown_minutes": 60,
+}
+APPROVALS = ("required", "none")
+TARGETS = ("shadow", "canary", "production")
+
+
+def parse_policy(text: str) -> dict[str, Any]:
+    """Validate a policy's YAML and merge it over the default; BadInput names the key."""
+    try:
+        given = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BadInput(f"retraining policy is not valid YAML: {exc}") from exc
+    if given is None:
+        given = {}
+    if not isinstance(given, Mapping):
+        raise BadInput("retraining policy must be a mapping of keys to values")
+    policy = dict(DEFAULT_POLICY)
+    for key, value in given.items():
+        if not isinstance(key, str) or key not in DEFAULT_POLICY:
+            raise BadInput(f"retraining policy: unknown key '{key}'; known: "
+                           + ", ".join(DEFAULT_POLICY))
+        policy[key] = value
+    if not isinstance(policy["enabled"], bool):
+        raise BadInput("retraining policy: 'enabled' must be true or false")
+    on = policy["triggers"]
+    if not isinstance(on, list) or not on or any(k not in KINDS for k in on):
+        raise BadInput("retraining policy: 'triggers' must be a list of alert kinds from "
+                       + ", ".join(KINDS))
+    if policy["approval"] not in APPROVALS:
+        raise BadInput("retraining policy: 'approval' must be 'required' or 'none'")
+    if policy["promote_to"] not in TARGETS:
+        raise BadInput("retraining policy: 'promote_to' must be one of " + ", ".join(TARGETS))
+    for key, low in (("recent_days", 0), ("min_labelled_rows", 0), ("cooldown_minutes", 0)):
+        value = policy[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low \
+                or not math.isfinite(value):
+            raise BadInput(f"retraining policy: '{key}' must be a number >= {low}")
+    return policy
+
+
+def set_policy(db: sqlite_utils.Database, name: str, text: str, *, actor: str) -> dict[str, Any]:
+    policy = parse_policy(text)
+    with immediate(db):
+        resolve(db, name)  # the model must exist
+        db.execute("INSERT INTO retraining_policies (model, source, policy, set_at, set_by)"
+                   " VALUES (?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET"
+                   " source = excluded.source, policy = excluded.policy,"
+                   " set_at = excluded.set_at, set_by = excluded.set_by",
+                   [name, text, json.dumps(policy), now_iso(), actor])
+        audit.append(db, actor=actor, action="monitoring.policy.set", target=f"model:{name}",
+                     details={"policy": policy})
+    return policy
+
+
+def get_policy(db: sqlite_utils.Database, name: str) -> dict[str, Any]:
+    """The model's policy, or the default (off)."""
+    row = db.execute("SELECT policy FROM retraining_policies WHERE model = ?", [name]).fetchone()
+    return {**DEFAULT_POLICY, **json.loads(row[0])} if row else dict(DEFAULT_POLICY)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    alert_id: int
+    model: str
+    kind: str
+    job_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _recent_retrain(db: sqlite_utils.Database, model: str, cooldown_minutes: float) -> bool:
+    """A retrain job for the model is queued or running, or was submitted within cooldown."""
+    since = time.time() - cooldown_minutes * 60.0
+    for state, submitted, params in db.execute(
+        "SELECT state, submitted_at, params FROM jobs WHERE kind = 'retrain' ORDER BY id DESC"
+        " LIMIT 200"):
+        if json.loads(params).get("model") != model:
+            continue
+        if state in ("queued", "running"):
+            return True
+        at = _parse_iso(submitted)
+        if at is not None and at >= since:
+            return True
+    return False
+
+
+def _parse_iso(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def trigger_retraining(home: Home, config: Config, *, model: str | None = None,
+                       actor: str = "monitoring") -> list[Trigger]:
+    """Turn open alerts into retrain jobs where the model's policy says so.
+
+    One job per model at a time: while one is queued or running, or within the
+    policy's cooldown, further alerts wait. The alert records the job it
+    started, in the same transaction as the job and their audit entries.
+    """
+    db = home.db()
+    started: list[Trigger] = []
+    try:
+        sql = ("SELECT a.id, a.model, a.kind FROM alerts a JOIN retraining_policies p"
+               " ON p.model = a.model WHERE a.state = 'open' AND a.retrain_job_id IS NULL")
+        args: list[Any] = []
+        if model is not None:
+            sql += " AND a.model = ?"
+            args.append(model)
+        candidates = list(db.execute(sql + " ORDER BY a.id", args))
+        for alert_id, name, kind in candidates:
+            policy = get_policy(db, name)
+            if not policy["enabled"] or kind not in policy["triggers"]:
+                continue
+            spec = JobSpec(kind="retrain", params={"model": name, "alert_id": alert_id})
+            with immediate(db):
+                if _recent_retrain(db, name, float(policy["cooldown_minutes"])):
+                    continue
+                job_id = insert_job(db, spec, config, actor=actor)
+                db.execute("UPDATE alerts SET retrain_job_id = ? WHERE id = ?", [job_id, alert_id])
+                audit.append(db, actor=actor, action="alert.retrain", target=f"alert:{alert_id}",
+                             details={"model": name, "kind": kind, "job": job_id})
+            started.append(Trigger(alert_id, name, kind, job_id))
+    finally:
+        db.close()
+    return started
+
+
+# --- what the retrain job builds ----------------------------------------------------
+
+
+def _cell(value: Any, column_type: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if column_type == "boolean" and isinstance(value, (int, float)):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def production_rows(mon: sqlite_utils.Database, model: str, since: float,
+                    columns: list[dict[str, str]], target: str) -> list[list[str]]:
+    """Sampled inputs with their feedback labels since ``since``, as CSV cells in the order
+    of ``columns`` (the training data's schema; columns the model never saw stay empty)."""
+    out: list[list[str]] = []
+    for row, label, inputs in mon.execute(
+        "SELECT f.row, f.label, r.inputs FROM feedback f JOIN requests r"
+        " ON r.request_id = f.request_id AND r.model = f.model"
+        " WHERE f.model = ? AND r.ts >= ? AND r.status < 400 AND r.route != 'shadow'"
+        " AND r.inputs IS NOT NULL ORDER BY r.ts, r.id, f.row", [model, since]):
+        try:
+            tensors = json.loads(inputs)
+        except ValueError:
+            continue
+        cells = []
+        for col in columns:
+            if col["name"] == target:
+                cells.append(label)
+                continue
+            values = tensors.get(col["name"])
+            value = None
+            if isinstance(values, list) and row < len(values):
+                value = values[row]
+                if isinstance(value, list):
+                    value = value[0] if value else None
+            cells.append(_cell(value, col["type"]))
+        out.append(cells)
+    return out
+
+
+@dataclass(frozen=True)
+class RetrainData:
+    dataset: str  # NAME@VERSION of the new dataset version
+    original: str
+    original_rows: int
+    production_rows: int
+
+
+def build_retrain_dataset(home: Home, mv: ModelVersion, workdir: Path, *, actor: str,
+                          recent_days: float, config: Config) -> RetrainData:
+    """The original training file plus recent labelled production rows, registered as the
+    next version of the original dataset (same target)."""
+    db = home.db()
+    try:
+        if mv.dataset is None:
+            raise BadInput(f"{mv.ref} was not trained here (no dataset); it can not be retrained")
+        original = get_dataset_version(db, mv.dataset)
+    finally:
+        db.close()
+    target = mv.signature.get("target") or original.target
+    if not target:
+        raise BadInput(f"{mv.ref} has no target column to label production rows with")
+    mon = home.monitoring_db()
+    try:
+        rows = production_rows(mon, mv.name, time.time() - recent_days * 86400.0,
+                               original.schema, str(target))
+    finally:
+        mon.close()
+    text = home.blobs.read_bytes(original.digest).decode("utf-8-sig")
+    buffer = io.StringIO()
+    buffer.write(text if text.endswith("\n") or not text else text + "\n")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows(rows)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"{original.name}-retrain.csv"
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    db = home.db()
+    try:
+        dv, _ = add_dataset(db, home.blobs, original.name, path, actor=actor,
+                            target=original.target, max_file_mb=config["datasets.max_file_mb"],
+                            infer_rows=config["datasets.infer_rows"],
+                            profile_bins=config["datasets.profile_bins"],
+                            profile_top_k=config["datasets.profile_top_k"])
+    finally:
+        db.close()
+    return RetrainData(dv.ref, original.ref, original.row_count, len(rows))
+

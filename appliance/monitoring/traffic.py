@@ -1,0 +1,203 @@
+"""What the request log says about a model: traffic, errors and latency per minute, and the
+sampled inputs and outputs of a window.
+
+The serving daemon writes one row per answered request to monitoring.db's
+``requests`` table and keeps the inputs and outputs of a sample of them
+(``serving.sample_rate``). Everything here reads that table through its
+``(model, version, minute)`` index; nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from appliance.errors import BadInput
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time range [start, end) in Unix seconds."""
+
+    start: float
+    end: float
+
+    @classmethod
+    def last(cls, minutes: float, now: float | None = None) -> Window:
+        if minutes <= 0:
+            raise BadInput(f"--window {minutes}: expected a number of minutes > 0")
+        end = time.time() if now is None else now
+        return cls(end - minutes * 60.0, end + 1e-6)
+
+    @classmethod
+    def since(cls, iso: str, now: float | None = None) -> Window:
+        try:
+            moment = datetime.fromisoformat(iso.strip().replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise BadInput(f"--since {iso!r}: expected an ISO 8601 time such as "
+                           "2024-05-01T12:00:00Z") from exc
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        end = time.time() if now is None else now
+        start = moment.timestamp()
+        if start >= end:
+            raise BadInput(f"--since {iso}: the time is not in the past")
+        return cls(start, end + 1e-6)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"start": _iso(self.start), "end": _iso(self.end),
+                "minutes": round((self.end - self.start) / 60.0, 3)}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _percentiles(latencies_us: list[int]) -> dict[str, float | None]:
+    if not latencies_us:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    arr = np.asarray(latencies_us, dtype=np.float64) / 1000.0
+    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
+    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99)}
+
+
+def traffic(mon: sqlite_utils.Database, model: str, window: Window, *,
+            version: int | None = None, by_minute: bool = True) -> list[dict[str, Any]]:
+    """Requests, rows, client errors (4xx), failures (5xx) and latency percentiles, one entry
+    per version and minute (or per version over the whole window with ``by_minute=False``).
+
+    Shadow copies are counted under their own route and never mixed with answered traffic.
+    """
+    sql = ("SELECT version, minute, route, status, latency_us, rows FROM requests"
+           " WHERE model = ? AND minute >= ? AND minute <= ? AND ts >= ? AND ts < ?")
+    args: list[Any] = [model, int(window.start // 60), int(window.end // 60), window.start,
+                       window.end]
+    if version is not None:
+        sql += " AND version = ?"
+        args.append(version)
+    groups: dict[tuple[int, int, str], dict[str, Any]] = {}
+    for ver, minute, route, status, latency, rows in mon.execute(sql, args):
+        key = (int(ver), int(minute) if by_minute else 0, "shadow" if route == "shadow" else "live")
+        g = groups.setdefault(key, {"requests": 0, "rows": 0, "client_errors": 0, "failures": 0,
+                                    "latencies": []})
+        g["requests"] += 1
+        g["rows"] += int(rows)
+        if 400 <= status < 500:
+            g["client_errors"] += 1
+        elif status >= 500:
+            g["failures"] += 1
+        if status < 400:
+            g["latencies"].append(int(latency))
+    out = []
+    for (ver, minute, route), g in sorted(groups.items()):
+        entry: dict[str, Any] = {"version": ver, "route": route, "requests": g["requests"],
+                                 "rows": g["rows"], "client_errors": g["client_errors"],
+                                 "failures": g["failures"],
+                                 "error_rate": g["failures"] / g["requests"]}
+        if by_minute:
+            entry["minute"] = _iso(minute * 60.0)
+        entry.update(_percentiles(g.pop("latencies")))
+        out.append(entry)
+    return out
+
+
+@dataclass
+class Samples:
+    """The sampled rows of a window, laid out as columns (one value per row)."""
+
+    request_ids: list[str | None]
+    row_index: list[int]  # row within its request
+    ts: np.ndarray
+    versions: np.ndarray
+    inputs: dict[str, list[Any]]  # feature -> values (float, str or None)
+    outputs: dict[str, list[Any]]  # output -> per-row value (list for probabilities)
+    malformed: int  # sampled requests whose stored tensors could not be read
+
+    @property
+    def rows(self) -> int:
+        return len(self.row_index)
+
+
+def _rows_of(value: Any) -> list[Any]:
+    """One entry per request row from a stored tensor: [[v], [v]] or [v, v] or [[p0, p1], ...]."""
+    if not isinstance(value, list):
+        return [value]
+    return [v[0] if isinstance(v, list) and len(v) == 1 else v for v in value]
+
+
+def samples(mon: sqlite_utils.Database, model: str, window: Window, *,
+            version: int | None = None, live_only: bool = True) -> Samples:
+    """Every sampled, answered row of ``model`` in the window, oldest first.
+
+    ``live_only`` leaves out shadow copies, whose outputs nobody received.
+    """
+    sql = ("SELECT ts, version, request_id, inputs, outputs FROM requests"
+           " WHERE model = ? AND minute >= ? AND minute <= ? AND ts >= ? AND ts < ?"
+           " AND status < 400 AND inputs IS NOT NULL")
+    args: list[Any] = [model, int(window.start // 60), int(window.end // 60), window.start,
+                       window.end]
+    if version is not None:
+        sql += " AND version = ?"
+        args.append(version)
+    if live_only:
+        sql += " AND route != 'shadow'"
+    sql += " ORDER BY ts, id"
+    ids: list[str | None] = []
+    index: list[int] = []
+    ts: list[float] = []
+    versions: list[int] = []
+    inputs: dict[str, list[Any]] = {}
+    outputs: dict[str, list[Any]] = {}
+    malformed = 0
+    for t, ver, request_id, in_text, out_text in mon.execute(sql, args):
+        try:
+            tensors = json.loads(in_text)
+            outs = json.loads(out_text) if out_text else {}
+        except ValueError:
+            malformed += 1
+            continue
+        if not isinstance(tensors, dict) or not tensors:
+            malformed += 1
+            continue
+        per_input = {k: _rows_of(v) for k, v in tensors.items()}
+        n = max(len(v) for v in per_input.values())
+        per_output = {k: _rows_of(v) for k, v in outs.items()} if isinstance(outs, dict) else {}
+        start = len(index)
+        for name, values in per_input.items():
+            column = inputs.setdefault(name, [None] * start)
+            column.extend(values[:n] + [None] * (n - len(values)))
+        for name, values in per_output.items():
+            column = outputs.setdefault(name, [None] * start)
+            column.extend(values[:n] + [None] * (n - len(values)))
+        ids.extend([request_id] * n)
+        index.extend(range(n))
+        ts.extend([float(t)] * n)
+        versions.extend([int(ver)] * n)
+        for column in (*inputs.values(), *outputs.values()):
+            column.extend([None] * (len(index) - len(column)))
+    return Samples(ids, index, np.asarray(ts), np.asarray(versions, dtype=np.int64), inputs,
+                   outputs, malformed)
+
+
+def as_float(values: list[Any]) -> tuple[np.ndarray, int]:
+    """Numbers as float64 with NaN for missing; also how many values were not numbers."""
+    out = np.empty(len(values), dtype=np.float64)
+    bad = 0
+    for i, v in enumerate(values):
+        if v is None:
+            out[i] = math.nan
+        elif isinstance(v, bool):
+            out[i] = float(v)
+        elif isinstance(v, (int, float)):
+            out[i] = float(v)
+        else:
+            out[i] = math.nan
+            bad += 1
+    return out, bad

@@ -1,0 +1,169 @@
+"""Drift check speed, memory and verdict agreement against Evidently's DataDriftPreset.
+
+Run: ``.venv/bin/python -m tests.bench.bench_drift [--rows 100000,1000000]``
+
+Evidently is installed only in this benchmark's own virtualenv,
+``tests/bench/.venv`` (git-ignored; created on first run from the package
+index), never in the appliance's environment. Both sides get the same
+in-memory data: 20 numeric columns (current shifted by 0 to 0.3 standard
+deviations, spread across columns so that verdicts differ) and 5 categorical
+ones (two with their shares moved). Timed: Evidently's ``Report.run``; ours
+``check()`` in evidently mode against the reference profile (built once, at
+dataset registration, timed separately), and against the raw reference rows
+(reference preparation included). Memory: our tracemalloc peak during the
+check; Evidently's peak RSS growth during its run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.datasets.profile import build_profile
+from appliance.datasets.table import Table
+from appliance.drift import DriftOptions, Reference, check
+
+VENV = Path(__file__).resolve().parent / ".venv"
+PINS = ["evidently==0.7.23", "pandas<3"]
+N_NUM, N_CAT = 20, 5
+
+EVIDENTLY_SCRIPT = r"""
+import json, resource, sys, time
+import numpy as np, pandas as pd
+from evidently import Report
+from evidently.presets import DataDriftPreset
+data = np.load(sys.argv[1], allow_pickle=False)
+def frame(prefix):
+    cols = {}
+    for key in data.files:
+        side, name = key.split("__", 1)
+        if side == prefix:
+            cols[name] = data[key]
+    return pd.DataFrame(cols)
+ref, cur = frame("ref"), frame("cur")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+snap = Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)
+elapsed = time.perf_counter() - t0
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+columns = {}
+for m in snap.dict()["metrics"]:
+    cfg = m["config"]
+    if cfg.get("type", "").endswith("ValueDrift"):
+        pvalue = "p_value" in cfg["method"]
+        v, thr = m["value"], cfg["threshold"]
+        columns[cfg["column"]] = {"method": cfg["method"], "value": v,
+                                  "drifted": bool(v < thr) if pvalue else bool(v >= thr)}
+print(json.dumps({"seconds": elapsed, "extra_mb": (after - before) / 1024, "columns": columns}))
+"""
+
+
+def make_data(rows: int, seed: int = 0) -> tuple[Table, Table]:
+    rng = np.random.default_rng(seed)
+    ref: dict[str, Any] = {}
+    cur: dict[str, Any] = {}
+    shifts = np.linspace(0.0, 0.3, N_NUM)
+    for i in range(N_NUM):
+        scale = 1.0 + i
+        ref[f"num{i}"] = rng.normal(10 * i, scale, rows)
+        cur[f"num{i}"] = rng.normal(10 * i + shifts[i] * scale, scale, rows)
+    for j in range(N_CAT):
+        cats = np.array([f"c{j}_{k}" for k in range(4 + j)])
+        p = rng.dirichlet(np.ones(len(cats)) * 3)
+        q = p if j < 3 else rng.permutation(p)
+        ref[f"cat{j}"] = rng.choice(cats, rows, p=p)
+        cur[f"cat{j}"] = rng.choice(cats, rows, p=q)
+
+    def table(cols: dict[str, Any]) -> Table:
+        types = {k: "categorical" if v.dtype.kind == "U" else "numeric" for k, v in cols.items()}
+        values = {k: (v.tolist() if types[k] == "categorical" else v) for k, v in cols.items()}
+        return Table(list(cols), types, values, rows)
+
+    return table(ref), table(cur)
+
+
+def ensure_venv() -> Path:
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {VENV} with {', '.join(PINS)} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PINS], check=True)
+    return python
+
+
+def run_evidently(python: Path, ref: Table, cur: Table, workdir: Path) -> dict[str, Any]:
+    path = workdir / "data.npz"
+    arrays = {}
+    for side, table in (("ref", ref), ("cur", cur)):
+        for name in table.names:
+            arrays[f"{side}__{name}"] = np.asarray(table.columns[name])
+    np.savez(path, **arrays)
+    out = subprocess.run([str(python), "-c", EVIDENTLY_SCRIPT, str(path)], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def timed(fn: Any) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0
+
+
+def bench(rows: int, python: Path | None, workdir: Path) -> None:
+    ref, cur = make_data(rows)
+    ev_opts = DriftOptions(mode="evidently")
+    profile, t_profile = timed(lambda: build_profile(ref))
+    reference = Reference.from_profile(profile)
+    prof_report, t_prof = timed(lambda: check(reference, cur.columns, ev_opts))
+    _, t_default = timed(lambda: check(reference, cur.columns, DriftOptions()))
+    raw_report, t_raw = timed(lambda: check(Reference.from_table(ref), cur.columns, ev_opts))
+    tracemalloc.start()
+    check(reference, cur.columns, ev_opts)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"\n== {rows:,} rows x {N_NUM} numeric + {N_CAT} categorical ==")
+    print(f"ours: reference profile build (once per dataset version) {t_profile:8.3f} s")
+    print(f"ours: check vs profile, evidently mode                    {t_prof:8.3f} s")
+    print(f"ours: check vs profile, default mode                      {t_default:8.3f} s")
+    print(f"ours: check vs raw reference rows (exact), evidently mode {t_raw:8.3f} s")
+    print(f"ours: extra memory during the check (tracemalloc peak)    {peak / 2**20:8.1f} MB")
+    if python is None:
+        print("evidently: skipped")
+        return
+    ev = run_evidently(python, ref, cur, workdir)
+    print(f"evidently: DataDriftPreset Report.run                     {ev['seconds']:8.3f} s")
+    print(f"evidently: extra memory (peak RSS growth)                 {ev['extra_mb']:8.1f} MB")
+    print(f"speed-up vs profile check: {ev['seconds'] / t_prof:6.1f}x   "
+          f"vs raw-reference check: {ev['seconds'] / t_raw:6.1f}x")
+    for label, report in (("raw", raw_report), ("profile", prof_report)):
+        ours = {c.name: c.drifted for c in report.columns}
+        agree = sum(ours[k] == v["drifted"] for k, v in ev["columns"].items())
+        diff = [k for k, v in ev["columns"].items() if ours[k] != v["drifted"]]
+        print(f"verdict agreement ({label} reference): {agree}/{len(ev['columns'])} columns"
+              f" ({100 * agree / len(ev['columns']):.1f}%)" + (f"; differ: {diff}" if diff else ""))
+    drifted = sum(v["drifted"] for v in ev["columns"].values())
+    print(f"(evidently flagged {drifted} of {len(ev['columns'])} columns)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="100000,1000000", help="comma-separated row counts")
+    parser.add_argument("--no-evidently", action="store_true", help="time our side only")
+    args = parser.parse_args()
+    python = None if args.no_evidently else ensure_venv()
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in [int(r) for r in args.rows.split(",")]:
+            bench(rows, python, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
