@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from onnx import TensorProto, helper
 
 from appliance.audit.service import ensure_key
 from appliance.auth import sessions, users
@@ -26,6 +27,7 @@ from appliance.auth.permissions import Principal, Role
 from appliance.config import parse_config
 from appliance.console import create_app
 from appliance.datasets import add_dataset
+from appliance.promotion import set_policy
 from appliance.queue import jobs
 from appliance.registry import insert_version, set_alias
 from appliance.storage.db import immediate
@@ -35,6 +37,32 @@ ROLES = ("admin", "operator", "approver", "viewer")
 PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 SESSION_COOKIE = "appliance-session"
+# A policy whose gates an imported model can pass: no held-out metrics, no evaluation set.
+OPEN_POLICY = "gates: {metrics: [], data_quality: null, latency: {max_p99_ms: 1000}}\n"
+SIGNATURE = {"inputs": [{"name": "age", "datatype": "FP32", "shape": [-1, 1]}],
+             "outputs": [{"name": "prediction", "datatype": "FP32", "shape": [-1, 1]}],
+             "feature_names": ["age"]}
+
+
+def tiny_model(scale: float) -> bytes:
+    """prediction = age * scale: a real ONNX graph that loads and runs in milliseconds."""
+    node = helper.make_node("Mul", ["age", "scale"], ["prediction"])
+    graph = helper.make_graph(
+        [node], "tiny",
+        [helper.make_tensor_value_info("age", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor("scale", TensorProto.FLOAT, [1], [scale])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def open_policy(home: Home, name: str = "churn") -> None:
+    db = home.db()
+    try:
+        set_policy(db, name, OPEN_POLICY, actor="test")
+    finally:
+        db.close()
 
 
 @dataclass(frozen=True)
@@ -45,7 +73,8 @@ class Template:
 
 def seed(home: Home) -> dict[str, str]:
     """One user per role (each with an open session), a model with two versions
-    (production on the first), a dataset, a queued job and the audit signing key."""
+    (production on the first; both real ONNX graphs whose reference profile is the
+    dataset's), a dataset, a queued job and the audit signing key."""
     init_home(home)
     ensure_key(home, "test")
     db = home.db()
@@ -54,17 +83,17 @@ def seed(home: Home) -> dict[str, str]:
         for role in ROLES:
             users.add_user(db, role, role, PASSWORD, actor="test")
             opened[role] = sessions.create_session(db, Principal(name=role, role=Role(role)))
-        signature = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}],
-                     "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}]}
-        with immediate(db):
-            for digest in ("ab" * 32, "cd" * 32):
-                insert_version(db, name="churn", onnx_digest=digest, signature=signature,
-                               actor="test", source="import", metrics={"auc": 0.9})
-        set_alias(db, "churn", 1, "production", "test")
         csv = home.root / "customers.csv"
         csv.write_text("age,plan,churned\n" + "".join(
             f"{20 + i % 50},{'ab'[i % 2]},{i % 3 == 0}\n" for i in range(200)))
-        add_dataset(db, home.blobs, "customers", csv, actor="test", target="churned")
+        dv, _ = add_dataset(db, home.blobs, "customers", csv, actor="test", target="churned")
+        with immediate(db):
+            for scale in (1.0, 2.0):
+                insert_version(db, name="churn", onnx_digest=home.blobs.put_bytes(
+                    tiny_model(scale)), signature=SIGNATURE, actor="test", source="import",
+                    profile_digest=dv.profile_digest, dataset_version_id=dv.id,
+                    metrics={"auc": 0.9})
+        set_alias(db, "churn", 1, "production", "test")
         jobs.submit(db, jobs.JobSpec(kind="noop"), parse_config({}), actor="test")
     finally:
         db.close()

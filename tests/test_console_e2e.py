@@ -1,8 +1,8 @@
 """The console in a real browser: headless Chromium (Debian's package) driven by Selenium.
 
-An admin logs in, opens a model, moves production to its second version through the
-form (accepting the confirmation), sees the new version on the overview and the alias
-move on the audit page. Screenshots of the main pages are written to tests/artifacts/
+An admin logs in, opens a model, asks to promote its second version, reads the gate
+report, confirms (accepting the browser's confirmation), sees the new version on the
+overview and the alias move on the audit page. Screenshots of the main pages are written to tests/artifacts/
 for a person to look at.
 
 Chromium and chromedriver come from Debian's packages: the test installs them with
@@ -28,6 +28,7 @@ from werkzeug.serving import make_server
 from appliance.audit.service import ensure_key
 from appliance.auth import users
 from appliance.console import create_app
+from appliance.promotion import set_policy
 from appliance.registry import import_model, set_alias
 from appliance.storage.home import Home, init_home
 
@@ -91,6 +92,8 @@ def console_url_fixture(tmp_path: Path) -> Iterator[str]:
             import_model(db, home.blobs, "churn", tiny_model(tmp_path / f"m{scale}.onnx", scale),
                          actor="test", description=f"multiplies by {scale}")
         set_alias(db, "churn", 1, "production", "test")
+        # Imported versions have no held-out test split: a policy without metric gates.
+        set_policy(db, "churn", "gates: {metrics: [], data_quality: null}\n", actor="test")
     finally:
         db.close()
     server = make_server("127.0.0.1", 0, create_app({"home": str(home.root)}), threaded=True)
@@ -155,13 +158,19 @@ def test_admin_promotes_a_version_in_the_browser(console_url: str, browser: Any)
     assert "production" not in text_of(browser, "#aliases")
     shot(browser, "version-before")
 
-    browser.find_element(By.NAME, "reason").send_keys("better on last week's data")
     browser.find_element(By.ID, "promote").click()
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "gate-report")))
+    assert "every gate passed" in text_of(browser, "#gate-verdict")
+    assert "onnx_checker_parity" in text_of(browser, "#gate-report")
+    shot(browser, "promote-gates")
+    browser.find_element(By.ID, "reason").send_keys("better on last week's data")
+    browser.find_element(By.ID, "confirm").click()
     confirm = wait.until(expected_conditions.alert_is_present())
     assert "version 2" in confirm.text
     confirm.accept()
     wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "aliases"),
                                                                  "production"))
+    assert "signed with Ed25519" in text_of(browser, "#model-signature")
     shot(browser, "version-after")
 
     browser.find_element(By.LINK_TEXT, "Overview").click()

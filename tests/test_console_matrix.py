@@ -47,7 +47,9 @@ ROUTES = {
     "GET /account/password": "signed-in",
     "POST /account/password": "signed-in",
     "GET /alerts": "monitoring.read",
+    "POST /alerts/<int:alert_id>/ack": "models.write",
     "GET /api/alerts": "monitoring.read",
+    "POST /api/alerts/<int:alert_id>/ack": "models.write",
     "GET /api/audit": "audit.read",
     "POST /api/audit/verify": "audit.read",
     "GET /api/datasets": "datasets.read",
@@ -60,10 +62,18 @@ ROUTES = {
     "GET /api/jobs/<int:job_id>/log": "jobs.read",
     "GET /api/models": "models.read",
     "GET /api/models/<name>": "models.read",
-    "POST /api/models/<name>/aliases": "models.promote",
+    "POST /api/models/<name>/feedback": "feedback.write",
+    "GET /api/models/<name>/monitoring": "monitoring.read",
+    "POST /api/models/<name>/monitoring/check": "train",
     "POST /api/models/<name>/rollback": "models.rollback",
+    "POST /api/models/<name>/rollout/abort": "models.rollback",
+    "POST /api/models/<name>/rollout/advance": "models.promote",
+    "GET /api/models/<name>/rollouts": "models.read",
     "GET /api/models/<name>/versions/<int:version>": "models.read",
-    "GET /api/monitoring/<model>": "monitoring.read",
+    "POST /api/models/<name>/versions/<int:version>/approve": "models.approve",
+    "GET /api/models/<name>/versions/<int:version>/card": "models.read",
+    "GET /api/models/<name>/versions/<int:version>/gates": "models.promote",
+    "POST /api/models/<name>/versions/<int:version>/promote": "models.promote",
     "GET /api/openapi.json": "public",
     "GET /api/overview": "models.read",
     "GET /api/schedules": "jobs.read",
@@ -85,10 +95,16 @@ ROUTES = {
     "GET /models": "models.read",
     "GET /models/<name>": "models.read",
     "GET /models/<name>/<int:version>": "models.read",
-    "POST /models/<name>/alias": "models.promote",
+    "POST /models/<name>/<int:version>/approve": "models.approve",
+    "GET /models/<name>/<int:version>/card": "models.read",
+    "GET /models/<name>/<int:version>/promote": "models.promote",
+    "POST /models/<name>/<int:version>/promote": "models.promote",
     "POST /models/<name>/rollback": "models.rollback",
+    "POST /models/<name>/rollout/abort": "models.rollback",
+    "POST /models/<name>/rollout/advance": "models.promote",
     "GET /monitoring": "monitoring.read",
     "GET /monitoring/<model>": "monitoring.read",
+    "POST /monitoring/<model>/check": "train",
     "GET /settings": "monitoring.read",
     "GET /static/<path:filename>": "public",
     "GET /training": "jobs.read",
@@ -104,7 +120,8 @@ ROUTES = {
 
 # Values for the URL variables, naming objects the fixture created.
 VALUES = {"name": "churn", "version": "1", "job_id": "1", "model": "churn",
-          "username": "nobody", "token_id": "999", "filename": "console.css"}
+          "username": "nobody", "token_id": "999", "filename": "console.css",
+          "alert_id": "999"}
 DATASET_RULES = {"/datasets/<name>", "/datasets/<name>/<int:version>",
                  "/api/datasets/<name>", "/api/datasets/<name>/versions/<int:version>"}
 
@@ -207,7 +224,7 @@ def test_token_scopes_narrow_the_role(app: Flask) -> None:
         db.close()
     c = app.test_client()
     assert c.get("/api/models", headers={"Authorization": f"Bearer {read}"}).status_code == 200
-    refused = c.post("/api/models/churn/aliases", json={"alias": "production", "version": 2},
+    refused = c.post("/api/models/churn/versions/2/promote", json={"to": "production"},
                      headers={"Authorization": f"Bearer {read}"})
     assert refused.status_code == 403 and "models.promote" in refused.get_json()["error"]
     assert c.get("/api/users", headers={"Authorization": f"Bearer {read}"}).status_code == 403

@@ -15,6 +15,7 @@ from console_fixtures import (  # noqa: F401
     login,
     login_csrf,
     make_app,
+    open_policy,
     session_token,
     template_fixture,
 )
@@ -123,25 +124,26 @@ def _production(app: Flask) -> int:
 
 
 def test_state_change_without_csrf_is_refused(clients: dict[str, FlaskClient], app: Flask) -> None:
+    open_policy(app.config["APPLIANCE_HOME"])
     admin = clients["admin"]
     for data, headers in (({}, {}), ({"csrf_token": "wrong"}, {}), ({}, {"X-CSRF-Token": "x"})):
-        response = admin.post("/models/churn/alias", data={"version": "2", **data},
+        response = admin.post("/models/churn/2/promote", data={"to": "production", **data},
                               headers=headers)
         assert response.status_code == 403
-    api = admin.post("/api/models/churn/aliases", json={"alias": "production", "version": 2})
+    api = admin.post("/api/models/churn/versions/2/promote", json={"to": "production"})
     assert api.status_code == 403 and "CSRF" in api.get_json()["error"]
     assert _production(app) == 1, "a refused request changed nothing"
     token = csrf_of(admin)
-    ok = admin.post("/api/models/churn/aliases", json={"alias": "production", "version": 2},
+    ok = admin.post("/api/models/churn/versions/2/promote", json={"to": "production"},
                     headers={"X-CSRF-Token": token})
-    assert ok.status_code == 200 and ok.get_json()["version"] == 2
+    assert ok.status_code == 200 and ok.get_json()["move"]["version"] == 2
     assert _production(app) == 2
 
 
 def test_another_sessions_csrf_token_is_refused(clients: dict[str, FlaskClient]) -> None:
     stolen = csrf_of(clients["operator"])
-    response = clients["admin"].post("/models/churn/alias",
-                                     data={"version": "2", "csrf_token": stolen})
+    response = clients["admin"].post("/models/churn/2/promote",
+                                     data={"to": "production", "csrf_token": stolen})
     assert response.status_code == 403
 
 
@@ -195,6 +197,7 @@ def test_login_throttling_is_per_account(console_home: Home) -> None:
 
 
 def test_api_token_access(app: Flask) -> None:
+    open_policy(app.config["APPLIANCE_HOME"])
     db = app.config["APPLIANCE_HOME"].db()
     try:
         token = tokens.create_token(db, "operator", "deploy script", ["read", "write"],
@@ -204,7 +207,7 @@ def test_api_token_access(app: Flask) -> None:
     c = app.test_client()
     bearer = {"Authorization": f"Bearer {token.token}"}
     assert c.get("/api/models", headers=bearer).status_code == 200
-    moved = c.post("/api/models/churn/aliases", json={"alias": "production", "version": 2},
+    moved = c.post("/api/models/churn/versions/2/promote", json={"to": "production"},
                    headers=bearer)
     assert moved.status_code == 200, "bearer requests need no CSRF token"
     assert c.get("/api/users", headers=bearer).status_code == 403, "operator's role still rules"
@@ -255,9 +258,8 @@ def test_openapi_lists_every_api_route(app: Flask, client: FlaskClient) -> None:
             assert op["x-permission"], f"{method} {path} has no permission"
             count += 1
     assert count == sum(len(ops) for ops in spec["paths"].values())
-    assert spec["paths"]["/api/models/{name}/aliases"]["post"]["requestBody"]
-    assert spec["paths"]["/api/models/{name}/aliases"]["post"]["x-permission"] == \
-        "models.promote"
+    promote = spec["paths"]["/api/models/{name}/versions/{version}/promote"]["post"]
+    assert promote["requestBody"] and promote["x-permission"] == "models.promote"
 
 
 def test_allowed_networks_refuses_other_clients(console_home: Home) -> None:

@@ -22,7 +22,7 @@ PAD_TOP = 10
 PAD_BOTTOM = 22
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
     """A short human label: 1234 -> 1.23k, 0.000123 -> 1.23e-04."""
     if value == 0 or not math.isfinite(value):
         return "0" if value == 0 else str(value)
@@ -97,9 +97,9 @@ def line_chart(
         f'<line class="axis" x1="{PAD_LEFT}" y1="{PAD_TOP}" x2="{PAD_LEFT}" '
         f'y2="{PAD_TOP + plot_h}"/>',
         f'<text class="tick" x="{PAD_LEFT - 4}" y="{PAD_TOP + 8}" text-anchor="end">'
-        f"{escape(_fmt(y1))}</text>",
+        f"{escape(fmt(y1))}</text>",
         f'<text class="tick" x="{PAD_LEFT - 4}" y="{PAD_TOP + plot_h}" text-anchor="end">'
-        f"{escape(_fmt(y0))}</text>",
+        f"{escape(fmt(y0))}</text>",
         f'<text class="tick" x="{PAD_LEFT}" y="{height - 6}">{escape(x_labels[0])}</text>',
         f'<text class="tick" x="{PAD_LEFT + plot_w}" y="{height - 6}" text-anchor="end">'
         f"{escape(x_labels[1])}</text>",
@@ -175,7 +175,7 @@ def rebin(edges: Sequence[float], counts: Sequence[int], bins: int = 20) -> tupl
         return [], []
     lo, hi = float(edges[0]), float(edges[-1])
     if hi <= lo:
-        return [_fmt(lo)], [float(sum(counts))]
+        return [fmt(lo)], [float(sum(counts))]
     step = (hi - lo) / bins
     out = [0.0] * bins
     for i, count in enumerate(counts):
@@ -190,6 +190,6 @@ def rebin(edges: Sequence[float], counts: Sequence[int], bins: int = 20) -> tupl
             right = min(b, lo + (j + 1) * step)
             if right > left:
                 out[j] += count * (right - left) / (b - a)
-    labels = [_fmt(lo + j * step) for j in range(bins)]
-    labels[-1] = _fmt(hi)
+    labels = [fmt(lo + j * step) for j in range(bins)]
+    labels[-1] = fmt(hi)
     return labels, out

@@ -24,6 +24,7 @@ import json
 import logging
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,8 +33,10 @@ from http import HTTPStatus
 from typing import Any
 
 from appliance import __version__
+from appliance.audit.log import now_iso
 from appliance.config import Config, load_config, resolve_home
 from appliance.errors import ApplianceError, BadInput, NotFound, Unauthorized, Unavailable
+from appliance.queue import liveness
 from appliance.serving.codec import encode_response
 from appliance.serving.engine import Engine, EngineSettings
 from appliance.serving.metrics import Metrics
@@ -88,8 +91,10 @@ def _error(exc: ApplianceError) -> Response:
 
 
 class ServingApp:
-    def __init__(self, engine: Engine, *, authorizer: Authorizer, max_body_bytes: int) -> None:
+    def __init__(self, engine: Engine, *, authorizer: Authorizer, max_body_bytes: int,
+                 home: Home | None = None) -> None:
         self.engine = engine
+        self.home = home  # where run() keeps the daemon's heartbeat row
         self.authorizer = authorizer
         self.max_body_bytes = max_body_bytes
         self._started = False
@@ -296,7 +301,7 @@ def create_app(
     if authorizer is None:
         authorizer = loopback_authorizer(config["serving.anonymous_loopback"])
     return ServingApp(engine, authorizer=authorizer,
-                      max_body_bytes=config["serving.max_body_bytes"])
+                      max_body_bytes=config["serving.max_body_bytes"], home=home)
 
 
 # ---- the built-in HTTP/1.1 server ---------------------------------------------
@@ -443,10 +448,43 @@ def run(app: ServingApp, host: str, port: int) -> None:
         interval = sdnotify.watchdog_interval()
         if interval:
             loop.create_task(_watchdog(interval))
+        if app.home is not None:
+            loop.create_task(_heartbeat(app, app.home))
         await serve(app, host, port, stop=stop, on_ready=lambda _: sdnotify.notify("READY=1"))
         sdnotify.notify("STOPPING=1")
+        if app.home is not None:
+            await asyncio.to_thread(write_heartbeat, app.home, None, app)
 
     asyncio.run(main())
+
+
+HEARTBEAT_S = 15.0
+
+
+def write_heartbeat(home: Home, started_at: str | None, app: ServingApp) -> None:
+    """Write (or, with no ``started_at``, clear) the daemon's row in ``heartbeats``, naming
+    the GPUs its sessions use, so the console shows serving up and what holds each GPU."""
+    db = home.db()
+    try:
+        if started_at is None:
+            liveness.clear(db, "serving")
+            return
+        providers = list(app.engine.providers or ())
+        on_gpu = "CUDAExecutionProvider" in providers
+        liveness.beat(db, "serving", started_at,
+                      {"providers": providers, "gpu_indices": [0] if on_gpu else []})
+    finally:
+        db.close()
+
+
+async def _heartbeat(app: ServingApp, home: Home) -> None:
+    started_at = now_iso()
+    while True:
+        try:
+            await asyncio.to_thread(write_heartbeat, home, started_at, app)
+        except sqlite3.Error as exc:  # a busy or locked database: try at the next beat
+            log.warning("serving heartbeat not written: %s", exc)
+        await asyncio.sleep(HEARTBEAT_S)
 
 
 async def _watchdog(every: float) -> None:

@@ -8,6 +8,7 @@ from appliance.console.views import (
     models,
     monitoring,
     overview,
+    promotion,
     session,
     settings,
     training,
@@ -15,6 +16,6 @@ from appliance.console.views import (
 )
 
 BLUEPRINTS = [
-    session.bp, overview.bp, models.bp, training.bp, datasets.bp, monitoring.bp, alerts.bp,
+    session.bp, overview.bp, models.bp, promotion.bp, training.bp, datasets.bp, monitoring.bp, alerts.bp,
     audit.bp, users.bp, settings.bp, meta.bp,
 ]

@@ -1,53 +1,65 @@
-"""Alerts raised by monitoring and drift checks, newest first."""
+"""Alerts raised by monitoring checks (``appliance.monitoring``), newest first, and their
+acknowledgement.
+
+Acknowledging needs ``models.write``: it changes the state of a served model's
+alert (recorded in the audit log), an operator's act on the model, which
+readers (viewers, approvers) may see but not do.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlite_utils
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from appliance.console import web
+from appliance import monitoring
+from appliance.console import security, web
 from appliance.console.apidoc import api
 from appliance.console.security import requires
 
 bp = Blueprint("alerts", __name__)
 READ = "monitoring.read"
+ACK = "models.write"
 
 
-def recent(db: sqlite_utils.Database, limit: int = 200) -> list[dict[str, Any]]:
-    """The alerts table belongs to the monitoring service; absent until it is installed."""
-    if not db["alerts"].exists():
-        return []
-    return list(db.query("SELECT * FROM alerts ORDER BY rowid DESC LIMIT ?", [limit]))
+def open_count(db: sqlite_utils.Database) -> int:
+    """Open alerts: raised and not yet acknowledged or resolved."""
+    return sum(1 for a in monitoring.list_alerts(db) if a.state == "open")
 
 
-def open_count(db: sqlite_utils.Database) -> int | None:
-    """Open alerts, or None where no alert has a place to be recorded yet."""
-    if not db["alerts"].exists():
-        return None
-    columns = db["alerts"].columns_dict
-    if "state" in columns:
-        row = db.execute("SELECT COUNT(*) FROM alerts WHERE state = 'open'").fetchone()
-    elif "resolved_at" in columns:
-        row = db.execute("SELECT COUNT(*) FROM alerts WHERE resolved_at IS NULL").fetchone()
-    else:
-        row = db.execute("SELECT COUNT(*) FROM alerts").fetchone()
-    return int(row[0])
+def _include_closed() -> bool:
+    return request.args.get("all", "") in ("1", "true", "yes")
 
 
 @bp.get("/alerts")
 @requires(READ)
 def index() -> str:
-    db = web.get_db()
-    return render_template("alerts.html", alerts=recent(db), enabled=db["alerts"].exists())
+    alerts = monitoring.list_alerts(web.get_db(), include_closed=_include_closed())
+    return render_template("alerts.html", alerts=alerts, show_all=_include_closed())
+
+
+@bp.post("/alerts/<int:alert_id>/ack")
+@requires(ACK)
+def ack_form(alert_id: int) -> Response:
+    monitoring.acknowledge(web.get_db(), alert_id, actor=security.actor())
+    return redirect(url_for("alerts.index"), 303)
 
 
 @bp.get("/api/alerts")
 @requires(READ)
-@api(returns="{alerts: [...], open}")
+@api(returns="{alerts: [{id, model, version, kind, state, severity, message, ...}], open}")
 def api_alerts() -> Response:
-    """Recent alerts, newest first, and how many are open."""
+    """Live alerts (open and acknowledged) newest first, every alert with ?all=1."""
     db = web.get_db()
-    return jsonify({"alerts": recent(db), "open": open_count(db)})
+    return jsonify({"alerts": [a.as_dict() for a in
+                               monitoring.list_alerts(db, include_closed=_include_closed())],
+                    "open": open_count(db)})
+
+
+@bp.post("/api/alerts/<int:alert_id>/ack")
+@requires(ACK)
+@api(returns="the acknowledged alert")
+def api_ack(alert_id: int) -> Response:
+    """Acknowledge an open alert; it stays live until its condition clears."""
+    return jsonify(monitoring.acknowledge(web.get_db(), alert_id,
+                                          actor=security.actor()).as_dict())

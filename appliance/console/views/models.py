@@ -1,29 +1,26 @@
-"""Models: the registry's models and versions; moving aliases (promote, rollback)."""
+"""Models: the registry's models and versions, with what promotion recorded about them
+(gate reports, approvals, the model signature, rollouts) and the model card.
+
+Changing where an alias points is the promotion blueprint's job
+(``appliance.console.views.promotion``), through the promotion service only.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, redirect, render_template, url_for
+from flask import Blueprint, jsonify, render_template, request
 from werkzeug.wrappers import Response
 
-from appliance import registry
-from appliance.console import identity, security, web
+from appliance import promotion, registry
+from appliance.console import web
 from appliance.console.apidoc import api
 from appliance.console.security import requires
-from appliance.errors import BadInput, Conflict
+from appliance.errors import BadInput
 
 bp = Blueprint("models", __name__)
 READ = "models.read"
-PROMOTE = "models.promote"
-ROLLBACK = "models.rollback"
-PRODUCTION = registry.DEFAULT_ALIAS
-
-ALIAS_BODY = {"type": "object", "required": ["alias", "version"],
-              "properties": {"alias": {"type": "string"}, "version": {"type": "integer"},
-                             "reason": {"type": "string"}}}
-ROLLBACK_BODY = {"type": "object", "properties": {"alias": {"type": "string"},
-                                                  "reason": {"type": "string"}}}
+CARD_FORMATS = {"html": ("text/html", "html"), "md": ("text/markdown", "md")}
 
 
 def model_detail(name: str) -> dict[str, Any]:
@@ -32,6 +29,7 @@ def model_detail(name: str) -> dict[str, Any]:
         "model": registry.model_summary(db, name),
         "versions": registry.list_versions(db, name),
         "history": list(reversed(registry.alias_history(db, name)))[:50],
+        "rollouts": promotion.rollout_status(db, name)[:20],
     }
 
 
@@ -44,37 +42,15 @@ def version_detail(name: str, version: int) -> dict[str, Any]:
             "SELECT id, status, recipe, code_hash, dataset_digest, env_hash, seed, device,"
             " started_at, ended_at, actor FROM runs WHERE id = ?", [mv.run_id]))
         lineage["run"] = rows[0] if rows else None
+    signature = promotion.get_signature(db, mv.id)
     return {"version": mv.as_dict(), "lineage": lineage,
             "history": [h for h in registry.alias_history(db, name) if h["version"] == version
-                        or h["previous"] == version]}
-
-
-def rollback_target(name: str, alias: str) -> int:
-    """The version ``alias`` pointed at before its current one."""
-    history = registry.alias_history(web.get_db(), name, alias)
-    if not history or history[-1]["version"] is None:
-        raise Conflict(f"model {name} has no '{alias}' alias to roll back")
-    previous = history[-1]["previous"]
-    if previous is None:
-        raise Conflict(f"model {name}'s '{alias}' alias has no earlier version to roll back to")
-    return int(previous)
-
-
-def move(name: str, alias: str, version: int, reason: str) -> registry.AliasMove:
-    """Point ``alias`` at ``version``; an alias other than production needs models.write
-    (the route's own permission already covered production)."""
-    registry.check_alias(alias)
-    if alias != PRODUCTION:
-        identity.authorize(security.current_principal(), "models.write")
-    return registry.set_alias(web.get_db(), name, version, alias, security.actor(), reason=reason)
-
-
-def _version_field() -> int:
-    raw = web.form_field("version")
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise BadInput("field 'version' must be a version number") from exc
+                        or h["previous"] == version],
+            "gate_reports": list(reversed(promotion.gate_reports(db, mv.ref))),
+            "approvals": promotion.list_approvals(db, mv),
+            "model_signature": None if signature is None else {
+                "key_id": signature.key_id, "signed_at": signature.signed_at,
+                "signed_by": signature.signed_by}}
 
 
 @bp.get("/models")
@@ -95,22 +71,23 @@ def version_page(name: str, version: int) -> str:
     return render_template("model_version.html", **version_detail(name, version))
 
 
-@bp.post("/models/<name>/alias")
-@requires(PROMOTE)
-def alias_form(name: str) -> Response:
-    version = _version_field()
-    move(name, web.form_field("alias", required=False) or PRODUCTION, version,
-         web.form_field("reason", required=False))
-    return redirect(url_for("models.version_page", name=name, version=version), 303)
-
-
-@bp.post("/models/<name>/rollback")
-@requires(ROLLBACK)
-def rollback_form(name: str) -> Response:
-    alias = web.form_field("alias", required=False) or PRODUCTION
-    version = rollback_target(name, alias)
-    move(name, alias, version, web.form_field("reason", required=False) or "rollback")
-    return redirect(url_for("models.model_page", name=name), 303)
+@bp.get("/models/<name>/<int:version>/card")
+@requires(READ)
+def card_page(name: str, version: int) -> Response | str:
+    """The model card; ``?format=html`` or ``?format=md`` downloads the self-contained file
+    (its inline style is for reading off the console, where the CSP would block it)."""
+    card = promotion.model_card(web.home(), f"{name}@{version}")
+    fmt = request.args.get("format", "")
+    if not fmt:
+        return render_template("card.html", card=card)
+    if fmt not in CARD_FORMATS:
+        raise BadInput("query parameter 'format' must be html or md")
+    mimetype, ext = CARD_FORMATS[fmt]
+    text = promotion.render_html(card) if fmt == "html" else promotion.render_markdown(card)
+    response = Response(text, mimetype=mimetype)
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="model-card-{name}-{version}.{ext}"')
+    return response
 
 
 @bp.get("/api/models")
@@ -123,7 +100,7 @@ def api_models() -> Response:
 
 @bp.get("/api/models/<name>")
 @requires(READ)
-@api(returns="{model, versions, history}")
+@api(returns="{model, versions, history, rollouts}")
 def api_model(name: str) -> Response:
     """One model: its versions (newest first) and its recent alias moves."""
     return jsonify(model_detail(name))
@@ -131,28 +108,15 @@ def api_model(name: str) -> Response:
 
 @bp.get("/api/models/<name>/versions/<int:version>")
 @requires(READ)
-@api(returns="{version, lineage, history}")
+@api(returns="{version, lineage, history, gate_reports, approvals, model_signature}")
 def api_version(name: str, version: int) -> Response:
     """One version: signature, metrics, aliases, tags and lineage (dataset, run)."""
     return jsonify(version_detail(name, version))
 
 
-@bp.post("/api/models/<name>/aliases")
-@requires(PROMOTE)
-@api(body=ALIAS_BODY, returns="the alias move {name, alias, version, previous, changed}")
-def api_alias(name: str) -> Response:
-    """Point an alias (production to promote) at a version."""
-    move_ = move(name, web.form_field("alias"), _version_field(),
-                 web.form_field("reason", required=False))
-    return jsonify(move_.as_dict())
-
-
-@bp.post("/api/models/<name>/rollback")
-@requires(ROLLBACK)
-@api(body=ROLLBACK_BODY, returns="the alias move {name, alias, version, previous, changed}")
-def api_rollback(name: str) -> Response:
-    """Point an alias (production by default) back at the version it held before."""
-    alias = web.form_field("alias", required=False) or PRODUCTION
-    move_ = move(name, alias, rollback_target(name, alias),
-                 web.form_field("reason", required=False) or "rollback")
-    return jsonify(move_.as_dict())
+@bp.get("/api/models/<name>/versions/<int:version>/card")
+@requires(READ)
+@api(returns="the model card as data {ref, metrics, training, gate_reports, approvals, ...}")
+def api_card(name: str, version: int) -> Response:
+    """The model card of a version, as data."""
+    return jsonify(promotion.model_card(web.home(), f"{name}@{version}"))

@@ -47,9 +47,15 @@ def gpus() -> dict[str, Any]:
     for job in jobs.list_jobs(web.get_db(), state="running", limit=1000):
         for index in job.gpu_indices:
             holders.setdefault(index, []).append(job.id)
+    # The serving daemon's heartbeat names the GPUs its sessions run on.
+    services_on: dict[int, list[str]] = {}
+    for beat in liveness.live(web.get_db(), stale_s=STALE_S):
+        for index in beat["details"].get("gpu_indices", []):
+            services_on.setdefault(int(index), []).append(beat["service"])
     out = inventory.as_dict()
     for gpu in out["gpus"]:
         gpu["jobs"] = holders.get(gpu["index"], [])
+        gpu["services"] = sorted(set(services_on.get(gpu["index"], [])))
     return out
 
 
