@@ -224,7 +224,7 @@ def _agreement(mdb: sqlite_utils.Database, name: str, cand: int, base: int, sinc
 
 
 def labelled_quality(mdb: sqlite_utils.Database, name: str, version: int, since: float,
-                     until: float) -> float | None:
+                     until: float, classes: list[Any] | None = None) -> float | None:
     """Accuracy of ``version``'s answers against delayed labels, or None without labels.
 
     Labels are read from a ``feedback`` table of monitoring.db with ``request_id`` and
@@ -249,6 +249,8 @@ def labelled_quality(mdb: sqlite_utils.Database, name: str, version: int, since:
             answer = answer[0]
             while isinstance(answer, list) and answer:
                 answer = answer[0]
+        if classes and isinstance(answer, int | float) and 0 <= int(answer) < len(classes):
+            answer = classes[int(answer)]  # a classifier logs the class index
         scored.append(str(answer) == str(label))
     return sum(scored) / len(scored) if scored else None
 
@@ -299,8 +301,10 @@ def _tick(db: sqlite_utils.Database, mdb: sqlite_utils.Database, row: dict[str, 
     b = _side(mdb, base.name, base.version, ("primary",), since, now)
     pairs, agreement = (_agreement(mdb, cand.name, cand.version, base.version, since, now)
                         if state == State.SHADOW else (0, None))
-    q_c = labelled_quality(mdb, cand.name, cand.version, since, now)
-    q_b = labelled_quality(mdb, base.name, base.version, since, now)
+    q_c = labelled_quality(mdb, cand.name, cand.version, since, now,
+                           cand.signature.get("classes"))
+    q_b = labelled_quality(mdb, base.name, base.version, since, now,
+                           base.signature.get("classes"))
     decision, reasons = _judge(plan, state, c, b, (now - since) / 60.0, agreement, q_c, q_b)
     stats = {"candidate": c, "production": b, "agreement": agreement, "pairs": pairs,
              "quality": {"candidate": q_c, "production": q_b}}
