@@ -10,6 +10,10 @@ FILE.yaml``); every key is optional::
     promote_to: shadow            # where an unapproved candidate goes: shadow, canary
                                   # or production (always through the promotion gates)
     recent_days: 30               # labelled production data from this far back
+    production_since: recent      # or "alert": only production data since the start of
+                                  # the window whose check raised the triggering alert
+    include_original: true        # false: train on the labelled production data alone,
+                                  # when the world has moved on from the original data
     min_labelled_rows: 0          # retrain only with at least this many labelled rows
     cooldown_minutes: 60          # no second retrain job for the model within this time
 
@@ -52,11 +56,14 @@ DEFAULT_POLICY: dict[str, Any] = {
     "approval": "required",
     "promote_to": "shadow",
     "recent_days": 30,
+    "production_since": "recent",
+    "include_original": True,
     "min_labelled_rows": 0,
     "cooldown_minutes": 60,
 }
 APPROVALS = ("required", "none")
 TARGETS = ("shadow", "canary", "production")
+SINCE = ("recent", "alert")
 
 
 def parse_policy(text: str) -> dict[str, Any]:
@@ -83,6 +90,10 @@ def parse_policy(text: str) -> dict[str, Any]:
                        + ", ".join(KINDS))
     if policy["approval"] not in APPROVALS:
         raise BadInput("retraining policy: 'approval' must be 'required' or 'none'")
+    if policy["production_since"] not in SINCE:
+        raise BadInput("retraining policy: 'production_since' must be one of " + ", ".join(SINCE))
+    if not isinstance(policy["include_original"], bool):
+        raise BadInput("retraining policy: 'include_original' must be true or false")
     if policy["promote_to"] not in TARGETS:
         raise BadInput("retraining policy: 'promote_to' must be one of " + ", ".join(TARGETS))
     for key, low in (("recent_days", 0), ("min_labelled_rows", 0), ("cooldown_minutes", 0)):
@@ -236,10 +247,29 @@ class RetrainData:
     production_rows: int
 
 
+def alert_window_start(home: Home, alert_id: int) -> float | None:
+    """When the window of the check that raised an alert began (Unix seconds)."""
+    db = home.db()
+    try:
+        row = db.execute("SELECT check_id FROM alerts WHERE id = ?", [alert_id]).fetchone()
+    finally:
+        db.close()
+    if row is None or row[0] is None:
+        return None
+    mon = home.monitoring_db()
+    try:
+        found = mon.execute("SELECT window_start FROM checks WHERE id = ?", [row[0]]).fetchone()
+    finally:
+        mon.close()
+    return float(found[0]) if found else None
+
+
 def build_retrain_dataset(home: Home, mv: ModelVersion, workdir: Path, *, actor: str,
-                          recent_days: float, config: Config) -> RetrainData:
-    """The original training file plus recent labelled production rows, registered as the
-    next version of the original dataset (same target)."""
+                          recent_days: float, config: Config, since: float | None = None,
+                          include_original: bool = True) -> RetrainData:
+    """The original training file (unless ``include_original`` is false) plus labelled
+    production rows since ``since`` (default: ``recent_days`` ago), registered as the next
+    version of the original dataset (same target)."""
     db = home.db()
     try:
         if mv.dataset is None:
@@ -252,11 +282,17 @@ def build_retrain_dataset(home: Home, mv: ModelVersion, workdir: Path, *, actor:
         raise BadInput(f"{mv.ref} has no target column to label production rows with")
     mon = home.monitoring_db()
     try:
-        rows = production_rows(mon, mv.name, time.time() - recent_days * 86400.0,
-                               original.schema, str(target))
+        start = time.time() - recent_days * 86400.0 if since is None else since
+        rows = production_rows(mon, mv.name, start, original.schema, str(target))
     finally:
         mon.close()
+    if not include_original and not rows:
+        raise BadInput(f"no labelled production rows for {mv.name} since "
+                       f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(start))}: nothing "
+                       "to retrain on without the original data")
     text = home.blobs.read_bytes(original.digest).decode("utf-8-sig")
+    if not include_original:
+        text = text.splitlines()[0] + "\n"  # the header only
     buffer = io.StringIO()
     buffer.write(text if text.endswith("\n") or not text else text + "\n")
     writer = csv.writer(buffer, lineterminator="\n")
@@ -273,5 +309,6 @@ def build_retrain_dataset(home: Home, mv: ModelVersion, workdir: Path, *, actor:
                             profile_top_k=config["datasets.profile_top_k"])
     finally:
         db.close()
-    return RetrainData(dv.ref, original.ref, original.row_count, len(rows))
+    return RetrainData(dv.ref, original.ref, original.row_count if include_original else 0,
+                       len(rows))
 

@@ -20,7 +20,11 @@ from typing import Any
 from appliance.auth import Principal, Role
 from appliance.config import Config, load_config
 from appliance.errors import BadInput
-from appliance.monitoring.retraining import build_retrain_dataset, get_policy
+from appliance.monitoring.retraining import (
+    alert_window_start,
+    build_retrain_dataset,
+    get_policy,
+)
 from appliance.promotion import PromotionRefused, promote
 from appliance.queue.context import JobCancelled, JobContext
 from appliance.registry import resolve
@@ -147,8 +151,12 @@ def retrain(home: Home, name: str, *, actor: str, config: Config,
     finally:
         db.close()
     days = float(policy["recent_days"] if recent_days is None else recent_days)
+    since = None
+    if policy["production_since"] == "alert" and alert_id is not None:
+        since = alert_window_start(home, alert_id)
     data = build_retrain_dataset(home, mv, workdir or home.jobs_dir / "retrain",
-                                 actor=actor, recent_days=days, config=config)
+                                 actor=actor, recent_days=days, config=config, since=since,
+                                 include_original=bool(policy["include_original"]))
     log(f"dataset {data.dataset}: {data.original_rows} rows of {data.original} plus "
         f"{data.production_rows} labelled production rows")
     if data.production_rows < int(policy["min_labelled_rows"]):
