@@ -87,6 +87,42 @@ def test_alert_turns_into_retrain_job_that_builds_a_new_version(home, tmp_path, 
     db.close()
 
 
+def test_retrain_since_the_alert_without_the_original_data(home, tmp_path, runner) -> None:
+    mv = train_served_model(home, tmp_path)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("enabled: true\ntriggers: [data_drift]\napproval: required\n"
+                      "production_since: alert\ninclude_original: false\n")
+    assert runner("monitoring", "policy", "buyer", str(policy)).exit_code == 0
+    # Old labelled traffic, an hour ago, before the window the alert comes from.
+    old = features(150, 41)
+    old_ids = log_requests(home, mv, old, start=time.time() - 3600, prefix="old")
+    f = features(300, 31, x1_shift=1.0, colours=("red",))
+    ids = log_requests(home, mv, f, start=time.time() - 600, prefix="p")
+    rows = zip([*old_ids, *ids], [*truth(old), *truth(f)], strict=True)
+    (tmp_path / "fb.csv").write_text("request_id,label\n" + "".join(
+        f"{i},{lab}\n" for i, lab in rows))
+    assert runner("feedback", "add", "buyer", str(tmp_path / "fb.csv")).exit_code == 0
+    check = run_check(home, "buyer", window=Window.last(30), config=CONFIG, actor="monitor")
+    assert len(check.retrain_jobs) == 1
+    db = home.db()
+    job = get_job(db, check.retrain_jobs[0])
+    db.close()
+    result = run_retrain_job(_ctx(home, job, tmp_path))
+    assert result["production_rows"] == 300  # only what came since the alert's window began
+    assert result["promotion"]["state"] == "awaiting approval"
+    db = home.db()
+    dv = get_dataset_version(db, result["dataset"])
+    db.close()
+    assert dv.row_count == 300  # and none of the original training rows
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("production_since: yesterday\n")
+    r = runner("monitoring", "policy", "buyer", str(bad))
+    assert r.exit_code == 2 and "production_since" in r.stderr
+    bad.write_text("include_original: maybe\n")
+    r = runner("monitoring", "policy", "buyer", str(bad))
+    assert r.exit_code == 2 and "include_original" in r.stderr
+
+
 def test_drift_check_job_stores_history_for_every_served_model(home, tmp_path) -> None:
     mv = train_served_model(home, tmp_path)
     log_requests(home, mv, features(120, 41), start=time.time() - 300, prefix="d")

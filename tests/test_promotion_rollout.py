@@ -135,3 +135,23 @@ def runner_for():
 
     return lambda home: (lambda *args: CliRunner().invoke(main, ["--home", str(home.root),
                                                                  *args]))
+
+
+def test_labelled_quality_reads_class_indices_by_name(tmp_path: Path) -> None:
+    from appliance.storage.home import init_home
+
+    h = Home(tmp_path / "q")
+    init_home(h)
+    mdb = h.monitoring_db()
+    now = time.time()
+    for i, (index, label) in enumerate([(1, "yes"), (0, "no"), (1, "no"), (0, "no")]):
+        mdb.execute("INSERT INTO requests (ts, minute, model, version, route, request_id, status,"
+                    " latency_us, queue_us, batch_size, rows, outputs) VALUES"
+                    " (?, ?, 'm', 1, 'primary', ?, 200, 10, 1, 1, 1, ?)",
+                    [now, int(now // 60), f"r{i}", json.dumps({"label": [index]})])
+        mdb.execute("INSERT INTO feedback (model, request_id, label, received_at, received_by)"
+                    " VALUES ('m', ?, ?, ?, 'test')", [f"r{i}", label, now])
+    from appliance.promotion.rollout import labelled_quality
+
+    assert labelled_quality(mdb, "m", 1, now - 1, now + 1, ["no", "yes"]) == 0.75
+    mdb.close()

@@ -182,6 +182,17 @@ def test_regression_needs_a_numeric_target(home, dataset, tmp_path) -> None:
         run_training(home, path, "t")
 
 
+def test_a_feature_with_no_values_is_named(runner, home, tmp_path) -> None:
+    src = write_csv(tmp_path / "src.csv").read_text().splitlines()
+    lines = [src[0] + ",note"] + [line + "," for line in src[1:]]
+    (tmp_path / "empty.csv").write_text("\n".join(lines) + "\n")
+    assert runner("datasets", "add", "blank", str(tmp_path / "empty.csv"), "--target",
+                  "label").exit_code == 0
+    path = recipe(tmp_path, dataset="blank@1", features=["x1", "note"])
+    with pytest.raises(BadInput, match="'note' has no values in the training split"):
+        run_training(home, path, "t")
+
+
 def test_train_help_is_fast_to_import() -> None:
     import subprocess
     import sys

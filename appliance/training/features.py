@@ -93,6 +93,9 @@ def fit_encoding(table: Table, target: str, features: list[str], task: str,
         if source == "categorical":
             values = table.columns[name]
             vocab = sorted({values[i] for i in train if values[i] is not None})
+            if not vocab:
+                raise BadInput(f"feature column '{name}' has no values in the training split; "
+                               "leave it out of the recipe's features")
             specs.append(Feature(name, "categorical", source, vocabulary=tuple(vocab)))
         else:
             col = table.columns[name][train]

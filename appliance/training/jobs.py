@@ -13,6 +13,7 @@ policy says (see ``appliance.monitoring.retraining``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,11 @@ def retrain(home: Home, name: str, *, actor: str, config: Config,
     script_sha = run.recipe.get("script_sha256")
     recipe = parse_recipe(run.recipe, script_bytes=home.blobs.read_bytes(script_sha)
                           if script_sha else None).with_dataset(data.dataset)
+    features = mv.signature.get("feature_names")
+    if features and recipe.script is None:
+        # The same inputs as the version it replaces: a column the new data adds, or one
+        # that production never sends, must not change the model's signature.
+        recipe = dataclasses.replace(recipe, features=list(features))
     result = run_training(home, recipe, actor, config=config, progress=progress)
     log(f"registered {result.model_version}")
     outcome: dict[str, Any] = {
