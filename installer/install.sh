@@ -224,8 +224,8 @@ setup_system() {
 }
 
 first_admin() {
-    # Create the first admin once; the password is read from stdin when it is not a terminal,
-    # otherwise a one-time password is printed.
+    # Create the first admin once: the password is the first line of stdin when one is given,
+    # otherwise a one-time password is made and printed once.
     local cli=("$OPT/current/bin/appliance" --home "$DATA")
     if as_service_user env APPLIANCE_CONFIG="$ETC/appliance.yaml" "${cli[@]}" users list --json 2>/dev/null | grep -q '"role": "admin"'; then
         return 0
@@ -233,10 +233,16 @@ first_admin() {
     if ! as_service_user "${cli[@]}" users --help >/dev/null 2>&1; then
         return 0
     fi
-    if [ -t 0 ]; then
-        as_service_user env APPLIANCE_CONFIG="$ETC/appliance.yaml" "${cli[@]}" users add "$admin" --role admin --generate-password
+    local password=""
+    if [ ! -t 0 ]; then
+        IFS= read -r password || true
+    fi
+    if [ -n "$password" ]; then
+        printf '%s\n' "$password" | as_service_user env APPLIANCE_CONFIG="$ETC/appliance.yaml" \
+            "${cli[@]}" users add "$admin" --role admin --password-stdin
     else
-        as_service_user env APPLIANCE_CONFIG="$ETC/appliance.yaml" "${cli[@]}" users add "$admin" --role admin --password-stdin
+        as_service_user env APPLIANCE_CONFIG="$ETC/appliance.yaml" "${cli[@]}" users add "$admin" \
+            --role admin --generate-password
     fi
 }
 

@@ -164,3 +164,22 @@ def test_local_identity(db: sqlite_utils.Database) -> None:
     assert users.local_principal(db, "heidi") is None
     users.add_user(db, "heidi", "approver", PW, actor="local:root")
     assert users.local_principal(db, "heidi") == Principal("heidi", Role.APPROVER, via="local")
+
+
+def test_generated_password_is_shown_once_and_works(home: Home, runner) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    from appliance.auth.users import authenticate
+
+    result = runner("users", "add", "ann", "--role", "viewer", "--generate-password")
+    assert result.exit_code == 0, result.output
+    password = re.search(r"one-time password for ann: (\S+)", result.output).group(1)
+    assert len(password) >= 12
+    db = home.db()
+    try:
+        assert authenticate(db, "ann", password, source="test").name == "ann"
+    finally:
+        db.close()
+    both = runner("users", "add", "bob", "--role", "viewer", "--generate-password",
+                  "--password-stdin")
+    assert both.exit_code == 2 and "exclude each other" in both.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
 
 import click
@@ -11,6 +12,7 @@ from appliance.auth import tokens as tokens_service
 from appliance.auth import users as users_service
 from appliance.auth.permissions import Role, Scope
 from appliance.cli._common import Env, echo_json, pass_env
+from appliance.errors import BadInput
 
 
 def _password(password_stdin: bool, prompt: str) -> str:
@@ -29,17 +31,26 @@ def users_group() -> None:
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True,
               help="admin, operator (train, deploy), approver (approve promotions) or viewer.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin, not a prompt.")
+@click.option("--generate-password", is_flag=True,
+              help="Make a random password and print it once; change it after the first login.")
 @pass_env
-def users_add(env: Env, name: str, role: str, password_stdin: bool) -> None:
+def users_add(env: Env, name: str, role: str, password_stdin: bool,
+              generate_password: bool) -> None:
     """Add a user with a role; the password is asked for (12 characters or more)."""
     authorize(env.principal, "users.admin")
-    password = _password(password_stdin, f"password for {name}")
+    if password_stdin and generate_password:
+        raise BadInput("--password-stdin and --generate-password exclude each other")
+    password = (secrets.token_urlsafe(18) if generate_password
+                else _password(password_stdin, f"password for {name}"))
     db = env.home.db()
     try:
         users_service.add_user(db, name, role, password, actor=env.actor)
     finally:
         db.close()
     click.echo(f"added user {name} ({role})")
+    if generate_password:
+        click.echo(f"one-time password for {name}: {password}  (shown once: change it with "
+                   f"'appliance users passwd {name}' or in the console)")
 
 
 @users_group.command("list")
