@@ -71,36 +71,46 @@ def test_aliases_move_and_history_answers_which_version_at_time_t(runner, tmp_pa
     for scale in (1.0, 2.0, 3.0):
         runner("models", "import", "m", str(onnx_file(tmp_path / f"{scale}.onnx", scale)))
     before = registry.alias_fingerprint(db)
-    r = runner("models", "alias", "m@1", "production")
+    r = runner("models", "alias", "m@1", "candidate")
     assert r.exit_code == 0 and "- -> 1" in r.stdout
     t1 = registry.alias_history(db, "m")[-1]["at"]
     time.sleep(0.01)
-    runner("models", "alias", "m@3", "production", "--reason", "better")
+    runner("models", "alias", "m@3", "candidate", "--reason", "better")
     runner("models", "alias", "m@2", "staging")
     assert registry.alias_fingerprint(db) == before + 3
-    same = runner("models", "alias", "m@3", "production")
+    same = runner("models", "alias", "m@3", "candidate")
     assert "already points at 3" in same.stdout
     assert registry.alias_fingerprint(db) == before + 3
     assert registry.resolve(db, "m").version == 3
     assert registry.resolve(db, "m@staging").version == 2
     history = json.loads(runner("models", "history", "m", "--json").stdout)
     assert [(h["alias"], h["previous"], h["version"]) for h in history] == [
-        ("production", None, 1), ("production", 1, 3), ("staging", None, 2)]
+        ("candidate", None, 1), ("candidate", 1, 3), ("staging", None, 2)]
     assert history[1]["reason"] == "better" and history[0]["actor"].startswith("local:")
-    assert registry.alias_at(db, "m", "production", t1) == 1
-    r = runner("models", "history", "m", "--alias", "production", "--at", "2000-01-01T00:00:00Z")
-    assert "had no alias 'production'" in r.stdout
-    assert registry.alias_at(db, "m", "production", "2999-01-01T00:00:00+00:00") == 3
-    t2 = registry.alias_history(db, "m", "production")[-1]["at"]
-    assert t2 > t1 and registry.alias_at(db, "m", "production", t2) == 3
+    assert registry.alias_at(db, "m", "candidate", t1) == 1
+    r = runner("models", "history", "m", "--alias", "candidate", "--at", "2000-01-01T00:00:00Z")
+    assert "had no alias 'candidate'" in r.stdout
+    assert registry.alias_at(db, "m", "candidate", "2999-01-01T00:00:00+00:00") == 3
+    t2 = registry.alias_history(db, "m", "candidate")[-1]["at"]
+    assert t2 > t1 and registry.alias_at(db, "m", "candidate", t2) == 3
     actions = audit_rows(db, "model.alias.set")
     assert len(actions) == 3
     aliases = {(a["name"], a["alias"]): a["version"] for a in registry.list_aliases(db)}
-    assert aliases == {("m", "production"): 3, ("m", "staging"): 2}
+    assert aliases == {("m", "candidate"): 3, ("m", "staging"): 2}
     runner("models", "unalias", "m", "staging")
     assert registry.alias_history(db, "m", "staging")[-1]["version"] is None
     with pytest.raises(NotFound, match="no alias 'staging'"):
         registry.resolve(db, "m@staging")
+
+
+def test_serving_aliases_move_only_through_promotion(runner, tmp_path, db) -> None:
+    runner("models", "import", "m", str(onnx_file(tmp_path / "a.onnx")))
+    for alias in ("production", "shadow", "canary"):
+        r = runner("models", "alias", "m@1", alias)
+        assert r.exit_code == 2 and "appliance models promote" in r.stderr, r.stderr
+        r = runner("models", "unalias", "m", alias)
+        assert r.exit_code == 2 and alias in r.stderr
+    assert registry.list_aliases(db) == []
 
 
 def test_alias_move_and_its_audit_entry_commit_together(home, db, tmp_path) -> None:

@@ -9,6 +9,7 @@ import click
 from appliance import registry
 from appliance.cli._common import Env, echo_json, pass_env
 from appliance.cli._promotion import PROMOTION_COMMANDS
+from appliance.errors import BadInput
 from appliance.training import get_run
 
 
@@ -128,13 +129,30 @@ def models_show(env: Env, ref: str, as_json: bool) -> None:
                    f"{h['previous'] or '-'} -> {h['version'] or '(removed)'}")
 
 
+SERVING_ALIASES = ("production", "shadow", "canary")
+
+
+def _refuse_serving_alias(alias: str) -> None:
+    if alias in SERVING_ALIASES:
+        raise BadInput(
+            f"'{alias}' decides what is served and moves only through the promotion gates: use "
+            "'appliance models promote NAME@VERSION --to production|shadow|canary', "
+            "'appliance models rollback NAME' or 'appliance models rollout NAME --abort'"
+        )
+
+
 @models_group.command("alias")
 @click.argument("ref")
 @click.argument("alias")
 @click.option("--reason", default="", help="Why, recorded in the alias history and audit log.")
 @pass_env
 def models_alias(env: Env, ref: str, alias: str, reason: str) -> None:
-    """Point ALIAS (production, staging, candidate or any name) of a model at NAME@VERSION."""
+    """Point ALIAS (staging, candidate or any name) of a model at NAME@VERSION.
+
+    The aliases that decide what is served (production, shadow, canary) move only through
+    'appliance models promote' (the gates) and 'appliance models rollback'.
+    """
+    _refuse_serving_alias(alias)
     parsed = registry.parse_ref(ref, "model reference")
     db = env.home.db()
     try:
@@ -157,7 +175,8 @@ def models_alias(env: Env, ref: str, alias: str, reason: str) -> None:
 @click.option("--reason", default="", help="Why, recorded in the alias history and audit log.")
 @pass_env
 def models_unalias(env: Env, name: str, alias: str, reason: str) -> None:
-    """Remove ALIAS from model NAME (kept in its history)."""
+    """Remove ALIAS from model NAME (kept in its history); not production, shadow or canary."""
+    _refuse_serving_alias(alias)
     db = env.home.db()
     try:
         move = registry.remove_alias(db, name, alias, env.actor, reason=reason)
