@@ -188,8 +188,8 @@ def _requested_outputs(
     raw: Any, signature: Signature, all_binary: bool
 ) -> tuple[tuple[str, ...], frozenset[str]]:
     if raw is None:
-        names = signature.output_names
-        return names, frozenset(names) if all_binary else frozenset()
+        every = signature.output_names
+        return every, frozenset(every) if all_binary else frozenset()
     if not isinstance(raw, list):
         raise BadInput("'outputs' must be a list of {\"name\": ...}")
     names: list[str] = []
@@ -224,7 +224,8 @@ def _binary_bytes(arr: np.ndarray) -> bytes:
 def _json_data(arr: np.ndarray) -> list[Any]:
     if arr.dtype == object or arr.dtype.kind == "S":
         return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in arr.ravel()]
-    return arr.ravel().tolist()  # type: ignore[no-any-return]
+    values: list[Any] = arr.ravel().tolist()
+    return values
 
 
 def encode_response(

@@ -20,6 +20,7 @@ Authorisation is a callable given to the factory: it receives an
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import signal
@@ -382,8 +383,8 @@ class _Connection(asyncio.Protocol):
             self.busy = True
             task = asyncio.get_running_loop().create_task(
                 self.app.handle(method, path, headers, body, self.client))
-            task.add_done_callback(lambda t, keep=keep, head=method == "HEAD":
-                                   self._respond(t, keep, head))
+            is_head = method == "HEAD"
+            task.add_done_callback(functools.partial(self._respond, keep=keep, head=is_head))
 
     @staticmethod
     def _rebuild(request_line: str, headers: dict[bytes, bytes]) -> bytes:
@@ -450,7 +451,10 @@ def run(app: ServingApp, host: str, port: int) -> None:
             loop.create_task(_watchdog(interval))
         if app.home is not None:
             loop.create_task(_heartbeat(app, app.home))
-        await serve(app, host, port, stop=stop, on_ready=lambda _: sdnotify.notify("READY=1"))
+        def ready(_port: int) -> None:
+            sdnotify.notify("READY=1")
+
+        await serve(app, host, port, stop=stop, on_ready=ready)
         sdnotify.notify("STOPPING=1")
         if app.home is not None:
             await asyncio.to_thread(write_heartbeat, app.home, None, app)
