@@ -1,0 +1,116 @@
+"""Zero egress, proven: build a bundle, install it inside a network namespace that has only
+loopback, then run doctor, the demo and part of the test suite there.
+
+The namespace is made with ``unshare -rn`` (a user and a network namespace; ``lo`` brought
+up): any connection outward fails with ENETUNREACH, so everything that passes here needs
+no network. Building the wheelhouse happens outside, as it would on a connected machine.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path.home() / ".cache" / "appliance-test-wheelhouse"
+SUITE_SUBSET = ["tests/test_storage.py", "tests/test_config_cli.py", "tests/test_backup.py",
+                "tests/test_audit_tamper.py", "tests/test_serving_http.py",
+                "tests/test_queue_worker.py"]
+
+
+def _namespace_works() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    probe = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not _namespace_works(),
+                       reason="this kernel or sandbox does not allow 'unshare -rn' "
+                              "(unprivileged user and network namespaces)"),
+]
+
+
+def in_namespace(script: str, timeout: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["unshare", "-rn", "bash", "-c",
+                           "set -euo pipefail; ip link set lo up; " + script],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def fill_wheelhouse() -> Path:
+    """Every locked wheel, plus pytest's, downloaded once into a cache (connected side)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    platform = ["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+                "--platform", "manylinux2014_x86_64", "--platform", "linux_x86_64",
+                "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:"]
+    base = [sys.executable, "-m", "pip", "download", "--quiet", "-d", str(CACHE)] + platform
+    subprocess.run(base + ["--no-deps", "--require-hashes", "-r",
+                           str(ROOT / "installer" / "requirements.lock")], check=True)
+    subprocess.run(base + ["pytest==9.2.0"], check=True)
+    return CACHE
+
+
+def test_install_and_run_with_no_network(tmp_path: Path) -> None:
+    outward = in_namespace(
+        f"{sys.executable} -c \"import socket; socket.create_connection(('192.0.2.1', 80), 3)\"",
+        60)
+    assert outward.returncode != 0 and "unreachable" in outward.stderr.lower()
+
+    wheels = fill_wheelhouse()
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "vendor.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (tmp_path / "vendor.pem").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    build = subprocess.run(
+        ["bash", "installer/build-bundle.sh", "--key", str(tmp_path / "vendor.key"),
+         "--wheelhouse", str(wheels), "--out", str(tmp_path / "dist")],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
+    bundle = next((tmp_path / "dist").glob("appliance-*.tar.gz"))
+
+    root = tmp_path / "root"
+    venv = root / "opt" / "appliance" / "current"
+    install = f"bash installer/install.sh --pubkey {tmp_path}/vendor.pem --root {root} {bundle}"
+    first = in_namespace(install, 900)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    assert "signature verified" in first.stderr
+    second = in_namespace(install, 300)
+    assert second.returncode == 0 and "already installed" in second.stdout  # changes nothing
+
+    cli = f"{venv}/bin/appliance"
+    run = in_namespace(f"{cli} --home {root}/var/lib/appliance doctor && "
+                       f"{cli} --home {tmp_path}/demo demo --quick", 900)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    assert "ok   onnxruntime providers" in out
+    assert re.search(r"requests served: (\d+) of \1 \(0 failed\)", out), out[-2000:]
+
+    # Part of the test suite, against the installed copy (not this checkout), with the test
+    # runner installed from the same carried-in wheelhouse.
+    suite = tmp_path / "suite"
+    shutil.copytree(ROOT / "tests", suite / "tests",
+                    ignore=shutil.ignore_patterns("__pycache__", "artifacts", ".venv"))
+    shutil.copy(ROOT / "pyproject.toml", suite / "pyproject.toml")
+    tests = in_namespace(
+        f"PIP_CONFIG_FILE=/dev/null {venv}/bin/python -m pip install --quiet --no-index "
+        f"--find-links {wheels} pytest==9.2.0 && cd {suite} && "
+        f"{venv}/bin/python -m pytest -q -p no:cacheprovider {' '.join(SUITE_SUBSET)}", 900)
+    out = tests.stdout + tests.stderr
+    assert tests.returncode == 0, out[-4000:]
+    assert re.search(r"\d+ passed", out) and "failed" not in out.splitlines()[-1]
+    where = in_namespace(
+        f"cd {suite} && {venv}/bin/python -c 'import appliance; print(appliance.__file__)'",
+        60).stdout
+    assert "/opt/appliance/" in where and str(ROOT / "appliance") not in where
