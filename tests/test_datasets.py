@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,14 @@ def test_datasets_need_an_initialised_home(tmp_path: Path) -> None:
 
     r = CliRunner().invoke(main, ["--home", str(tmp_path / "nowhere"), "datasets", "list"])
     assert r.exit_code == 1 and "appliance" in r.stderr and "init" in r.stderr
+
+
+def test_paths_that_are_not_regular_files_exit_2_naming_them(runner, tmp_path, db) -> None:
+    path = write_csv(tmp_path / "a.csv")
+    r = runner("datasets", "add", "d", str(path / "x"))  # a file used as a directory
+    assert r.exit_code == 2 and f"{path / 'x'}: can not be read" in r.stderr, r.output
+    fifo = tmp_path / "p.csv"
+    os.mkfifo(fifo)  # reading it would wait for a writer forever
+    r = runner("datasets", "add", "d", str(fifo))
+    assert r.exit_code == 2 and f"{fifo} is not a regular file" in r.stderr, r.output
+    assert db.execute("SELECT COUNT(*) FROM datasets").fetchone()[0] == 0

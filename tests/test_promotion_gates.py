@@ -95,6 +95,16 @@ def test_a_better_candidate_passes_is_signed_and_rolls_back(home: Home) -> None:
     assert r.exit_code == 1 and "nothing to roll back" in r.stderr
 
 
+def test_a_promotion_reason_that_reads_like_a_rollback_does_not_confuse_rollback(
+    home: Home,
+) -> None:
+    promotion.promote(home, "buyer@1", ADMIN)
+    promotion.promote(home, "buyer@2", ADMIN, reason="rollback of the v1 feature set")
+    assert production(home) == 2
+    move = promotion.rollback(home, "buyer", ADMIN)
+    assert move.version == 1 and production(home) == 1
+
+
 def test_approval_by_its_own_trainer_is_refused(home: Home, tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("gates: {approval: {required: true}}\n")

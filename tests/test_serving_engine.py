@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import sqlite3
 import threading
 import time
 
 import numpy as np
+import pytest
 from serving_helpers import (
+    FAST,
     NOT_ONNX,
     MemorySource,
     Servers,
@@ -18,6 +22,8 @@ from serving_helpers import (
     mlp_numpy,
 )
 
+from appliance.serving.engine import Engine
+from appliance.serving.registry_source import RegistrySource
 from appliance.serving.source import Route
 from appliance.storage.home import Home
 
@@ -192,3 +198,15 @@ def test_canary_split_is_stable_per_request_id_and_shadow_is_recorded_not_return
     assert len(shadow) == 204 and all(r["version"] == 3 for r in shadow)
     y = np.array(json.loads(str(shadow[0]["outputs"]))["y"])
     np.testing.assert_allclose(y, mlp_numpy(X, 3), atol=1e-4)
+
+
+def test_stop_closes_the_registry_connection(home: Home) -> None:
+    source = RegistrySource(home)
+    engine = Engine(source, FAST, providers=("CPUExecutionProvider",))
+    asyncio.run(engine.start())
+    conn = source._db
+    assert conn is not None  # the first poll opened it
+    engine.stop()
+    assert source._db is None
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("SELECT 1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import numpy as np
@@ -12,7 +13,13 @@ from serving_helpers import FAST, MemorySource, Servers, call, mlp_numpy
 
 from appliance.errors import Unauthorized
 from appliance.serving.engine import Engine
-from appliance.serving.http import AuthRequest, ServingApp, loopback_authorizer
+from appliance.serving.http import (
+    AuthRequest,
+    ServerThread,
+    ServingApp,
+    loopback_authorizer,
+    token_authorizer,
+)
 from appliance.storage.home import Home
 
 pytest_plugins = ["serving_fixtures"]
@@ -232,10 +239,101 @@ def test_default_authorizer_only_lets_loopback_in_anonymously() -> None:
     req = AuthRequest("127.0.0.1", {}, "/v2/models/m/infer", "infer", "m")
     allow(req)
     allow(AuthRequest("::1", {}, "/", "infer", "m"))
+    allow(AuthRequest("::ffff:127.0.0.1", {}, "/", "infer", "m"))
     with pytest.raises(Unauthorized, match="'infer' scope"):
         allow(AuthRequest("10.1.2.3", {}, "/", "infer", "m"))
+    # addresses that merely start like loopback ones are not loopback
+    for client in ("::102:304", "::1:0:0:1", "::ffff:10.0.0.1", "127.example", None):
+        with pytest.raises(Unauthorized):
+            allow(AuthRequest(client, {}, "/", "infer", "m"))
     with pytest.raises(Unauthorized):
         deny(req)
+
+
+def test_default_authorizer_takes_api_tokens_with_the_infer_scope(
+    servers: Servers, source: MemorySource, home: Home
+) -> None:
+    from appliance.auth.tokens import create_token, revoke_token
+    from appliance.auth.users import add_user
+    from appliance.errors import Forbidden
+
+    db = home.db()
+    try:
+        add_user(db, "client", "viewer", "a long enough password", actor="test")
+        infer = create_token(db, "client", "svc", ["infer"], actor="test")
+        read = create_token(db, "client", "dash", ["read"], actor="test")
+    finally:
+        db.close()
+    authorize = token_authorizer(home, anonymous_loopback=False)
+
+    def req(token: str | None, client: str = "10.1.2.3") -> AuthRequest:
+        headers = {b"authorization": f"Bearer {token}".encode()} if token else {}
+        return AuthRequest(client, headers, "/v2/models/m/infer", "infer", "m")
+
+    authorize(req(infer.token))
+    with pytest.raises(Unauthorized, match="'infer' scope"):
+        authorize(req(None))
+    with pytest.raises(Unauthorized, match="unknown API token"):
+        authorize(req("apl_not-a-token"))
+    with pytest.raises(Forbidden, match="needs infer"):
+        authorize(req(read.token))
+    with pytest.raises(Unauthorized, match="Bearer TOKEN"):
+        authorize(AuthRequest("10.1.2.3", {b"authorization": b"Basic abc"}, "/", "infer", "m"))
+    token_authorizer(home, anonymous_loopback=True)(req(None, client="127.0.0.1"))
+    with pytest.raises(Unauthorized):  # a token that is sent is checked, from loopback too
+        token_authorizer(home, anonymous_loopback=True)(req("apl_bad", client="127.0.0.1"))
+
+    server = servers(source, authorizer=authorize)
+    body = infer_body(x_rows(1))
+    assert call(server, "POST", "/v2/models/mlp/infer", body)[0] == 401
+    assert call(server, "POST", "/v2/models/mlp/infer", body,
+                {"Authorization": f"Bearer {infer.token}"})[0] == 200
+    assert call(server, "POST", "/v2/models/mlp/infer", body,
+                {"Authorization": f"Bearer {read.token}"})[0] == 403
+    db = home.db()
+    try:
+        revoke_token(db, infer.id, actor="test")
+    finally:
+        db.close()
+    assert call(server, "POST", "/v2/models/mlp/infer", body,
+                {"Authorization": f"Bearer {infer.token}"})[0] == 401
+
+
+def _raw(server: ServerThread, data: bytes) -> bytes:
+    """Send raw bytes and read until the server closes the connection (or 10 s pass)."""
+    with socket.create_connection((server.host, server.port), timeout=10) as conn:
+        conn.sendall(data)
+        out = b""
+        try:
+            while chunk := conn.recv(65536):
+                out += chunk
+        except TimeoutError:
+            out += b"<timeout>"
+    return out
+
+
+def test_malformed_bodies_and_lengths_get_400_not_a_hang(
+    servers: Servers, source: MemorySource
+) -> None:
+    server = servers(source)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    out = _raw(server, b"POST /v2/models/mlp/infer HTTP/1.1\r\nContent-Length: %d\r\n"
+               b"Connection: close\r\n\r\n%s" % (len(deep), deep))
+    assert out.startswith(b"HTTP/1.1 400 ") and b"nested too deeply" in out
+    # a negative length must not make the server read the rest as a second request
+    for length in (b"-3", b"+3", b"1_0", b" "):
+        out = _raw(server, b"POST /v2/models/mlp/infer HTTP/1.1\r\nContent-Length: "
+                   + length + b"\r\n\r\nGET /v2 HTTP/1.1\r\n\r\n")
+        assert out.count(b"HTTP/1.1 ") == 1 and b"bad Content-Length" in out, out
+
+
+def test_an_unexpected_error_gets_500_not_a_hang(servers: Servers, source: MemorySource) -> None:
+    def broken(req: AuthRequest) -> None:
+        raise RuntimeError("a bug")
+
+    server = servers(source, authorizer=broken)
+    out = _raw(server, b"GET /v2/models/mlp HTTP/1.1\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 500 ") and b"internal error" in out, out
 
 
 def test_custom_authorizer_is_called_and_refusal_is_401(

@@ -167,6 +167,10 @@ def test_a_parity_failure_fails_the_run_and_says_by_how_much(home, db, dataset, 
         ({"dataset": "shop@9"}, "dataset shop@9 does not exist"),
         ({"metrics": ["rmse"]}, "are not classification metrics"),
         ({"colour": "blue"}, "unknown fields ['colour']"),
+        ({"split": {"train": float("nan"), "validation": 0.15, "test": 0.15}},
+         "'split.train': nan is not a finite number"),
+        ({"model": {"template": "mlp_classifier", "params": {"lr": float("inf")}}},
+         "'model.params.lr': inf is not a finite number"),
     ],
 )
 def test_bad_recipes_exit_2_naming_the_field(runner, dataset, tmp_path, db, fields, message):

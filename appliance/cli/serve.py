@@ -34,7 +34,7 @@ def serve(env: Env, host: str | None, port: int | None) -> None:
     logging.basicConfig(level=config["log_level"].upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     home = env.home
-    home.db()  # fail now, with the message saying to run 'appliance init', if it is missing
+    home.db().close()  # fail now, with the message saying to run 'appliance init', if it is missing
     app = create_app(config, home=home)
     run(app, config["serving.host"], config["serving.port"])
 

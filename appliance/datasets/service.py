@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -97,11 +98,16 @@ def add_dataset(
     check_name(name, "dataset name")
     file = Path(path)
     try:
-        size = file.stat().st_size
+        info = file.stat()
     except FileNotFoundError as exc:
         raise BadInput(f"{file}: no such file") from exc
-    if file.is_dir():
+    except OSError as exc:
+        raise BadInput(f"{file}: can not be read: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(info.st_mode):
         raise BadInput(f"{file} is a directory; give a CSV file")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would hang or never end
+        raise BadInput(f"{file} is not a regular file; give a CSV file")
+    size = info.st_size
     if size > max_file_mb * 1024 * 1024:
         raise BadInput(
             f"{file}: {size / 1048576:.1f} MiB is over the limit of {max_file_mb} MiB "
@@ -109,11 +115,15 @@ def add_dataset(
         )
     if file.suffix.lower() not in (".csv", ".txt", ""):
         raise BadInput(f"{file}: only CSV files are accepted (got '{file.suffix}')")
-    digest = sha256_file(file)
-    found = _existing(db, name, digest, target or "")
-    if found:
-        return found, False
-    table = parse_csv(file.read_bytes(), source=str(file), infer_rows=infer_rows)
+    try:
+        digest = sha256_file(file)
+        found = _existing(db, name, digest, target or "")
+        if found:
+            return found, False
+        data = file.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"{file}: can not be read: {exc.strerror or exc}") from exc
+    table = parse_csv(data, source=str(file), infer_rows=infer_rows)
     if target is not None and target not in table.types:
         raise BadInput(
             f"{file}: target column '{target}' is not in the header "

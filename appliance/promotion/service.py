@@ -195,9 +195,11 @@ def promote(home: Home, ref: str, principal: Principal, *, to: str = PRODUCTION,
                 if to == PRODUCTION:
                     rollouts.end_active_in_transaction(db, mv.name, actor=principal.name,
                                                        reason=f"{mv.ref} promoted directly")
+                    alias_reason = reason or f"promoted, gate report {report_id}"
+                    if alias_reason.startswith(ROLLBACK_PREFIX):  # rollback() alone writes it
+                        alias_reason = f"promoted: {alias_reason}"
                     move = move_alias_in_transaction(
-                        db, mv, PRODUCTION, actor=principal.name,
-                        reason=reason or f"promoted, gate report {report_id}")
+                        db, mv, PRODUCTION, actor=principal.name, reason=alias_reason)
                 elif production is not None:
                     rollout_id = rollouts.start_in_transaction(
                         db, mv, production, policy["rollout"], stage=to, actor=principal.name)

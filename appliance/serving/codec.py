@@ -40,6 +40,8 @@ def _parse_json(part: bytes) -> dict[str, Any]:
         doc = json.loads(part)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BadInput("request body is not valid JSON: it is nested too deeply") from None
     if not isinstance(doc, dict):
         raise BadInput("request body must be a JSON object with 'inputs'")
     return doc

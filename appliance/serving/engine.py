@@ -149,7 +149,8 @@ class Engine:
         self.ready = True
 
     def stop(self) -> None:
-        """Stop polling, let every batcher finish its queue, and flush the request log."""
+        """Stop polling, let every batcher finish its queue, flush the request log and close
+        the model source."""
         self.ready = False
         self._stop.set()
         if self._poller is not None:
@@ -162,6 +163,9 @@ class Engine:
                 model.batcher.join(5)
         if self.request_log is not None:
             self.request_log.close()
+        close = getattr(self.source, "close", None)  # the registry's database connection
+        if callable(close):
+            close()
 
     def _poll(self) -> None:
         while not self._stop.wait(self.settings.poll_interval_s):

@@ -13,14 +13,16 @@ one process owns the sessions and one batcher thread per model version.
 
 Authorisation is a callable given to the factory: it receives an
 ``AuthRequest`` for each inference or model-metadata request and raises
-``Unauthorized`` or ``Forbidden``. The default lets loopback clients in when
-``serving.anonymous_loopback`` is on and refuses everyone else.
+``Unauthorized`` or ``Forbidden``. The default lets loopback clients in without a
+token when ``serving.anonymous_loopback`` is on, and anyone else with an API token
+(``Authorization: Bearer apl_...``) whose scopes and user's role grant ``infer``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import json
 import logging
 import signal
@@ -35,6 +37,8 @@ from typing import Any
 
 from appliance import __version__
 from appliance.audit.log import now_iso
+from appliance.auth import authorize as authorize_principal
+from appliance.auth.tokens import authenticate_token
 from appliance.config import Config, load_config, resolve_home
 from appliance.errors import ApplianceError, BadInput, NotFound, Unauthorized, Unavailable
 from appliance.queue import liveness
@@ -51,7 +55,19 @@ log = logging.getLogger("appliance.serving")
 JSON = b"application/json"
 Headers = list[tuple[bytes, bytes]]
 Response = tuple[int, Headers, bytes]
-LOOPBACK = ("127.", "::1", "::ffff:127.")
+
+
+def is_loopback(client: str | None) -> bool:
+    """Whether a peer address is loopback: 127.0.0.0/8, ::1, or 127.x mapped into IPv6."""
+    if client is None:
+        return False
+    try:
+        address = ipaddress.ip_address(client.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 @dataclass(frozen=True)
@@ -70,9 +86,33 @@ def loopback_authorizer(anonymous_loopback: bool) -> Authorizer:
     """Allow loopback clients without a token when configured; refuse everything else."""
 
     def authorize(req: AuthRequest) -> None:
-        if anonymous_loopback and req.client is not None and req.client.startswith(LOOPBACK):
+        if anonymous_loopback and is_loopback(req.client):
             return
         raise Unauthorized(f"a bearer token with the '{req.scope}' scope is required")
+
+    return authorize
+
+
+def token_authorizer(home: Home, anonymous_loopback: bool) -> Authorizer:
+    """The daemon's default: loopback clients without a token when configured; anyone
+    with an API token whose scopes and user's role grant ``infer``. A token that is sent
+    is always checked, from loopback too; revocation counts from the next request."""
+    anonymous = loopback_authorizer(anonymous_loopback)
+
+    def authorize(req: AuthRequest) -> None:
+        header = req.headers.get(b"authorization")
+        if header is None:
+            anonymous(req)
+            return
+        scheme, _, token = header.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Authorization must be 'Bearer TOKEN'")
+        db = home.db()
+        try:
+            principal = authenticate_token(db, token.strip())
+        finally:
+            db.close()
+        authorize_principal(principal, "infer")
 
     return authorize
 
@@ -300,7 +340,7 @@ def create_app(
     engine = Engine(source, EngineSettings.from_config(config), metrics=metrics,
                     request_log=request_log)
     if authorizer is None:
-        authorizer = loopback_authorizer(config["serving.anonymous_loopback"])
+        authorizer = token_authorizer(home, config["serving.anonymous_loopback"])
     return ServingApp(engine, authorizer=authorizer,
                       max_body_bytes=config["serving.max_body_bytes"], home=home)
 
@@ -360,11 +400,11 @@ class _Connection(asyncio.Protocol):
             if b"transfer-encoding" in headers:
                 self._fail(411, "send the body with Content-Length, not chunked")
                 return
-            try:
-                length = int(headers.get(b"content-length", b"0"))
-            except ValueError:
+            raw_length = headers.get(b"content-length", b"0")
+            if not raw_length.isdigit():  # int() would take '-5', '+5' and '1_0'
                 self._fail(400, "bad Content-Length")
                 return
+            length = int(raw_length)
             if length > self.app.max_body_bytes:
                 self._fail(413, f"request body is larger than {self.app.max_body_bytes} bytes")
                 return
@@ -394,6 +434,11 @@ class _Connection(asyncio.Protocol):
     def _respond(self, task: asyncio.Task[Response], keep: bool, head: bool) -> None:
         self.busy = False
         if task.cancelled() or self.transport is None:
+            return
+        exc = task.exception()
+        if exc is not None:  # a bug, not a bad request: answer 500 rather than hang the client
+            log.error("request failed", exc_info=exc)
+            self._fail(500, "internal error; see the serving log")
             return
         status, headers, body = task.result()
         self._write(status, headers, body, keep, head)

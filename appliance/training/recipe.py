@@ -23,6 +23,7 @@ run's code hash.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ def _num(value: Any, key: str, *, integer: bool = False, low: float | None = Non
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok:
         raise BadInput(f"recipe field '{key}': {value!r} is not {'an integer' if integer else 'a number'}")
+    if not math.isfinite(value):  # NaN passes every comparison below and poisons training
+        raise BadInput(f"recipe field '{key}': {value!r} is not a finite number")
     if low is not None and (value <= low if open_low else value < low):
         raise BadInput(f"recipe field '{key}': {value!r} must be {'>' if open_low else '>='} {low:g}")
     if high is not None and value > high:
