@@ -354,3 +354,52 @@ def test_custom_authorizer_is_called_and_refusal_is_401(
     assert status == 200
     assert seen[-1].model == "mlp" and seen[-1].scope == "infer"
     assert call(server, "GET", "/v2/health/ready")[0] == 200  # health needs no token
+
+
+def test_a_busy_connection_stops_reading_past_its_limit() -> None:
+    import asyncio
+    import types
+
+    from appliance.serving.http import _Connection
+
+    class Transport:
+        def __init__(self) -> None:
+            self.paused = 0
+            self.resumed = 0
+            self.written = b""
+
+        def pause_reading(self) -> None:
+            self.paused += 1
+
+        def resume_reading(self) -> None:
+            self.resumed += 1
+
+        def write(self, data: bytes) -> None:
+            self.written += data
+
+        def close(self) -> None:
+            pass
+
+    conn = _Connection(types.SimpleNamespace(max_body_bytes=1000))  # type: ignore[arg-type]
+    transport = Transport()
+    conn.transport = transport  # type: ignore[assignment]
+    conn.busy = True  # a request is being answered
+    conn.data_received(b"x" * 50_000)
+    assert transport.paused == 0  # within the limit: keep reading
+    conn.data_received(b"x" * 30_000)
+    assert transport.paused == 1 and conn.paused
+    conn.data_received(b"x" * 10)
+    assert transport.paused == 1  # paused once, not again
+
+    async def answered() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 200, [], b"{}"
+
+    async def finish() -> None:
+        task = asyncio.get_running_loop().create_task(answered())
+        await task
+        conn.buf.clear()
+        conn._respond(task, keep=True, head=False)
+
+    asyncio.run(finish())
+    assert transport.resumed == 1 and not conn.paused
+    assert transport.written.startswith(b"HTTP/1.1 200")

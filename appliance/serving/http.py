@@ -360,6 +360,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         self.client: str | None = None
         self.closing = False
+        self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -376,6 +377,12 @@ class _Connection(asyncio.Protocol):
         self.buf += data
         if not self.busy:
             self._next()
+        elif (len(self.buf) > self.app.max_body_bytes + 65536 and self.transport is not None
+              and not self.paused):
+            # A client pipelining more than one request can hold: stop reading until the
+            # one in progress is answered, so a connection never buffers without bound.
+            self.transport.pause_reading()
+            self.paused = True
 
     def _next(self) -> None:
         while not self.busy and self.transport is not None and not self.closing:
@@ -435,6 +442,9 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         if task.cancelled() or self.transport is None:
             return
+        if self.paused:
+            self.transport.resume_reading()
+            self.paused = False
         exc = task.exception()
         if exc is not None:  # a bug, not a bad request: answer 500 rather than hang the client
             log.error("request failed", exc_info=exc)
