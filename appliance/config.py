@@ -10,6 +10,7 @@ daemon's main or the CLI, and passed down.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class Setting:
                 raise bad
             if self.kind == "int" and not isinstance(value, int):
                 raise bad
+            if not math.isfinite(value):
+                raise bad  # YAML's .nan passes every bound check, and .inf most
             if self.minimum is not None and value < self.minimum:
                 raise bad
             if self.maximum is not None and value > self.maximum:

@@ -143,3 +143,71 @@ def test_cli(runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     restored = CliRunner().invoke(main, ["--home", str(tmp_path / "new"), "restore", str(out)])
     assert restored.exit_code == 0, restored.output
     assert (tmp_path / "new" / "appliance.db").is_file()
+
+
+def test_round_trip_under_a_path_with_uri_characters(tmp_path: Path) -> None:
+    from appliance.storage.home import init_home
+
+    home = Home(tmp_path / "site#2" / "home")
+    init_home(home)
+    _write_rows(home, 3)
+    out = tmp_path / "b.tar"
+    backup(home, out)
+    target = Home(tmp_path / "r")
+    restore(out, target)
+    db = target.db()
+    assert db.execute("SELECT COUNT(*) FROM meta").fetchone()[0] == 3
+    db.close()
+
+
+def test_restored_files_are_private_whatever_the_umask(home: Home, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from appliance.audit.service import ensure_key
+
+    key = ensure_key(home, "local:test")
+    private = [p for p in home.keys_dir.iterdir() if p.name.endswith(".key")]
+    assert private and key.public_path.is_file()
+    out = tmp_path / "b.tar"
+    backup(home, out)
+    target = Home(tmp_path / "restored")
+    old = os.umask(0o022)
+    try:
+        restore(out, target)
+    finally:
+        os.umask(old)
+    for path in private:
+        restored = target.keys_dir / path.name
+        assert stat.S_IMODE(restored.stat().st_mode) == 0o600, restored  # the signing key
+    assert stat.S_IMODE(target.db_path.stat().st_mode) == 0o640
+    assert stat.S_IMODE(target.keys_dir.stat().st_mode) == 0o700
+
+
+def test_a_truncated_backup_is_refused_without_a_traceback(home: Home, tmp_path: Path) -> None:
+    home.blobs.put_bytes(b"model" * 100_000)
+    out = tmp_path / "b.tar"
+    backup(home, out)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(out.read_bytes()[: out.stat().st_size // 2])  # a copy that stopped halfway
+    target = Home(tmp_path / "r")
+    with pytest.raises(OperationFailed, match="damaged"):
+        restore(cut, target)
+    assert not target.root.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".r")] == []
+
+
+@pytest.mark.parametrize("manifest", [b"[]", b'{"format": "appliance.backup/1"}',
+                                      b'{"format": "appliance.backup/1", "files": {"x": 1}}'])
+def test_a_malformed_manifest_is_bad_input(home: Home, tmp_path: Path, manifest: bytes) -> None:
+    out = tmp_path / "b.tar"
+    backup(home, out)
+
+    def swap(member, data):  # type: ignore[no-untyped-def]
+        return (manifest if member.name == "MANIFEST.json" else data), member
+
+    odd = tmp_path / "odd.tar"
+    _rewrite(out, odd, swap)
+    with pytest.raises(BadInput, match="MANIFEST|format"):
+        restore(odd, Home(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()

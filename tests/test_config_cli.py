@@ -164,3 +164,14 @@ def test_help_and_version() -> None:
     result = _run("--help")
     assert result.exit_code == 0 and "init" in result.output and "doctor" in result.output
     assert _run("--version").exit_code == 0
+
+
+@pytest.mark.parametrize("text", ["queue:\n  lease_s: .nan\n", "queue:\n  timeout_s: .inf\n",
+                                  "serving:\n  sample_rate: .nan\n"])
+def test_a_non_finite_number_is_refused(tmp_path: Path, text: str) -> None:
+    # NaN compares false with every bound, so without a check it slipped through as a
+    # lease of NaN seconds (a job leased forever or never).
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match="bad value"):
+        load_config(cfg)

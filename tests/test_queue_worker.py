@@ -154,3 +154,25 @@ def test_a_job_whose_kind_is_gone_fails_instead_of_crashing_the_worker(
     run_until(worker, db, job_id)
     job = get_job(db, job_id)
     assert job.state is JobState.FAILED and "could not start: unknown job kind" in (job.error or "")
+
+
+def test_a_job_killed_by_a_nameless_signal_fails_and_the_worker_goes_on(
+    worker: Worker, db: sqlite_utils.Database,
+) -> None:
+    import os
+    import signal
+
+    job_id = submit(db, JobSpec("sleep", {"seconds": 60}), fast_config(), actor="t")
+
+    def started() -> int | None:
+        worker.step()
+        return get_job(db, job_id).pid
+
+    pid = wait_for(started)
+    os.kill(pid, signal.SIGRTMIN + 6)  # a real-time signal: not a member of signal.Signals
+    run_until(worker, db, job_id)
+    job = get_job(db, job_id)
+    assert job.state is JobState.FAILED and job.error == f"killed by signal {signal.SIGRTMIN + 6}"
+    after = submit(db, JobSpec("noop"), fast_config(), actor="t")
+    run_until(worker, db, after)
+    assert get_job(db, after).state is JobState.SUCCEEDED

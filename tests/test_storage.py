@@ -185,3 +185,22 @@ def test_full_disk_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert list(store.digests()) == []
     assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
     assert not store.exists(hashlib.sha256(b"x" * 10000).hexdigest())
+
+
+@pytest.mark.parametrize("odd", ["site#2", "what?", "100%41"])
+def test_a_home_whose_path_has_uri_characters_is_opened_where_it_is(
+    tmp_path: Path, odd: str,
+) -> None:
+    # SQLite reads the path as a URI: unescaped, '#' and '?' cut it short (and drop
+    # ?mode=), so init created the database somewhere else and then failed.
+    base = tmp_path / "base"
+    home = Home(base / odd / "home")
+    init_home(home)
+    assert home.db_path.is_file() and home.monitoring_db_path.is_file()
+    assert [p.name for p in base.iterdir()] == [odd]  # nothing created beside it
+    db = home.db()
+    assert "meta" in db.table_names()
+    db.close()
+    with pytest.raises(StorageError, match="unable to open"):
+        dbmod.connect(base / odd / "missing.db")  # mode=rw is honoured: nothing created
+    assert not (base / odd / "missing.db").exists()

@@ -120,3 +120,39 @@ def test_daemons_report_ready_and_stopping(tmp_path: Path, home, daemon: str) ->
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_up_gives_the_worker_time_to_hand_its_jobs_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 'appliance up' stopped everything with a fixed 20 s grace, shorter than the worker's
+    # default 30 s + 10 s drain: on Ctrl-C a running job was SIGKILLed with its worker
+    # instead of being handed back, and its attempt was lost.
+    from click.testing import CliRunner
+
+    from appliance.cli import main
+    from appliance.cli import up as up_module
+
+    graces: list[float] = []
+
+    class FakeSupervisor:
+        def __init__(self, **kw: object) -> None:
+            self.log_dir = tmp_path / "logs"
+
+        def start(self, services: object) -> None:
+            pass
+
+        def wait(self, stop: object) -> None:
+            return None  # as if Ctrl-C came at once
+
+        def stop(self, grace_s: float = 20.0) -> dict[str, int | None]:
+            graces.append(grace_s)
+            return {}
+
+    monkeypatch.setattr(up_module, "Supervisor", FakeSupervisor)
+    monkeypatch.setattr(up_module.StopFlag, "install", lambda self: self)  # keep pytest's
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("worker:\n  shutdown_grace_s: 45\n  kill_grace_s: 15\n")
+    result = CliRunner().invoke(main, ["--config", str(cfg), "--home", str(tmp_path / "h"), "up"])
+    assert result.exit_code == 0, result.output
+    assert graces and graces[0] > 45 + 15

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from appliance import __version__
 from appliance.errors import BadInput, Conflict, NotFound, OperationFailed, StorageError
-from appliance.storage.db import APPLIANCE_DB, MONITORING_DB
+from appliance.storage.db import APPLIANCE_DB, MONITORING_DB, uri
 from appliance.storage.home import DIR_MODE, KEYS_MODE, Home
 
 FORMAT = "appliance.backup/1"
@@ -63,7 +63,10 @@ def _sha256(path: Path) -> str:
 
 def _snapshot(source: Path, target: Path) -> None:
     """A consistent copy of a live WAL database, taken without stopping writers."""
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        src = sqlite3.connect(uri(source, "ro"), uri=True)
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"can not back up {source}: {exc}") from exc
     dst = sqlite3.connect(str(target))
     try:
         src.backup(dst)
@@ -152,6 +155,17 @@ def _safe_name(name: str) -> str:
     return name
 
 
+def _manifest_files(archive: Path, manifest: object) -> dict[str, dict[str, object]]:
+    """The manifest's ``files`` table, checked: name -> {sha256: hex, size: int}."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+        and isinstance(entry.get("size"), int) for entry in files.values()
+    ):
+        raise BadInput(f"{archive}: {MANIFEST} has no valid 'files' table of sha256 and size")
+    return files
+
+
 def restore(archive: Path, home: Home, progress: Progress | None = None) -> int:
     """Restore ``archive`` into an empty or absent ``home``; return the number of files."""
     say = progress or (lambda _msg: None)
@@ -167,70 +181,94 @@ def restore(archive: Path, home: Home, progress: Progress | None = None) -> int:
         tar = tarfile.open(archive, "r")
     except (tarfile.TarError, OSError) as exc:
         raise BadInput(f"{archive} is not a backup archive: {exc}") from exc
-    with tar:
-        try:
-            manifest_member = tar.getmember(MANIFEST)
-        except KeyError:
-            raise BadInput(f"{archive} has no {MANIFEST}: not an appliance backup") from None
-        fh = tar.extractfile(manifest_member)
-        if fh is None:
-            raise BadInput(f"{archive}: {MANIFEST} is not a file")
-        try:
-            manifest = json.loads(fh.read())
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{archive}: {MANIFEST} is not valid JSON ({exc})") from exc
-        if manifest.get("format") != FORMAT:
-            raise BadInput(f"{archive}: unknown backup format {manifest.get('format')!r}")
-        expected: dict[str, dict[str, object]] = manifest["files"]
-        home.root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=home.root.parent, prefix=f".{home.root.name}.restore-"))
-        try:
-            seen = set()
-            for member in tar.getmembers():
-                if member.name == MANIFEST:
-                    continue
-                name = _safe_name(member.name)
-                if name not in expected:
-                    raise OperationFailed(f"{archive}: {name} is not in the manifest; refusing")
-                if not member.isfile():
-                    raise OperationFailed(f"{archive}: {name} is not a regular file; refusing")
-                target = staging / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(member)
-                if src is None:
-                    raise OperationFailed(f"{archive}: can not read {name}")
-                h = hashlib.sha256()
-                size = 0
-                with open(target, "wb") as dst:
-                    while chunk := src.read(CHUNK):
-                        h.update(chunk)
-                        size += len(chunk)
-                        dst.write(chunk)
-                want = expected[name]
-                if h.hexdigest() != want["sha256"] or size != want["size"]:
-                    raise OperationFailed(
-                        f"{archive}: {name} does not match the manifest (damaged backup); "
-                        "nothing was restored"
-                    )
-                seen.add(name)
-            missing = sorted(set(expected) - seen)
-            if missing:
-                raise OperationFailed(f"{archive}: {len(missing)} files missing, e.g. {missing[0]}")
-            for sub, mode in (("", DIR_MODE), ("blobs", DIR_MODE), ("blobs/sha256", DIR_MODE),
-                              ("keys", KEYS_MODE), ("jobs", DIR_MODE)):
-                (staging / sub).mkdir(parents=True, exist_ok=True)
-                os.chmod(staging / sub, mode)
-            for blob in (staging / "blobs").rglob("*"):
-                if blob.is_file():
-                    os.chmod(blob, 0o444)
-            say(f"verified {len(seen)} files")
-            if home.root.exists():
-                if any(home.root.iterdir()):
-                    raise Conflict(f"{home.root} is not empty; restore into an empty --home")
-                home.root.rmdir()
-            staging.replace(home.root)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
+    try:
+        with tar:
+            seen = _restore_members(archive, tar, home, say)
+    except tarfile.TarError as exc:
+        # A truncated copy (a full USB stick, an interrupted transfer) ends here.
+        raise OperationFailed(f"{archive} is damaged ({exc}); nothing was restored") from exc
     say(f"restored {home.root}")
+    return seen
+
+
+def _restore_members(archive: Path, tar: tarfile.TarFile, home: Home, say: Progress) -> int:
+    try:
+        manifest_member = tar.getmember(MANIFEST)
+    except KeyError:
+        raise BadInput(f"{archive} has no {MANIFEST}: not an appliance backup") from None
+    fh = tar.extractfile(manifest_member)
+    if fh is None:
+        raise BadInput(f"{archive}: {MANIFEST} is not a file")
+    try:
+        manifest = json.loads(fh.read())
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{archive}: {MANIFEST} is not valid JSON ({exc})") from exc
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    if found != FORMAT:
+        raise BadInput(f"{archive}: unknown backup format {found!r}")
+    expected = _manifest_files(archive, manifest)
+    try:
+        home.root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=home.root.parent,
+                                        prefix=f".{home.root.name}.restore-"))
+    except OSError as exc:
+        raise StorageError(f"can not restore into {home.root}: {exc.strerror or exc}") from exc
+    try:
+        seen: set[str] = set()
+        for member in tar.getmembers():
+            if member.name == MANIFEST:
+                continue
+            name = _safe_name(member.name)
+            if name not in expected:
+                raise OperationFailed(f"{archive}: {name} is not in the manifest; refusing")
+            if not member.isfile():
+                raise OperationFailed(f"{archive}: {name} is not a regular file; refusing")
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(member)
+            if src is None:
+                raise OperationFailed(f"{archive}: can not read {name}")
+            h = hashlib.sha256()
+            size = 0
+            # Private like the files it came from (the signing key among them),
+            # whatever the umask of whoever restores.
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as dst:
+                while chunk := src.read(CHUNK):
+                    h.update(chunk)
+                    size += len(chunk)
+                    dst.write(chunk)
+            want = expected[name]
+            if h.hexdigest() != want["sha256"] or size != want["size"]:
+                raise OperationFailed(
+                    f"{archive}: {name} does not match the manifest (damaged backup); "
+                    "nothing was restored"
+                )
+            seen.add(name)
+        missing = sorted(set(expected) - seen)
+        if missing:
+            raise OperationFailed(f"{archive}: {len(missing)} files missing, e.g. {missing[0]}")
+        for sub, mode in (("", DIR_MODE), ("blobs", DIR_MODE), ("blobs/sha256", DIR_MODE),
+                          ("keys", KEYS_MODE), ("jobs", DIR_MODE)):
+            (staging / sub).mkdir(parents=True, exist_ok=True)
+            os.chmod(staging / sub, mode)
+        for blob in (staging / "blobs").rglob("*"):
+            if blob.is_file():
+                os.chmod(blob, 0o444)
+        for db_name in (APPLIANCE_DB, MONITORING_DB):
+            if (staging / db_name).is_file():
+                os.chmod(staging / db_name, 0o640)  # as 'appliance init' leaves them
+        say(f"verified {len(seen)} files")
+        if home.root.exists():
+            if any(home.root.iterdir()):
+                raise Conflict(f"{home.root} is not empty; restore into an empty --home")
+            home.root.rmdir()
+        staging.replace(home.root)
+    except OSError as exc:
+        raise StorageError(
+            f"can not restore into {home.root}: {exc.strerror or exc}; nothing was restored"
+        ) from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
     return len(seen)

@@ -7,7 +7,7 @@ import click
 from appliance.cli._common import Env, pass_env
 from appliance.cli._daemon import StopFlag
 from appliance.storage.home import init_home
-from appliance.system.supervisor import SERVICES, Supervisor
+from appliance.system.supervisor import SERVICES, Supervisor, stop_grace_s
 
 
 @click.command()
@@ -37,7 +37,7 @@ def up(env: Env, serving_port: int | None, console_port: int | None) -> None:
     click.echo(f"console  http://{cfg['console.host']}:{console_port or cfg['console.port']}/")
     click.echo(f"logs     {sup.log_dir}/   (Ctrl-C stops everything)")
     dead = sup.wait(stop)
-    codes = sup.stop()
+    codes = sup.stop(grace_s=stop_grace_s(env.config))
     if dead is not None:
         click.echo(f"error: {dead.name} exited with status {codes[dead.name]}; stopped the others. "
                    f"Its log ends:\n{sup.tail(dead)}", err=True)

@@ -17,6 +17,7 @@ import errno
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import sqlite_utils
 
@@ -46,6 +47,12 @@ def storage_error(path: Path, exc: BaseException) -> StorageError:
     return StorageError(f"database {path}: {text}")
 
 
+def uri(path: str | Path, mode: str) -> str:
+    """A ``file:`` URI for ``path``: '#', '?' and '%' in a directory name are escaped, so
+    SQLite opens exactly this file and honours ``mode``."""
+    return f"file:{quote(str(path))}?mode={mode}"
+
+
 def connect(
     path: str | Path,
     *,
@@ -64,7 +71,7 @@ def connect(
     mode = "rwc" if create else "rw"
     try:
         conn = sqlite3.connect(
-            f"file:{path}?mode={mode}",
+            uri(path, mode),
             uri=True,
             timeout=busy_timeout_ms / 1000,
             isolation_level=None,

@@ -17,7 +17,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.config import Config
+
 SERVICES = ("serve", "console", "worker", "scheduler")
+STOP_MARGIN_S = 10.0
+
+
+def stop_grace_s(config: Config) -> float:
+    """How long stopping waits before SIGKILL: long enough for the worker to let its jobs
+    finish (``worker.shutdown_grace_s``), stop them (``worker.kill_grace_s``) and hand them
+    back, as systemd's TimeoutStopSec allows it on a server."""
+    return float(config["worker.shutdown_grace_s"] + config["worker.kill_grace_s"]
+                 + STOP_MARGIN_S)
 
 
 @dataclass

@@ -138,8 +138,11 @@ class LocalProcess:
         except (OSError, ValueError):
             pass
         if code < 0:
-            return Outcome(ok=False, error=f"killed by signal {signal.Signals(-code).name}",
-                           stopped=True)
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:  # a real-time signal has no name; the worker must not crash
+                name = str(-code)
+            return Outcome(ok=False, error=f"killed by signal {name}", stopped=True)
         return Outcome(ok=False, error=f"exited with status {code}")
 
 
