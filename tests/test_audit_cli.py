@@ -100,6 +100,57 @@ def test_anchor_catches_truncation_and_a_rewrite_by_the_key_holder(
     assert "rewritten" in report["reason"]
 
 
+def test_an_anchor_still_verifies_after_more_entries(
+    runner, home: Home, db, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    # The usual routine: take an anchor, keep working, verify against it later, before
+    # the next automatic checkpoint (the anchor is still the latest checkpoint).
+    _init(runner, home)
+    _fill(db, 10)
+    anchor = tmp_path / "anchor.txt"
+    assert runner("audit", "checkpoint", "--out", str(anchor)).exit_code == 0
+    _fill(db, 5)
+    result = runner("audit", "verify", "--anchor", str(anchor), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["size"] == 16
+    out = tmp_path / "bundle"
+    assert runner("audit", "export", "--out", str(out)).exit_code == 0
+    proc = subprocess.run([sys.executable, "-I", str(STANDALONE), "--pubkey",
+                           str(home.keys_dir / "audit.pub"), "--anchor", str(anchor), str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_bad_files_and_times_are_bad_input_not_a_bad_log(
+    runner, home: Home, db, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    _init(runner, home)
+    _fill(db, 3)
+    unwritable = runner("audit", "checkpoint", "--out", str(tmp_path / "no" / "such" / "dir"))
+    assert unwritable.exit_code == 2 and "can not be written" in unwritable.stderr
+    not_a_checkpoint = tmp_path / "notes.txt"
+    not_a_checkpoint.write_text("shopping list\n")
+    wrong = runner("audit", "verify", "--anchor", str(not_a_checkpoint))
+    assert wrong.exit_code == 2 and "not a signed checkpoint" in wrong.stderr
+    assert "first bad seq" not in wrong.output
+    out = tmp_path / "bundle"
+    assert runner("audit", "export", "--out", str(out)).exit_code == 0
+    proc = subprocess.run([sys.executable, "-I", str(STANDALONE), "--pubkey",
+                           str(home.keys_dir / "audit.pub"), "--anchor", str(not_a_checkpoint),
+                           str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unreadable input" in json.loads(proc.stdout)["reason"]
+    # --since is a time, whatever its zone: 1 h ahead of UTC is the same instant as UTC.
+    newest = json.loads(runner("audit", "log", "--json").output)[-1]["ts"]
+    from datetime import datetime, timedelta, timezone
+
+    at = datetime.fromisoformat(newest.replace("Z", "+00:00")).astimezone(
+        timezone(timedelta(hours=1)))
+    found = json.loads(runner("audit", "log", "--json", "--since", at.isoformat()).output)
+    assert [e["ts"] for e in found] == [newest]
+    bad = runner("audit", "log", "--since", "last tuesday")
+    assert bad.exit_code == 2 and "ISO 8601" in bad.stderr
+
+
 def test_export_checked_by_the_standalone_verifier_alone(
     runner, home: Home, db, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
@@ -127,6 +178,14 @@ def test_export_checked_by_the_standalone_verifier_alone(
 
     code, report = run("--anchor", str(anchor))
     assert code == 0 and report["ok"] and report["size"] == 82, report
+    # A proofs file edited into nonsense is reported, never a traceback.
+    proofs_text = (out / "proofs.json").read_text()
+    proofs = json.loads(proofs_text)
+    proofs[0]["proof"] = [1]
+    (out / "proofs.json").write_text(json.dumps(proofs))
+    code, report = run()
+    assert code == 1 and "proofs.json" in report["reason"], report
+    (out / "proofs.json").write_text(proofs_text)
     lines = (out / "entries.jsonl").read_bytes().split(b"\n")
     lines[30] = lines[30].replace(b"m@", b"n@")
     (out / "entries.jsonl").write_bytes(b"\n".join(lines))
@@ -178,3 +237,24 @@ def test_sigkill_during_appends_never_breaks_the_log(runner, home: Home) -> None
             assert service.entries(db, limit=1)[0]["details"] == {"i": int(last)}
         finally:
             db.close()
+
+
+def test_audit_commands_need_the_os_users_permission(
+    runner, home: Home, db, tmp_path: Path, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    from appliance.auth import users
+    from appliance.cli import _common
+
+    _init(runner, home)
+    users.add_user(db, "vera", "viewer", "correct horse battery", actor="local:root")
+    monkeypatch.setattr(_common, "os_user", lambda: "vera")
+    assert runner("audit", "verify").exit_code == 0
+    assert runner("audit", "log").exit_code == 0
+    for args in (("rotate-key",), ("checkpoint", "--out", str(tmp_path / "cp.txt")),
+                 ("export", "--out", str(tmp_path / "bundle"))):
+        refused = runner("audit", *args)
+        assert refused.exit_code == 1 and "needs audit.write" in refused.stderr, args
+    assert not (tmp_path / "cp.txt").exists() and not (tmp_path / "bundle").exists()
+    assert len(list(home.keys_dir.glob("audit-*.key"))) == 1, "no key was rotated"
+    monkeypatch.setattr(_common, "os_user", lambda: "stranger")
+    assert runner("audit", "log").exit_code == 1

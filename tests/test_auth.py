@@ -183,3 +183,17 @@ def test_generated_password_is_shown_once_and_works(home: Home, runner) -> None:
     both = runner("users", "add", "bob", "--role", "viewer", "--generate-password",
                   "--password-stdin")
     assert both.exit_code == 2 and "exclude each other" in both.stderr
+
+
+def test_a_token_lifetime_past_the_calendar_is_bad_input(home: Home, db: sqlite_utils.Database,
+                                                         runner) -> None:  # type: ignore[no-untyped-def]
+    users.add_user(db, "ivan", "viewer", PW, actor="local:root")
+    for days in (3651, 10**9, 10**10):
+        with pytest.raises(BadInput, match="at most 3650 days"):
+            tokens.create_token(db, "ivan", "far", ["read"], actor="local:root", days=days)
+    assert tokens.list_tokens(db, "ivan") == []
+    assert tokens.create_token(db, "ivan", "ten years", ["read"], actor="local:root",
+                               days=3650).expires_at
+    result = runner("tokens", "create", "--user", "ivan", "--name", "far", "--scope", "read",
+                    "--days", "1000000000")
+    assert result.exit_code == 2 and "at most 3650 days" in result.stderr

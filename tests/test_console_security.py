@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from console_fixtures import (  # noqa: F401
     PASSWORD,
     SESSION_COOKIE,
@@ -24,6 +25,7 @@ from flask.testing import FlaskClient
 
 from appliance.auth import tokens
 from appliance.console import apidoc
+from appliance.errors import ConfigError
 from appliance.storage.home import Home
 
 PAGES = ["/", "/login", "/models", "/models/churn/1", "/training", "/audit", "/settings",
@@ -267,3 +269,50 @@ def test_allowed_networks_refuses_other_clients(console_home: Home) -> None:
     assert limited.test_client().get("/login").status_code == 403
     inside = limited.test_client().get("/login", environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert inside.status_code == 200
+
+
+def _login_form_token(client: FlaskClient) -> str:
+    """The login form's own token (a signed-in page also carries the logout form's)."""
+    html = client.get("/login").get_data(as_text=True)
+    form = html[html.index('action="/login"'):]
+    return form.split('name="csrf_token" value="')[1].split('"')[0]
+
+
+def test_login_never_redirects_off_the_console(client: FlaskClient) -> None:
+    token = _login_form_token(client)
+    for target in ("/\\evil.example", "/\\/evil.example", "//evil.example",
+                   "https://evil.example/", "/\t/evil.example"):
+        response = client.post("/login", data={"username": "viewer", "password": PASSWORD,
+                                               "csrf_token": token, "next": target})
+        assert response.status_code == 303, target
+        location = response.headers["Location"]
+        # As a browser reads it: a backslash is a slash, tabs and newlines are dropped.
+        seen = location.replace("\\", "/").replace("\t", "").replace("\n", "")
+        assert seen.startswith("/") and not seen.startswith("//"), f"{target!r} -> {location}"
+    response = client.post("/login", data={"username": "viewer", "password": PASSWORD,
+                                           "csrf_token": token, "next": "/models?x=1"})
+    assert response.headers["Location"] == "/models?x=1"
+
+
+def test_signing_in_as_another_user_ends_the_old_session(
+    app: Flask, template: Template
+) -> None:
+    browser = client_with_session(app, template.sessions["viewer"])
+    assert browser.get("/").status_code == 200
+    response = browser.post("/login", data={"username": "operator", "password": PASSWORD,
+                                            "csrf_token": _login_form_token(browser)})
+    assert response.status_code == 303, response.get_data(as_text=True)
+    assert '<span class="role">operator</span>' in browser.get("/").get_data(as_text=True)
+    assert client_with_session(app, template.sessions["viewer"]).get("/").status_code == 401
+    forged = client_with_session(app, template.sessions["admin"])
+    forged.set_cookie("appliance-login-csrf", "attacker")
+    refused = forged.post("/login", data={"username": "operator", "password": PASSWORD,
+                                          "csrf_token": "other"})
+    assert refused.status_code == 400, "the login form's own token is still checked"
+
+
+def test_a_bad_allowed_network_stops_the_console_at_start(console_home: Home) -> None:
+    with pytest.raises(ConfigError, match="console.allowed_networks: 'office'"):
+        make_app(console_home, **{"console.allowed_networks": "10.0.0.0/8, office"})
+    v6 = make_app(console_home, **{"console.allowed_networks": "10.0.0.0/8, ::1/128"})
+    assert v6.test_client().get("/login", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200

@@ -11,6 +11,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,36 @@ def verify(
     return report
 
 
+def verify_and_record(db: sqlite_utils.Database, actor: str) -> dict[str, Any]:
+    """Verify the log (as ``verify``) and keep the outcome for the console's overview,
+    with an audit entry saying who verified and what they found, in one transaction."""
+    report = verify(db)
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    with immediate(db):
+        db.execute(
+            "INSERT INTO console_audit_checks (at, actor, ok, size, checkpoints, first_bad_seq,"
+            " reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [at, actor, int(report.ok), report.size, report.checkpoints, report.first_bad_seq,
+             report.reason])
+        append(db, actor=actor, action="audit.verify", target="audit:log",
+               details={"ok": report.ok, "size": report.size,
+                        "first_bad_seq": report.first_bad_seq})
+    return {"at": at, **report.as_dict()}
+
+
+def last_verification(db: sqlite_utils.Database) -> dict[str, Any]:
+    """The newest recorded verification of the log (``at`` is None when there is none),
+    and how many entries the log holds now."""
+    rows = list(db.query("SELECT * FROM console_audit_checks ORDER BY id DESC LIMIT 1"))
+    size = db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+    if not rows:
+        return {"at": None, "ok": None, "size": None, "entries_now": size}
+    out = dict(rows[0])
+    out["ok"] = bool(out["ok"])
+    out["entries_now"] = size
+    return out
+
+
 def _prove_anchor(db: sqlite_utils.Database, anchor: str, report: Report) -> None:
     """Check the RFC 9162 consistency proof from the anchor to the latest checkpoint."""
     latest = latest_checkpoint(db)
@@ -188,7 +219,25 @@ def read_anchor(path: str | Path) -> str:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"anchor {path}: can not be read: {exc}") from exc
+    try:
+        parse_checkpoint_body(parse_note(text)[0])
+    except FormatError as exc:
+        # A wrong file is the caller's mistake, not evidence against the log.
+        raise BadInput(f"anchor {path}: not a signed checkpoint: {exc}") from exc
     return text
+
+
+def parse_since(text: str) -> str:
+    """An ISO 8601 time (a date alone is its midnight, no zone is UTC) as the stored
+    timestamps spell it, so that comparing the strings compares the times."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadInput(f"since {text!r}: expected an ISO 8601 time such as 2026-01-31 or "
+                       "2026-01-31T09:30:00Z") from exc
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 def entries(
@@ -202,6 +251,8 @@ def entries(
 ) -> list[dict[str, Any]]:
     """Entries matching every filter given, oldest first (the last ``limit`` when limited)."""
     where, args = [], []
+    if since is not None:
+        since = parse_since(since)
     for column, value, op in (("ts", since, ">="), ("actor", actor, "="),
                               ("action", action, "="), ("target", target, "=")):
         if value is not None:

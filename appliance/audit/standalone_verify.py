@@ -599,7 +599,10 @@ def _verify(
             anchor_root = EMPTY_ROOT
         try:
             if anchor_text == last_text and anchor_size == last_good:
-                anchor = Checkpoint(keys.current.name, anchor_size, tree.root(), anchor_text)
+                # Already verified as the latest checkpoint; entries may have followed it,
+                # so its root is the one at its own size, not the tree's root now.
+                anchor = Checkpoint(keys.current.name, anchor_size, anchor_root or EMPTY_ROOT,
+                                    anchor_text)
             else:
                 anchor = open_checkpoint(anchor_text, keys.key_for(anchor_size))
         except FormatError as exc:
@@ -668,6 +671,8 @@ def check_proofs(
         first, second = p.get("from"), p.get("to")
         if first not in roots or second not in roots or not isinstance(p.get("proof"), list):
             raise FormatError(f"proof {first}->{second} does not link two checkpoints")
+        if not all(isinstance(h, str) for h in p["proof"]):
+            raise FormatError(f"proof {first}->{second} holds something other than base64 hashes")
         path = [b64decode_strict(h, "proof hash") for h in p["proof"]]
         if not verify_consistency(first, second, path, roots[first], roots[second]):
             report.ok = False
@@ -689,6 +694,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = Path(text).read_text(encoding="utf-8")
         trusted = NoteVerifier.from_vkey(text.strip())
         anchor = Path(args.anchor).read_text(encoding="utf-8") if args.anchor else None
+        if anchor is not None:
+            parse_checkpoint_body(parse_note(anchor)[0])  # a wrong file is unreadable input
         rows, cps, proofs = read_export(Path(args.export_dir))
     except (OSError, ValueError) as exc:
         print(json.dumps({"ok": False, "first_bad_seq": None, "reason": f"unreadable input: {exc}"}))

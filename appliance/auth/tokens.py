@@ -24,6 +24,7 @@ from appliance.errors import BadInput, NotFound, Unauthorized
 from appliance.storage.db import immediate
 
 PREFIX = "apl_"
+MAX_DAYS = 3650  # as auth.token_days allows; far beyond that a date overflows
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ def create_token(
         raise BadInput("token name: give a name that says what the token is for")
     if days is not None and days < 1:
         raise BadInput("expiry: a token must live at least one day")
+    if days is not None and days > MAX_DAYS:
+        raise BadInput(f"expiry: a token may live at most {MAX_DAYS} days")
     token = PREFIX + secrets.token_urlsafe(32)
     now = datetime.now(UTC)
     expires = (now + timedelta(days=days)).isoformat(timespec="seconds") if days else None

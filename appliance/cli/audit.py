@@ -9,7 +9,12 @@ import click
 
 from appliance.audit import service
 from appliance.audit.export import export
+from appliance.auth import authorize
 from appliance.cli._common import Env, echo_json, pass_env
+from appliance.errors import BadInput
+
+READ = "audit.read"
+WRITE = "audit.write"  # sign checkpoints, export, rotate keys
 
 
 @click.group("audit")
@@ -29,6 +34,7 @@ def audit_group() -> None:
 def audit_log(env: Env, since: str | None, actor: str | None, action: str | None,
               target: str | None, limit: int | None, as_json: bool) -> None:
     """List audit entries, oldest first."""
+    authorize(env.principal, READ)
     db = env.home.db()
     try:
         rows = service.entries(db, since=since, actor=actor, action=action, target=target,
@@ -52,6 +58,7 @@ def audit_log(env: Env, since: str | None, actor: str | None, action: str | None
 @pass_env
 def audit_verify(env: Env, anchor: str | None, pubkey: str | None, as_json: bool) -> None:
     """Recompute every entry, hash, root and signature; exit 1 naming the first bad entry."""
+    authorize(env.principal, READ)
     trusted = None
     if pubkey:
         try:
@@ -83,12 +90,16 @@ def audit_verify(env: Env, anchor: str | None, pubkey: str | None, as_json: bool
 @pass_env
 def audit_checkpoint(env: Env, out: str) -> None:
     """Sign the log as it stands and write the checkpoint, to keep as an anchor."""
+    authorize(env.principal, WRITE)
     db = env.home.db()
     try:
         note = service.checkpoint(db)
     finally:
         db.close()
-    Path(out).write_text(note, encoding="utf-8")
+    try:
+        Path(out).write_text(note, encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"--out {out}: can not be written: {exc.strerror or exc}") from exc
     click.echo(f"wrote {out}")
 
 
@@ -99,6 +110,7 @@ def audit_checkpoint(env: Env, out: str) -> None:
 @pass_env
 def audit_export(env: Env, out: str, as_json: bool) -> None:
     """Write entries, checkpoints, proofs and the public key for an auditor."""
+    authorize(env.principal, WRITE)
     db = env.home.db()
     try:
         manifest = export(db, Path(out))
@@ -115,6 +127,7 @@ def audit_export(env: Env, out: str, as_json: bool) -> None:
 @pass_env
 def audit_rotate_key(env: Env) -> None:
     """Replace the signing key; the old key signs the entry that introduces the new one."""
+    authorize(env.principal, WRITE)
     info = service.rotate_key(env.home, env.actor)
     click.echo(f"new audit key: {info.vkey} (public key in {info.public_path})")
 

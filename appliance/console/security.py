@@ -33,7 +33,7 @@ from werkzeug.wrappers import Response
 
 from appliance.console import identity, web
 from appliance.console.identity import Caller
-from appliance.errors import BadInput, Forbidden, Unauthorized
+from appliance.errors import BadInput, ConfigError, Forbidden, Unauthorized
 
 PUBLIC = "public"
 SIGNED_IN = "signed-in"
@@ -60,6 +60,13 @@ def requires(permission: str) -> Callable[[F], F]:
 
 public = requires(PUBLIC)
 signed_in = requires(SIGNED_IN)
+
+
+def own_csrf(view: F) -> F:
+    """Mark a public form that checks its own CSRF token before there is a session (the
+    login form's double submit), so a caller who is already signed in can still send it."""
+    view.own_csrf = True  # type: ignore[attr-defined]
+    return view
 
 
 def declare_static(app: Flask) -> None:
@@ -109,18 +116,35 @@ def require_session_transport() -> None:
                         "or put a TLS proxy in front")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> list[Network]:
+    """console.allowed_networks, read once at start: a bad entry stops the console with
+    an error naming the setting, rather than failing every request."""
+    networks = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ConfigError(f"console.allowed_networks: {item!r} is not a network; give "
+                              "CIDRs such as 10.0.0.0/8, comma-separated") from exc
+    return networks
+
+
 def _check_network() -> None:
-    allowed = web.config()["console.allowed_networks"].strip()
+    allowed: list[Network] = current_app.config["APPLIANCE_ALLOWED_NETWORKS"]
     if not allowed:
         return
     try:
         client = ipaddress.ip_address(request.remote_addr or "")
     except ValueError as exc:
         raise Forbidden("client address unknown") from exc
-    for item in allowed.split(","):
-        item = item.strip()
-        if item and client in ipaddress.ip_network(item, strict=False):
-            return
+    if any(client in network for network in allowed):
+        return
     raise Forbidden(f"client {client} is not in console.allowed_networks")
 
 
@@ -212,7 +236,9 @@ def authorize() -> None:
         return
     _load_principal()
     if permission == PUBLIC:
-        if request.method not in SAFE_METHODS and current_principal() is not None:
+        view = current_app.view_functions.get(request.endpoint or "")
+        if (request.method not in SAFE_METHODS and current_principal() is not None
+                and not getattr(view, "own_csrf", False)):
             _check_csrf()
         return
     principal = current_principal()
@@ -243,6 +269,8 @@ def add_headers(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
+    app.config["APPLIANCE_ALLOWED_NETWORKS"] = parse_networks(
+        app.config["APPLIANCE_CONFIG"]["console.allowed_networks"])
     app.before_request(authorize)
     app.after_request(add_headers)
 

@@ -7,7 +7,6 @@ import io
 import json
 import tempfile
 import zipfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,11 @@ import sqlite_utils
 from flask import Blueprint, jsonify, redirect, render_template, request, send_file, url_for
 from werkzeug.wrappers import Response
 
-from appliance import audit as audit_log
 from appliance.audit import checkpoints, export, service
 from appliance.console import security, web
 from appliance.console.apidoc import api
 from appliance.console.security import requires
 from appliance.errors import NotFound
-from appliance.storage.db import immediate
 
 bp = Blueprint("audit", __name__)
 READ = "audit.read"  # read and verify the log, download a signed checkpoint
@@ -62,37 +59,19 @@ def entries(db: sqlite_utils.Database, filters: dict[str, str], since: str, befo
 
 
 def verify_and_record(db: sqlite_utils.Database, actor: str) -> dict[str, Any]:
-    """Run the audit service's full verification and keep its outcome, with an audit
-    entry saying who verified and what they found."""
-    report = service.verify(db)
-    at = datetime.now(UTC).isoformat(timespec="seconds")
-    with immediate(db):
-        db.execute(
-            "INSERT INTO console_audit_checks (at, actor, ok, size, checkpoints, first_bad_seq,"
-            " reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [at, actor, int(report.ok), report.size, report.checkpoints, report.first_bad_seq,
-             report.reason])
-        audit_log.append(db, actor=actor, action="audit.verify", target="audit:log",
-                         details={"ok": report.ok, "size": report.size,
-                                  "first_bad_seq": report.first_bad_seq})
-    return {"at": at, **report.as_dict()}
+    """Verify the log now and record who did and what they found (the audit service's)."""
+    return service.verify_and_record(db, actor)
 
 
 def last_verification(db: sqlite_utils.Database) -> dict[str, Any] | None:
     """The newest recorded verification of the log, if any."""
-    rows = list(db.query("SELECT * FROM console_audit_checks ORDER BY id DESC LIMIT 1"))
-    size = db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
-    if not rows:
-        return {"at": None, "ok": None, "size": None, "entries_now": size}
-    out = dict(rows[0])
-    out["ok"] = bool(out["ok"])
-    out["entries_now"] = size
-    return out
+    return service.last_verification(db)
 
 
 def _query() -> tuple[dict[str, str], str, int | None, int]:
     filters = {k: (request.args.get(k) or "").strip() for k in FILTERS}
     since = (request.args.get("since") or "").strip()
+    since = service.parse_since(since) if since else ""
     before = web.int_arg("before", 0, low=0, high=2**62) or None
     limit = web.int_arg("limit", 100, low=1, high=1000)
     return filters, since, before, limit

@@ -8,7 +8,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from appliance.console import identity, security, web
-from appliance.console.security import public, signed_in
+from appliance.console.security import own_csrf, public, signed_in
 from appliance.errors import BadInput
 
 bp = Blueprint("session", __name__)
@@ -31,12 +31,16 @@ def login_page() -> str:
 
 @bp.post("/login")
 @public
+@own_csrf
 def login() -> Response:
     security.check_login_csrf()
     security.require_session_transport()
+    previous = security.current_principal()
     caller = identity.login(
         web.get_db(), web.form_field("username"), request.form.get("password", ""),
         source=request.remote_addr or "unknown", config=web.config())
+    if previous is not None:
+        identity.logout(web.get_db(), previous)  # the session this browser held until now
     response = redirect(_safe_next(request.form.get("next", "/")), 303)
     security.set_cookie(response, security.SESSION_COOKIE, caller.session_id or "",
                         max_age=identity.session_max_age(web.config()))
