@@ -203,9 +203,13 @@ switch_current() {
 }
 
 setup_system() {
+    # System user, directories and migrations, with the programs of version $1: the data is
+    # migrated by the new version before current points at it, so a failed migration leaves
+    # the running version in place.
+    local prog="$OPT/$1"
     mkdir -p "$ETC" "$DATA" "$UNITS" "$SYSUSERS" "$TMPFILES"
-    install -m 0644 "$OPT/current/share/appliance/appliance.sysusers.conf" "$SYSUSERS/appliance.conf"
-    install -m 0644 "$OPT/current/share/appliance/appliance.tmpfiles.conf" "$TMPFILES/appliance.conf"
+    install -m 0644 "$prog/share/appliance/appliance.sysusers.conf" "$SYSUSERS/appliance.conf"
+    install -m 0644 "$prog/share/appliance/appliance.tmpfiles.conf" "$TMPFILES/appliance.conf"
     if [ -z "$R" ]; then
         if command -v systemd-sysusers >/dev/null 2>&1; then
             systemd-sysusers "$SYSUSERS/appliance.conf"
@@ -217,7 +221,11 @@ setup_system() {
     fi
     chmod 0750 "$DATA" "$ETC"
     [ -f "$ETC/appliance.yaml" ] || printf '# Every key has a default; see docs/configuration.md.\n{}\n' > "$ETC/appliance.yaml"
-    as_service_user env APPLIANCE_CONFIG="$ETC/appliance.yaml" "$OPT/current/bin/appliance" --home "$DATA" init
+    as_service_user env APPLIANCE_CONFIG="$ETC/appliance.yaml" "$prog/bin/appliance" --home "$DATA" init \
+        || die "migrating $DATA with $1 failed; the installed version is unchanged"
+}
+
+install_units() {
     for unit in "$OPT"/current/share/appliance/*.service; do
         install -m 0644 "$unit" "$UNITS/$(basename "$unit")"
     done
@@ -270,10 +278,11 @@ install_bundle() {
         die "$(readlink "$OPT/current") is installed; use --upgrade to move to $version"
     fi
     install_programs "$dir" "$version"
+    setup_system "$version"
     if [ "$(readlink "$OPT/current" 2>/dev/null)" != "$version" ]; then
         switch_current "$version"
     fi
-    setup_system
+    install_units
     first_admin
     if [ "$mode" = upgrade ]; then services restart; else services enable; fi
     echo "install: appliance $version is installed ($OPT/current)"

@@ -175,3 +175,17 @@ def test_a_non_finite_number_is_refused(tmp_path: Path, text: str) -> None:
     cfg.write_text(text)
     with pytest.raises(ConfigError, match="bad value"):
         load_config(cfg)
+
+
+def test_doctor_reads_the_configured_gpu_inventory_and_ignores_stray_files(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert _run("--home", str(home), "init").exit_code == 0
+    (home / "blobs" / "sha256" / "README").write_text("not a blob")  # a stray file
+    inventory = tmp_path / "gpus.json"
+    inventory.write_text(json.dumps({"gpus": [{"name": "Sim A100", "memory_total_mb": 40960}]}))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"gpu:\n  inventory_file: {inventory}\n")
+    result = _run("--config", str(cfg), "--home", str(home), "doctor")
+    assert result.exit_code == 0, result.output
+    assert "ok   gpus: 1 found, driver simulated (0: Sim A100 40960 MiB)" in result.output
+    assert "ok   blob store: empty" in result.output

@@ -114,3 +114,16 @@ def test_install_and_run_with_no_network(tmp_path: Path) -> None:
         f"cd {suite} && {venv}/bin/python -c 'import appliance; print(appliance.__file__)'",
         60).stdout
     assert "/opt/appliance/" in where and str(ROOT / "appliance") not in where
+    # With one version installed there is nothing to roll back to; uninstall keeps the data
+    # unless asked to purge it.
+    rollback = subprocess.run(["bash", "installer/install.sh", "--rollback", "--root", str(root)],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert rollback.returncode == 1 and "no previous version" in rollback.stderr
+    keep = subprocess.run(["bash", "installer/install.sh", "--uninstall", "--root", str(root)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert keep.returncode == 0, keep.stderr
+    assert not (root / "opt" / "appliance").exists()
+    assert (root / "var" / "lib" / "appliance" / "appliance.db").is_file()
+    purge = subprocess.run(["bash", "installer/install.sh", "--uninstall", "--purge", "--root",
+                            str(root)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert purge.returncode == 0 and not (root / "var" / "lib" / "appliance").exists()

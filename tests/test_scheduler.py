@@ -182,3 +182,21 @@ def test_daemon_fires_on_time_refuses_a_second_and_restarts_cleanly(
     restarted.start()
     restarted.stop()
     assert len(list_jobs(db, limit=1000)) == paused_at
+
+
+def test_one_unreadable_schedule_does_not_keep_the_others_from_loading(
+    home: Home, db: sqlite_utils.Database,
+) -> None:
+    schedules.add_schedule(db, fast_config(), name="good", cron="0 3 * * *",
+                           spec=JobSpec("noop"), actor="t")
+    schedules.add_schedule(db, fast_config(), name="later", cron="0 4 * * *",
+                           spec=JobSpec("noop"), actor="t")
+    # A row no longer valid for this version's parser (written by hand or an older release).
+    db.execute("UPDATE schedules SET cron = 'not a cron' WHERE name = 'good'")
+    daemon_ = SchedulerDaemon(home, fast_config())
+    daemon_.start()
+    try:
+        loaded = {job.name for job in daemon_._aps.get_jobs()}
+    finally:
+        daemon_.stop()
+    assert "later" in loaded and "good" not in loaded

@@ -21,7 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from appliance.audit.log import now_iso
 from appliance.config import Config
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, BadInput
 from appliance.queue import liveness
 from appliance.scheduler import schedules
 from appliance.scheduler.cron import parse_cron
@@ -61,15 +61,23 @@ class SchedulerDaemon:
         self._aps.start()
 
     def _reload(self) -> None:
-        self._token = schedules.changes_token(self.db)
+        token = schedules.changes_token(self.db)
         for job in self._aps.get_jobs():
             if job.id != HOUSEKEEPING:
                 job.remove()
         active = [s for s in schedules.list_schedules(self.db) if s.enabled]
+        loaded = 0
         for s in active:
-            self._aps.add_job(self._fire, parse_cron(s.cron, s.timezone), args=[s.id],
-                              id=f"schedule:{s.id}", name=s.name)
-        log.info("loaded %d active schedule(s)", len(active))
+            try:
+                trigger = parse_cron(s.cron, s.timezone)
+            except BadInput as exc:  # one bad schedule must not keep the others from running
+                log.error("schedule %s (%s) not loaded: %s", s.id, s.name, exc)
+                continue
+            self._aps.add_job(self._fire, trigger, args=[s.id], id=f"schedule:{s.id}",
+                              name=s.name)
+            loaded += 1
+        self._token = token
+        log.info("loaded %d of %d active schedule(s)", loaded, len(active))
 
     def _fire(self, schedule_id: int) -> None:
         if self.lost_lock:

@@ -12,6 +12,7 @@ scheduler was up are coalesced into one (the latest). A unique index on
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from appliance.storage.db import immediate
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_MISSED = 1000  # how many missed fire times a catch-up counts before it stops counting
+
+log = logging.getLogger("appliance.scheduler")
 
 
 def _iso(moment: datetime) -> str:
@@ -201,7 +204,11 @@ def fire_due(
     for schedule in list_schedules(db):
         if not schedule.enabled or (only is not None and schedule.id != only):
             continue
-        if _due(schedule, now) is None:
+        try:
+            if _due(schedule, now) is None:
+                continue
+        except BadInput as exc:  # an unreadable row must not hold up the other schedules
+            log.error("schedule %s (%s) skipped: %s", schedule.id, schedule.name, exc)
             continue
         with immediate(db):
             rows = list(db.query("SELECT * FROM schedules WHERE id = ?", [schedule.id]))

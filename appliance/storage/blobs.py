@@ -124,8 +124,10 @@ class BlobStore:
         if not self.objects.is_dir():
             return
         for sub in sorted(self.objects.iterdir()):
+            if not sub.is_dir():
+                continue  # a stray file is not a blob
             for blob in sorted(sub.iterdir()):
-                if _DIGEST.match(blob.name):
+                if _DIGEST.match(blob.name) and blob.name.startswith(sub.name):
                     yield blob.name
 
     @staticmethod

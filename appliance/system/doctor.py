@@ -18,7 +18,7 @@ from typing import Any
 
 from appliance.config import Config
 from appliance.errors import ApplianceError
-from appliance.gpu.inventory import InventorySource, NvmlSource
+from appliance.gpu.inventory import InventorySource
 from appliance.storage import db as dbmod
 from appliance.storage import migrations
 from appliance.storage.home import DIR_MODE, KEYS_MODE, Home
@@ -72,7 +72,14 @@ def _blobs(home: Home, sample: int) -> Check:
     if not digests:
         return Check("blob store", True, "empty")
     picked = random.sample(digests, min(sample, len(digests)))
-    bad = [d for d in picked if not store.verify(d)]
+    bad = []
+    for d in picked:
+        try:
+            if not store.verify(d):
+                bad.append(d)
+        except OSError as exc:
+            return Check("blob store", False, f"can not read {store.path(d)}: {exc.strerror}; "
+                         "check the data directory's owner and permissions")
     if bad:
         return Check(
             "blob store", False,
@@ -153,7 +160,11 @@ def run_checks(
     add(_blobs(home, config["doctor.blob_sample"]))
     add(_permissions(home))
     add(_disk(home, config["doctor.min_free_disk_mb"]))
-    gpu_check, inventory = _gpus(gpu_source or NvmlSource())
+    if gpu_source is None:
+        from appliance.gpu.placement import inventory_source
+
+        gpu_source = inventory_source(config["gpu.inventory_file"])
+    gpu_check, inventory = _gpus(gpu_source)
     add(gpu_check)
     add(_providers(inventory))
     return checks
