@@ -211,3 +211,27 @@ def test_a_malformed_manifest_is_bad_input(home: Home, tmp_path: Path, manifest:
     with pytest.raises(BadInput, match="MANIFEST|format"):
         restore(odd, Home(tmp_path / "r"))
     assert not (tmp_path / "r").exists()
+
+
+def test_every_backup_exports_a_signed_checkpoint(home: Home, tmp_path: Path) -> None:
+    from appliance.audit import service as audit_service
+
+    audit_service.ensure_key(home, "t")
+    _write_rows(home, 3)
+    out = tmp_path / "with-key.tar"
+    report = backup(home, out)
+    assert report.checkpoint == tmp_path / "with-key.tar.checkpoint"
+    note = report.checkpoint.read_text()
+    with tarfile.open(out) as tar:
+        inside = tar.extractfile("audit-checkpoint.txt").read().decode()  # type: ignore[union-attr]
+    assert inside == note
+    target = Home(tmp_path / "restored")
+    restore(out, target)
+    db = target.db()
+    try:
+        assert audit_service.verify(db, anchor=note).ok  # the restored log extends it
+    finally:
+        db.close()
+    with pytest.raises(Conflict, match="checkpoint"):
+        out.unlink()
+        backup(home, out)  # the sidecar of the earlier backup is never overwritten either

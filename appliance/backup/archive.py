@@ -6,6 +6,7 @@ A backup is one tar file:
 appliance.db  monitoring.db      consistent snapshots (SQLite online backup API)
 blobs/sha256/ab/abcd...          every blob (immutable, so copied as they are)
 keys/...                         the audit signing key and its public key
+audit-checkpoint.txt             the audit log's signed checkpoint, taken just before
 MANIFEST.json                    format, time, and the sha256 and size of every file above
 ```
 
@@ -28,16 +29,19 @@ import sqlite3
 import tarfile
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance import __version__
+from appliance.audit import service as audit_service
 from appliance.errors import BadInput, Conflict, NotFound, OperationFailed, StorageError
 from appliance.storage.db import APPLIANCE_DB, MONITORING_DB, uri
 from appliance.storage.home import DIR_MODE, KEYS_MODE, Home
 
 FORMAT = "appliance.backup/1"
+AUDIT_CHECKPOINT = "audit-checkpoint.txt"
+CHECKPOINT_SUFFIX = ".checkpoint"
 MANIFEST = "MANIFEST.json"
 CHUNK = 1 << 20
 
@@ -50,7 +54,7 @@ class BackupReport:
     files: int
     bytes: int
     manifest_sha256: str
-    extra: dict[str, str] = field(default_factory=dict)
+    checkpoint: Path | None = None  # the signed audit checkpoint written beside the backup
 
 
 def _sha256(path: Path) -> str:
@@ -87,15 +91,30 @@ def _add(tar: tarfile.TarFile, path: Path, name: str) -> None:
         tar.addfile(info, fh)
 
 
-def backup(home: Home, out: Path, progress: Progress | None = None,
-           extra_files: dict[str, bytes] | None = None) -> BackupReport:
-    """Write a backup of ``home`` to ``out`` (written beside, then renamed)."""
+def _sign_checkpoint(home: Home) -> str | None:
+    """Sign the audit log as it stands, so the backup's snapshot holds the checkpoint too;
+    None when the data directory has no signing key."""
+    db = home.db()
+    try:
+        return audit_service.checkpoint(db)
+    except NotFound:
+        return None
+    finally:
+        db.close()
+
+
+def backup(home: Home, out: Path, progress: Progress | None = None) -> BackupReport:
+    """Write a backup of ``home`` to ``out`` (written beside, then renamed), and the audit
+    checkpoint it was taken at to ``out`` + ``.checkpoint``, to keep apart from it."""
     say = progress or (lambda _msg: None)
     out = Path(out)
-    if out.exists():
-        raise Conflict(f"{out} already exists; choose a new file name")
+    sidecar = out.with_name(out.name + CHECKPOINT_SUFFIX)
+    if out.exists() or sidecar.exists():
+        raise Conflict(f"{out if out.exists() else sidecar} already exists; choose a new file name")
     if not home.db_path.exists():
         raise NotFound(f"{home.root} is not an initialised data directory")
+    note = _sign_checkpoint(home)
+    extra_files = {AUDIT_CHECKPOINT: note.encode()} if note else {}
     entries: dict[str, dict[str, object]] = {}
     total = 0
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +136,7 @@ def backup(home: Home, out: Path, progress: Progress | None = None,
             if home.keys_dir.is_dir():
                 members += [(p, p.relative_to(home.root).as_posix())
                             for p in sorted(home.keys_dir.rglob("*")) if p.is_file()]
-            for name, data in sorted((extra_files or {}).items()):
+            for name, data in sorted(extra_files.items()):
                 path = Path(scratch) / f"extra-{len(members)}"
                 path.write_bytes(data)
                 members.append((path, name))
@@ -139,13 +158,19 @@ def backup(home: Home, out: Path, progress: Progress | None = None,
             os.fsync(fh.fileno())
         os.chmod(tmp_out, 0o600)
         tmp_out.replace(out)
+        if note:
+            sidecar.write_text(note)
     except OSError as exc:
         raise StorageError(f"can not write backup {out}: {exc.strerror or exc}") from exc
     finally:
         tmp_out.unlink(missing_ok=True)
     say(f"wrote {out}: {len(entries)} files, {total} bytes")
+    if note:
+        say(f"wrote {sidecar}: the signed audit checkpoint of this backup; keep it apart from "
+            "the backup and verify later with 'appliance audit verify --anchor FILE'")
     return BackupReport(path=out, files=len(entries), bytes=total,
-                        manifest_sha256=hashlib.sha256(manifest).hexdigest())
+                        manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+                        checkpoint=sidecar if note else None)
 
 
 def _safe_name(name: str) -> str:
