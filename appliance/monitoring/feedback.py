@@ -7,17 +7,38 @@ naming the line. Request ids the model never answered are not stored and are
 counted in the result (or, with ``strict``, fail the file). A label given
 again for the same request replaces the earlier one.
 
-Performance needs the prediction too, so only labels of sampled requests
-(whose outputs the request log kept) enter the metrics; the others are
-stored, and counted as ``unsampled``.
+Which request a label belongs to: a client that retries may send the same
+request id several times, so a label is joined to exactly one request per
+(model, request id): the latest one the model answered (status < 400) that was
+not a shadow copy (route != 'shadow'), latest by arrival time, then by log
+order. Every reader of labels (metrics here, the monitoring check, the
+retraining rows) uses that one rule, ``LABELLED_REQUEST``, so a retried request
+counts once, never once per attempt.
+
+Performance needs the prediction too, so only labels whose request was
+sampled (whose outputs the request log kept) enter the metrics; the others
+are stored, and counted as ``unsampled``.
+
+Audit: labels live in monitoring.db and the audit log in appliance.db, and
+SQLite does not commit two attached WAL databases atomically. So the order
+makes the one guarantee that matters, no stored labels without their audit
+entry: while holding monitoring.db's write lock (so nothing changes what is
+about to be stored), the ``feedback.add`` entry, with the counts about to be
+stored and a SHA-256 digest of the batch, commits to appliance.db first in its
+own transaction; only then are the labels written and committed. If storing
+them fails, a ``feedback.add.failed`` entry follows. A crash between the two
+commits leaves an audit entry for labels that are not there, which the digest
+and the feedback table show; never labels no one can account for.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -29,7 +50,7 @@ import sqlite_utils
 
 from appliance import audit
 from appliance.drift.performance import classification_metrics, regression_metrics
-from appliance.errors import BadInput
+from appliance.errors import BadInput, StorageError
 from appliance.monitoring.traffic import Window
 from appliance.registry import ModelVersion, resolve
 from appliance.storage.db import immediate
@@ -38,6 +59,12 @@ from appliance.storage.home import Home
 _TRUE = {"true", "yes", "1", "1.0"}
 _FALSE = {"false", "no", "0", "0.0"}
 MAX_NAMED_LINES = 5
+
+# The id of the one request a label ``f`` (a feedback row) belongs to; see the module
+# docstring. Readers join ``requests r ON r.id = (LABELLED_REQUEST)``.
+LABELLED_REQUEST = (
+    "SELECT a.id FROM requests a WHERE a.request_id = f.request_id AND a.model = f.model"
+    " AND a.status < 400 AND a.route != 'shadow' ORDER BY a.ts DESC, a.id DESC LIMIT 1")
 
 
 @dataclass(frozen=True)
@@ -176,13 +203,16 @@ def add_feedback_records(home: Home, name: str, records: Any, *, actor: str,
 
 def add_feedback_text(home: Home, name: str, text: str, *, source: str, actor: str,
                       strict: bool = False) -> FeedbackResult:
-    """Check every line, then store the labels of known requests in one transaction."""
+    """Check every line, audit the batch, then store the labels of known requests in one
+    transaction; see the module docstring for the order and why."""
     db = home.db()
     try:
         mv = resolve(db, name)
     finally:
         db.close()
     parsed = _parse(mv, text, source)
+    target = f"model:{mv.name}"
+    audited = False
     mon = home.monitoring_db()
     try:
         with immediate(mon):
@@ -191,10 +221,11 @@ def add_feedback_text(home: Home, name: str, text: str, *, source: str, actor: s
             for _, request_id, row, _ in parsed:
                 if request_id not in known:
                     hit = mon.execute(
-                        "SELECT MAX(rows), MAX(outputs IS NOT NULL) FROM requests"
+                        "SELECT rows, outputs IS NOT NULL FROM requests"
                         " WHERE request_id = ? AND model = ? AND status < 400"
-                        " AND route != 'shadow'", [request_id, mv.name]).fetchone()
-                    known[request_id] = (int(hit[0]), bool(hit[1])) if hit[0] is not None \
+                        " AND route != 'shadow' ORDER BY ts DESC, id DESC LIMIT 1",
+                        [request_id, mv.name]).fetchone()
+                    known[request_id] = (int(hit[0]), bool(hit[1])) if hit is not None \
                         else (0, False)
                 rows, _sampled = known[request_id]
                 if row >= rows:
@@ -202,39 +233,59 @@ def add_feedback_text(home: Home, name: str, text: str, *, source: str, actor: s
             if unknown and strict:
                 raise BadInput(f"{source}: {len(unknown)} request id(s) were never answered by "
                                f"{mv.name} (first: {', '.join(unknown[:3])}); nothing stored")
-            now = time.time()
-            stored = replaced = unsampled = 0
             bad_ids = set(unknown)
-            for _, request_id, row, label in parsed:
-                shown = request_id if row == 0 else f"{request_id}#{row}"
-                if shown in bad_ids:
-                    continue
-                existed = mon.execute(
-                    "SELECT 1 FROM feedback WHERE model = ? AND request_id = ? AND row = ?",
-                    [mv.name, request_id, row]).fetchone() is not None
-                mon.execute(
-                    "INSERT INTO feedback (model, request_id, row, label, received_at,"
-                    " received_by) VALUES (?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (model, request_id, row) DO UPDATE SET label = excluded.label,"
-                    " received_at = excluded.received_at, received_by = excluded.received_by",
-                    [mv.name, request_id, row, label, now, actor])
-                stored += 1
-                replaced += int(existed)
-                if not known[request_id][1]:
-                    unsampled += 1
+            batch = [(request_id, row, label) for _, request_id, row, label in parsed
+                     if (request_id if row == 0 else f"{request_id}#{row}") not in bad_ids]
+            replaced = sum(
+                mon.execute("SELECT 1 FROM feedback WHERE model = ? AND request_id = ?"
+                            " AND row = ?", [mv.name, request_id, row]).fetchone() is not None
+                for request_id, row, _ in batch)
+            unsampled = sum(not known[request_id][1] for request_id, _, _ in batch)
+            details = {"source": Path(source).name, "stored": len(batch), "replaced": replaced,
+                       "unknown": len(unknown), "unsampled": unsampled,
+                       "sha256": _digest(batch)}
+            try:
+                _audit(home, actor, "feedback.add", target, details)
+            except sqlite3.Error as exc:
+                raise StorageError(f"{source}: the audit entry could not be written, nothing "
+                                   f"was stored: {exc}") from exc
+            audited = True
+            now = time.time()
+            mon.conn.executemany(
+                "INSERT INTO feedback (model, request_id, row, label, received_at,"
+                " received_by) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (model, request_id, row) DO UPDATE SET label = excluded.label,"
+                " received_at = excluded.received_at, received_by = excluded.received_by",
+                [(mv.name, request_id, row, label, now, actor)
+                 for request_id, row, label in batch])
+    except (sqlite3.Error, StorageError) as exc:
+        if not audited:
+            raise
+        _audit(home, actor, "feedback.add.failed", target,
+               {"sha256": details["sha256"], "error": str(exc)})
+        raise StorageError(f"{source}: the labels could not be stored, nothing was stored: "
+                           f"{exc}") from exc
     finally:
         mon.close()
-    result = FeedbackResult(mv.name, len(parsed), stored, replaced, len(unknown), unknown[:5],
-                            unsampled)
+    return FeedbackResult(mv.name, len(parsed), len(batch), replaced, len(unknown),
+                          unknown[:5], unsampled)
+
+
+def _digest(batch: list[tuple[str, int, str]]) -> str:
+    """SHA-256 of the labels stored, in file order: one ``request_id,row,label`` CSV line each."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(batch)
+    return hashlib.sha256(buffer.getvalue().encode("utf-8")).hexdigest()
+
+
+def _audit(home: Home, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+    """One audit entry in its own committed transaction on appliance.db."""
     db = home.db()
     try:
         with immediate(db):
-            audit.append(db, actor=actor, action="feedback.add", target=f"model:{mv.name}",
-                         details={"source": Path(source).name, "stored": stored, "replaced": replaced,
-                                  "unknown": len(unknown)})
+            audit.append(db, actor=actor, action=action, target=target, details=details)
     finally:
         db.close()
-    return result
 
 
 @dataclass
@@ -248,13 +299,14 @@ class Labelled:
 
 
 def labelled(mon: sqlite_utils.Database, model: str, window: Window) -> dict[int, Labelled]:
-    """Feedback joined to the sampled outputs of the window, per served version."""
+    """Feedback joined to the sampled outputs of the window, per served version; each label
+    to its one request (``LABELLED_REQUEST``), counted when that request is in the window."""
     found: dict[int, Labelled] = {}
     for ts, version, row, label, outputs in mon.execute(
         "SELECT r.ts, r.version, f.row, f.label, r.outputs FROM feedback f"
-        " JOIN requests r ON r.request_id = f.request_id AND r.model = f.model"
-        " WHERE f.model = ? AND r.ts >= ? AND r.ts < ? AND r.status < 400"
-        " AND r.route != 'shadow' AND r.outputs IS NOT NULL ORDER BY r.ts, r.id, f.row",
+        f" JOIN requests r ON r.id = ({LABELLED_REQUEST})"
+        " WHERE f.model = ? AND r.ts >= ? AND r.ts < ? AND r.outputs IS NOT NULL"
+        " ORDER BY r.ts, r.id, f.row",
         [model, window.start, window.end],
     ):
         try:

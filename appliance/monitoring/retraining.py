@@ -18,7 +18,8 @@ FILE.yaml``); every key is optional::
     cooldown_minutes: 60          # no second retrain job for the model within this time
 
 The retrain job adds the recent labelled production rows (sampled inputs
-joined with their feedback labels) to the version's original training data,
+joined with their feedback labels, one row per label however often the client
+retried the request; see ``appliance.monitoring.feedback``) to the version's original training data,
 registers that as a new version of the dataset, trains the production
 version's recorded recipe on it, and hands the new version to promotion.
 """
@@ -45,6 +46,7 @@ from appliance.config import Config
 from appliance.datasets import add_dataset, get_dataset_version
 from appliance.errors import BadInput
 from appliance.monitoring.alerts import KINDS
+from appliance.monitoring.feedback import LABELLED_REQUEST
 from appliance.queue.jobs import JobSpec, insert_job
 from appliance.registry import ModelVersion, resolve
 from appliance.storage.db import immediate
@@ -212,13 +214,15 @@ def _cell(value: Any, column_type: str) -> str:
 def production_rows(mon: sqlite_utils.Database, model: str, since: float,
                     columns: list[dict[str, str]], target: str) -> list[list[str]]:
     """Sampled inputs with their feedback labels since ``since``, as CSV cells in the order
-    of ``columns`` (the training data's schema; columns the model never saw stay empty)."""
+    of ``columns`` (the training data's schema; columns the model never saw stay empty).
+    Each label is one row: joined to its one request, as ``feedback.LABELLED_REQUEST`` says,
+    however often a client retried it."""
     out: list[list[str]] = []
     for row, label, inputs in mon.execute(
-        "SELECT f.row, f.label, r.inputs FROM feedback f JOIN requests r"
-        " ON r.request_id = f.request_id AND r.model = f.model"
-        " WHERE f.model = ? AND r.ts >= ? AND r.status < 400 AND r.route != 'shadow'"
-        " AND r.inputs IS NOT NULL ORDER BY r.ts, r.id, f.row", [model, since]):
+        "SELECT f.row, f.label, r.inputs FROM feedback f"
+        f" JOIN requests r ON r.id = ({LABELLED_REQUEST})"
+        " WHERE f.model = ? AND r.ts >= ? AND r.inputs IS NOT NULL"
+        " ORDER BY r.ts, r.id, f.row", [model, since]):
         try:
             tensors = json.loads(inputs)
         except ValueError:
