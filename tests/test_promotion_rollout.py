@@ -154,4 +154,15 @@ def test_labelled_quality_reads_class_indices_by_name(tmp_path: Path) -> None:
     from appliance.promotion.rollout import labelled_quality
 
     assert labelled_quality(mdb, "m", 1, now - 1, now + 1, ["no", "yes"]) == 0.75
+    # A retry of r2 answered right later: the label is scored once, against the latest answer.
+    mdb.execute("INSERT INTO requests (ts, minute, model, version, route, request_id, status,"
+                " latency_us, queue_us, batch_size, rows, outputs) VALUES"
+                " (?, ?, 'm', 1, 'primary', 'r2', 200, 10, 1, 1, 1, ?)",
+                [now + 0.5, int(now // 60), json.dumps({"label": [0]})])
+    # Another model's answer to the same id, and a failed request, count for nothing.
+    mdb.execute("INSERT INTO requests (ts, minute, model, version, route, request_id, status,"
+                " latency_us, queue_us, batch_size, rows, outputs) VALUES"
+                " (?, ?, 'other', 1, 'primary', 'r0', 200, 10, 1, 1, 1, ?)",
+                [now, int(now // 60), json.dumps({"label": [0]})])
+    assert labelled_quality(mdb, "m", 1, now - 1, now + 1, ["no", "yes"]) == 1.0
     mdb.close()

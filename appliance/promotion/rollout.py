@@ -227,30 +227,28 @@ def labelled_quality(mdb: sqlite_utils.Database, name: str, version: int, since:
                      until: float, classes: list[Any] | None = None) -> float | None:
     """Accuracy of ``version``'s answers against delayed labels, or None without labels.
 
-    Labels are read from a ``feedback`` table of monitoring.db with ``request_id`` and
-    ``label`` columns, joined to the request log's sampled outputs (``label`` for a
-    classifier, as the class index's name is not in the log, compared as text). While
-    no such table exists the quality margin is not applied.
+    Each label (``feedback``: model, request id, row) is scored once, against the latest
+    answered request of that id by this version in the window (shadow copies included, as
+    that is how a candidate answers in the shadow stage), at the label's row. A classifier
+    logs the class index; it is compared with the label by the class's name.
     """
-    if not mdb["feedback"].exists():
-        return None
-    columns = {c.name for c in mdb["feedback"].columns}
-    if not {"request_id", "label"} <= columns:
-        return None
     rows = mdb.execute(
-        "SELECT r.outputs, f.label FROM requests r JOIN feedback f ON f.request_id ="
-        " r.request_id WHERE r.model = ? AND r.version = ? AND r.ts >= ? AND r.ts <= ?"
-        " AND r.outputs IS NOT NULL", [name, version, since, until]).fetchall()
+        "SELECT r.outputs, f.label, f.row FROM feedback f JOIN requests r ON r.id = ("
+        " SELECT a.id FROM requests a WHERE a.model = f.model AND a.request_id = f.request_id"
+        " AND a.version = ? AND a.status < 400 AND a.ts >= ? AND a.ts <= ?"
+        " AND a.outputs IS NOT NULL ORDER BY a.ts DESC, a.id DESC LIMIT 1)"
+        " WHERE f.model = ?", [version, since, until, name]).fetchall()
     scored = []
-    for outputs, label in rows:
+    for outputs, label, row in rows:
         out = json.loads(outputs)
-        answer = out.get("label", out.get("prediction"))
-        if isinstance(answer, list) and answer:
+        answers = out.get("label", out.get("prediction"))
+        if not isinstance(answers, list) or row >= len(answers):
+            continue
+        answer = answers[row]
+        while isinstance(answer, list) and answer:
             answer = answer[0]
-            while isinstance(answer, list) and answer:
-                answer = answer[0]
         if classes and isinstance(answer, int | float) and 0 <= int(answer) < len(classes):
-            answer = classes[int(answer)]  # a classifier logs the class index
+            answer = classes[int(answer)]
         scored.append(str(answer) == str(label))
     return sum(scored) / len(scored) if scored else None
 
