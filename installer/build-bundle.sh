@@ -54,13 +54,24 @@ echo "build-bundle: checking the wheels against the lock"
 "$py" "$here/bundle_tool.py" select --lock "$here/requirements.lock" --wheels "$wheels" \
     --dest "$stage/wheelhouse"
 echo "build-bundle: building the appliance wheel"
-"$py" -m pip wheel --quiet --no-deps -w "$stage/wheelhouse" "$root" >/dev/null
+src="$root"
+if git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+    # Build from the committed tree, so the same commit gives the same wheel.
+    if [ -n "$(git -C "$root" status --porcelain)" ]; then
+        echo "build-bundle: note: uncommitted changes are not in the bundle" >&2
+    fi
+    src="$work/src"
+    mkdir -p "$src"
+    git -C "$root" archive HEAD | tar -x -C "$src"
+fi
+"$py" -m pip wheel --quiet --no-deps -w "$stage/wheelhouse" "$src" >/dev/null
 
 mkdir -p "$stage/installer" "$stage/systemd" "$stage/docs"
-cp "$here/install.sh" "$here/requirements.lock" "$here/bundle_tool.py" "$stage/installer/"
-cp "$root"/systemd/* "$stage/systemd/"
-cp "$root"/docs/*.md "$stage/docs/"
-cp "$root/README.md" "$stage/"
+cp "$src/installer/install.sh" "$src/installer/requirements.lock" "$src/installer/bundle_tool.py" \
+    "$stage/installer/"
+cp "$src"/systemd/* "$stage/systemd/"
+cp "$src"/docs/*.md "$stage/docs/"
+cp "$src/README.md" "$stage/"
 "$py" "$here/bundle_tool.py" manifest --dir "$stage" --version "$version"
 (cd "$stage" && find . -type f ! -name SHA256SUMS ! -name SHA256SUMS.sig -printf '%P\n' \
     | LC_ALL=C sort | xargs -d '\n' sha256sum > SHA256SUMS)

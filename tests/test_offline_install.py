@@ -8,6 +8,7 @@ no network. Building the wheelhouse happens outside, as it would on a connected 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -79,6 +80,15 @@ def test_install_and_run_with_no_network(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
     bundle = next((tmp_path / "dist").glob("appliance-*.tar.gz"))
+    # Reproducible: the same inputs give the same bundle, byte for byte.
+    again = subprocess.run(
+        ["bash", "installer/build-bundle.sh", "--key", str(tmp_path / "vendor.key"),
+         "--wheelhouse", str(wheels), "--out", str(tmp_path / "dist2")],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-2000:]
+    twin = tmp_path / "dist2" / bundle.name
+    assert hashlib.sha256(twin.read_bytes()).digest() == hashlib.sha256(
+        bundle.read_bytes()).digest()
 
     root = tmp_path / "root"
     venv = root / "opt" / "appliance" / "current"
