@@ -258,3 +258,40 @@ def test_audit_commands_need_the_os_users_permission(
     assert len(list(home.keys_dir.glob("audit-*.key"))) == 1, "no key was rotated"
     monkeypatch.setattr(_common, "os_user", lambda: "stranger")
     assert runner("audit", "log").exit_code == 1
+
+
+def test_export_that_can_not_finish_leaves_nothing_behind(
+    runner, home: Home, db, tmp_path: Path, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    import errno
+
+    _init(runner, home)
+    _fill(db, 5)
+    real_write_text = Path.write_text
+
+    def full_disk(self: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.name == "proofs.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    site = tmp_path / "site"
+    site.mkdir()
+    out = site / "new" / "bundle"
+    result = runner("audit", "export", "--out", str(out))
+    assert result.exit_code == 1 and not isinstance(result.exception, OSError), result.output
+    assert "Traceback" not in result.output and str(out) in result.stderr
+    assert "No space left on device" in result.stderr
+    assert list(site.iterdir()) == [], "no partial bundle, no temporary directory"
+    empty = site / "empty"
+    empty.mkdir()
+    assert runner("audit", "export", "--out", str(empty)).exit_code == 1
+    assert empty.is_dir() and list(empty.iterdir()) == [] and list(site.iterdir()) == [empty]
+    monkeypatch.undo()
+    done = runner("audit", "export", "--out", str(empty), "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["size"] == len(
+        (empty / "entries.jsonl").read_bytes().splitlines())
+    assert sorted(p.name for p in empty.iterdir()) == sorted(
+        ["entries.jsonl", "checkpoints.json", "proofs.json", "audit.pub", "manifest.json"])
+    assert [p.name for p in site.iterdir()] == ["empty"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlite_utils
@@ -20,7 +22,7 @@ from appliance.auth import (
     tokens,
     users,
 )
-from appliance.errors import BadInput, Conflict, Forbidden, Unauthorized
+from appliance.errors import BadInput, Conflict, Forbidden, StorageError, Unauthorized
 from appliance.storage.home import Home
 
 PW = "correct horse battery"
@@ -49,9 +51,8 @@ def test_users_lifecycle_is_audited(home: Home, db: sqlite_utils.Database) -> No
         users.add_user(db, "bob", "superuser", PW, actor="local:root")
     with pytest.raises(BadInput, match="user name"):
         users.add_user(db, "Bob Smith", "viewer", PW, actor="local:root")
-    p = users.authenticate(db, "alice", PW)
+    p, sid = sessions.sign_in(db, "alice", PW)
     assert p == Principal(name="alice", role=Role.OPERATOR)
-    sid = sessions.create_session(db, p)
     assert sessions.touch_session(db, sid).name == "alice"
     users.set_password(db, "alice", PW + "2", actor="alice")
     with pytest.raises(Unauthorized):
@@ -197,3 +198,157 @@ def test_a_token_lifetime_past_the_calendar_is_bad_input(home: Home, db: sqlite_
     result = runner("tokens", "create", "--user", "ivan", "--name", "far", "--scope", "read",
                     "--days", "1000000000")
     assert result.exit_code == 2 and "at most 3650 days" in result.stderr
+
+
+def test_sign_in_opens_the_session_and_its_entry_in_one_transaction(
+        home: Home, db: sqlite_utils.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    users.add_user(db, "judy", "viewer", PW, actor="local:root")
+    with pytest.raises(Unauthorized):
+        sessions.sign_in(db, "judy", "wrong password!")
+    principal, sid = sessions.sign_in(db, "judy", PW, source="10.0.0.7")
+    assert principal == Principal(name="judy", role=Role.VIEWER)
+    assert sessions.touch_session(db, sid).name == "judy"
+    entry = audit_service.entries(db, action="auth.login")[-1]
+    assert entry["actor"] == "judy" and entry["details"]["source"] == "10.0.0.7"
+    assert entry["details"]["session"] == hashlib.sha256(sid.encode()).hexdigest()[:16]
+    assert sid not in json.dumps(audit_service.entries(db)), "the session secret is never logged"
+    assert db.execute("SELECT COUNT(*) FROM login_failures").fetchone()[0] == 0
+
+    # A failure to append the entry leaves no session, and the failures are not cleared.
+    with pytest.raises(Unauthorized):
+        sessions.sign_in(db, "judy", "wrong password!")
+    real_append = sessions.append
+
+    def failing_append(db: sqlite_utils.Database, **kwargs: Any) -> Any:
+        if kwargs["action"] == "auth.login":
+            raise StorageError("disk full")
+        return real_append(db, **kwargs)
+
+    monkeypatch.setattr(sessions, "append", failing_append)
+    before = db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+    with pytest.raises(StorageError):
+        sessions.sign_in(db, "judy", PW)
+    assert db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == before
+    assert db.execute("SELECT COUNT(*) FROM login_failures").fetchone()[0] == 1
+    with pytest.raises(StorageError):
+        sessions.create_session(db, principal)
+    assert db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == before
+    monkeypatch.undo()
+    logins = len(audit_service.entries(db, action="auth.login"))
+    sessions.create_session(db, principal)  # even a session opened without a password
+    assert len(audit_service.entries(db, action="auth.login")) == logins + 1
+    sessions_without_entry = db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] - logins - 1
+    assert sessions_without_entry == 0
+
+
+def test_throttle_counts_failures_recorded_while_the_password_was_hashed(
+        home: Home, db: sqlite_utils.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another console worker records the limit-reaching failure while this one hashes:
+    the count that decides is the one inside the write transaction, so no extra guess
+    (here, even the right password) gets through."""
+    users.add_user(db, "kim", "viewer", PW, actor="local:root")
+    throttle = users.Throttle(max_failures=3, window=timedelta(minutes=5))
+    for _ in range(2):
+        with pytest.raises(Unauthorized, match="bad user name"):
+            users.authenticate(db, "kim", "wrong password!", throttle=throttle)
+    real_verify = users.verify_password
+
+    def verify_while_another_worker_fails(stored: str, password: str) -> bool:
+        monkeypatch.setattr(users, "verify_password", real_verify)  # the other worker's own
+        other = home.db()
+        try:
+            with pytest.raises(Unauthorized, match="bad user name"):
+                users.authenticate(other, "kim", "another wrong one", throttle=throttle)
+        finally:
+            other.close()
+        return real_verify(stored, password)
+
+    monkeypatch.setattr(users, "verify_password", verify_while_another_worker_fails)
+    with pytest.raises(Unauthorized, match="too many"):
+        sessions.sign_in(db, "kim", PW, throttle=throttle)
+    assert db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
+    assert _actions(db)[-1] == "auth.login_throttled"
+    with pytest.raises(Unauthorized, match="too many"):
+        users.authenticate(db, "kim", PW, throttle=throttle)
+
+
+def test_re_checking_a_password_writes_no_sign_in(home: Home, db: sqlite_utils.Database) -> None:
+    users.add_user(db, "lee", "operator", PW, actor="local:root")
+    throttle = users.Throttle(max_failures=3, window=timedelta(minutes=5))
+    with pytest.raises(Unauthorized, match="bad user name"):
+        users.check_credentials(db, "lee", "wrong password!", source="password change",
+                                throttle=throttle, purpose="password change")
+    failed = audit_service.entries(db, action="auth.login_failed")
+    assert len(failed) == 1 and failed[0]["details"]["purpose"] == "password change"
+    count = len(_actions(db))
+    assert users.check_credentials(db, "lee", PW, throttle=throttle).role is Role.OPERATOR
+    assert len(_actions(db)) == count, "a re-check that succeeds writes no audit entry"
+    assert "auth.login" not in _actions(db)
+    assert db.execute("SELECT COUNT(*) FROM login_failures WHERE name = 'lee'").fetchone()[0] == 1, \
+        "a re-check does not reset the failure count"
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            users.check_credentials(db, "lee", "wrong password!", throttle=throttle)
+    with pytest.raises(Unauthorized, match="too many"):
+        users.check_credentials(db, "lee", PW, throttle=throttle)
+
+
+def test_token_last_use_is_recorded_at_most_once_a_minute(
+        home: Home, db: sqlite_utils.Database) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    users.add_user(db, "mia", "viewer", PW, actor="local:root")
+    new = tokens.create_token(db, "mia", "dash", ["read"], actor="local:root")
+
+    def last_used() -> str | None:
+        return tokens.list_tokens(db, "mia")[0]["last_used_at"]
+
+    assert last_used() is None
+    tokens.authenticate_token(db, new.token)
+    first = last_used()
+    assert first is not None
+    assert datetime.now(UTC) - datetime.fromisoformat(first) < timedelta(minutes=1)
+    recent = (datetime.now(UTC) - timedelta(seconds=30)).isoformat(timespec="seconds")
+    db.execute("UPDATE api_tokens SET last_used_at = ?", [recent])
+    tokens.authenticate_token(db, new.token)
+    assert last_used() == recent, "within a minute of the last note, nothing is written"
+    old = (datetime.now(UTC) - timedelta(minutes=2)).isoformat(timespec="seconds")
+    db.execute("UPDATE api_tokens SET last_used_at = ?", [old])
+    tokens.authenticate_token(db, new.token)
+    assert last_used() != old
+    # A busy database never makes a token fail, nor waits the busy timeout out.
+    db.execute("UPDATE api_tokens SET last_used_at = ?", [old])
+    writer = home.db()
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        assert tokens.authenticate_token(db, new.token).name == "mia"
+        assert time.monotonic() - started < 1
+        writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+    assert last_used() == old
+    assert int(db.execute("PRAGMA busy_timeout").fetchone()[0]) == 5000
+
+
+def test_token_listing_says_which_tokens_still_work(
+        home: Home, db: sqlite_utils.Database) -> None:
+    users.add_user(db, "ned", "viewer", PW, actor="local:root")
+    users.add_user(db, "oli", "viewer", PW, actor="local:root")
+    live = tokens.create_token(db, "ned", "live", ["read"], actor="local:root")
+    old = tokens.create_token(db, "ned", "old", ["read"], actor="local:root")
+    gone = tokens.create_token(db, "ned", "gone", ["read"], actor="local:root")
+    tokens.create_token(db, "oli", "orphan", ["read"], actor="local:root")
+    db.execute("UPDATE api_tokens SET expires_at = '2000-01-01T00:00:00+00:00' WHERE id = ?",
+               [old.id])
+    tokens.revoke_token(db, gone.id, actor="local:root")
+    users.disable_user(db, "oli", actor="local:root")
+    listed = {t["name"]: t for t in tokens.list_tokens(db)}
+    assert {n: t["state"] for n, t in listed.items()} == {
+        "live": "active", "old": "expired", "gone": "revoked", "orphan": "user disabled"}
+    assert [n for n, t in listed.items() if t["expired"]] == ["old"]
+    assert [n for n, t in listed.items() if t["user_disabled"]] == ["orphan"]
+    assert tokens.authenticate_token(db, live.token).name == "ned"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from console_fixtures import (  # noqa: F401
     PASSWORD,
@@ -316,3 +318,75 @@ def test_a_bad_allowed_network_stops_the_console_at_start(console_home: Home) ->
         make_app(console_home, **{"console.allowed_networks": "10.0.0.0/8, office"})
     v6 = make_app(console_home, **{"console.allowed_networks": "10.0.0.0/8, ::1/128"})
     assert v6.test_client().get("/login", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+
+
+def _audit(app: Flask, sql: str, args: tuple = ()) -> list[tuple]:  # type: ignore[type-arg]
+    db = app.config["APPLIANCE_HOME"].db()
+    try:
+        return [tuple(r) for r in db.execute(sql, args).fetchall()]
+    finally:
+        db.close()
+
+
+def test_sign_in_names_its_session_in_the_audit_log(app: Flask) -> None:
+    import hashlib
+
+    c = app.test_client()
+    assert login(c, "approver").status_code == 303
+    sid = session_token(c)
+    assert sid
+    rows = _audit(app, "SELECT entry FROM audit_log WHERE action = 'auth.login'"
+                       " AND actor = 'approver' ORDER BY seq DESC LIMIT 1")
+    assert json.loads(rows[0][0])["details"]["session"] == hashlib.sha256(sid.encode()).hexdigest()[:16]
+    assert not _audit(app, "SELECT seq FROM audit_log WHERE CAST(entry AS TEXT) LIKE ?", (f"%{sid}%",))
+    # Every session row, the template's included, has its auth.login entry.
+    sessions_count = _audit(app, "SELECT COUNT(*) FROM sessions")[0][0]
+    logins = _audit(app, "SELECT COUNT(*) FROM audit_log WHERE action = 'auth.login'")[0][0]
+    assert logins == sessions_count
+
+
+def test_password_change_re_check_is_not_a_sign_in(app: Flask) -> None:
+    c = app.test_client()
+    assert login(c, "viewer").status_code == 303
+    wrong = c.post("/account/password", data={
+        "csrf_token": csrf_of(c), "password": "not my password",
+        "new_password": "a much longer new passphrase",
+        "confirm_password": "a much longer new passphrase"})
+    assert wrong.status_code == 400
+    changed = c.post("/account/password", data={
+        "csrf_token": csrf_of(c), "password": PASSWORD,
+        "new_password": "a much longer new passphrase",
+        "confirm_password": "a much longer new passphrase"})
+    assert changed.status_code == 303
+    actions = [r[0] for r in _audit(app, "SELECT action FROM audit_log WHERE target ="
+                                         " 'user:viewer' ORDER BY seq")]
+    assert actions[-3:] == ["auth.login", "auth.login_failed", "user.passwd"], actions
+    assert _audit(app, "SELECT COUNT(*) FROM login_failures WHERE name = 'viewer'")[0][0] == 1, \
+        "re-checking the old password does not reset the failure count"
+
+
+def test_users_page_shows_expired_and_disabled_users_tokens(
+        clients: dict[str, FlaskClient], app: Flask) -> None:
+    from appliance.auth import users
+
+    db = app.config["APPLIANCE_HOME"].db()
+    try:
+        users.add_user(db, "olga", "viewer", "olga's long passphrase", actor="test")
+        tokens.create_token(db, "olga", "orphaned", ["read"], actor="test")
+        old = tokens.create_token(db, "viewer", "stale", ["read"], actor="test")
+        tokens.create_token(db, "viewer", "fresh", ["read"], actor="test")
+        db.execute("UPDATE api_tokens SET expires_at = '2000-01-01T00:00:00+00:00' WHERE id = ?",
+                   [old.id])
+        users.disable_user(db, "olga", actor="test")
+    finally:
+        db.close()
+    html = clients["admin"].get("/users").get_data(as_text=True)
+    table = html[html.index('id="tokens"'):]
+    rows = {name: table[table.index(f"<td>{name}</td>"):].split("</tr>")[0]
+            for name in ("orphaned", "stale", "fresh")}
+    assert ">user disabled</td>" in rows["orphaned"]
+    assert ">expired</td>" in rows["stale"]
+    assert ">active</td>" in rows["fresh"]
+    listed = {t["name"]: t for t in clients["admin"].get("/api/users").get_json()["tokens"]}
+    assert listed["stale"]["expired"] is True and listed["fresh"]["expired"] is False
+    assert listed["orphaned"]["state"] == "user disabled"

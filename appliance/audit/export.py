@@ -14,6 +14,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +36,52 @@ FILES = ("entries.jsonl", "checkpoints.json", "proofs.json", "audit.pub")
 
 
 def export(db: sqlite_utils.Database, out: Path) -> dict[str, Any]:
-    """Write the bundle into ``out`` (new or empty); return the manifest."""
+    """Write the bundle into ``out`` (new or empty); return the manifest.
+
+    The files are written into a temporary directory beside ``out`` and renamed
+    into place at the end, so a failure (a full disk) leaves no partial bundle:
+    it is a StorageError naming the path, and nothing the export made is left.
+    """
     key = current_key(db)
     if key is None:
         raise NotFound("there is no audit signing key yet; run 'appliance init'")
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        if any(out.iterdir()):
+        if out.exists() and not out.is_dir():
+            raise Conflict(f"{out} is a file; export into a new directory")
+        if out.exists() and any(out.iterdir()):
             raise Conflict(f"{out} is not empty; export into a new directory")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}.partial"
+        tmp.mkdir()
     except OSError as exc:
+        _remove_made(made)
         raise StorageError(f"can not create {out}: {exc.strerror or exc}") from exc
+    try:
+        manifest = _write(db, key.vkey, tmp)
+        os.replace(tmp, out)  # atomic; replaces ``out`` only while it is still empty
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_made(made)
+        raise StorageError(f"can not write the audit export to {out}: "
+                           f"{exc.strerror or exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_made(made)
+        raise
+    return manifest
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Remove the parent directories an export created, innermost first, if still empty."""
+    for path in made:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
+def _write(db: sqlite_utils.Database, vkey: str, out: Path) -> dict[str, Any]:
     leaves: list[bytes] = []
     db.conn.execute("BEGIN")  # one snapshot of entries and checkpoints
     try:
@@ -63,11 +102,11 @@ def export(db: sqlite_utils.Database, out: Path) -> dict[str, Any]:
     ]
     (out / "checkpoints.json").write_text(json.dumps(cps, indent=1) + "\n", encoding="utf-8")
     (out / "proofs.json").write_text(json.dumps(proofs, indent=1) + "\n", encoding="utf-8")
-    (out / "audit.pub").write_text(key.vkey + "\n", encoding="ascii")
+    (out / "audit.pub").write_text(vkey + "\n", encoding="ascii")
     manifest = {
         "format": EXPORT_FORMAT,
         "size": len(leaves),
-        "origin": key.vkey.split("+")[0],
+        "origin": vkey.split("+")[0],
         "checkpoints": len(cps),
         "files": {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in FILES},
     }

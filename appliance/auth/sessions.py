@@ -12,11 +12,13 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlite_utils
 
 from appliance.audit import append
 from appliance.auth.permissions import Principal, Role
+from appliance.auth.users import Throttle, check_credentials, clear_failures
 from appliance.errors import Unauthorized
 from appliance.storage.db import immediate
 
@@ -27,6 +29,9 @@ class SessionPolicy:
     absolute: timedelta = timedelta(hours=12)
 
 
+DEFAULT_THROTTLE = Throttle()
+
+
 def _hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
 
@@ -35,22 +40,53 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_session(db: sqlite_utils.Database, principal: Principal,
-                   policy: SessionPolicy = SessionPolicy()) -> str:
-    """A new session id for a principal that has just signed in (never reuse an old one)."""
+def short_id(session_id: str) -> str:
+    """How the audit log names a session: a prefix of its stored hash, never the secret."""
+    return _hash(session_id)[:16]
+
+
+def _open(db: sqlite_utils.Database, user_id: int, name: str, policy: SessionPolicy,
+          details: dict[str, Any]) -> str:
+    """Insert a new session and its ``auth.login`` entry; inside the caller's transaction."""
     session_id = secrets.token_urlsafe(32)
     now = _now()
+    db.execute(
+        "INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [_hash(session_id), user_id, now.isoformat(), now.isoformat(),
+         (now + policy.absolute).isoformat()])
+    append(db, actor=name, action="auth.login", target=f"user:{name}",
+           details={**details, "session": short_id(session_id)})
+    return session_id
+
+
+def sign_in(db: sqlite_utils.Database, name: str, password: str, *, source: str = "",
+            throttle: Throttle = DEFAULT_THROTTLE,
+            policy: SessionPolicy = SessionPolicy()) -> tuple[Principal, str]:
+    """Check a password (throttled per account) and open a session: the account's
+    failures are cleared, the session inserted and ``auth.login`` appended in one
+    transaction, so no session exists without its entry. Returns the new session id."""
+    opened: list[str] = []
+
+    def open_session(user_id: int, principal: Principal) -> None:
+        clear_failures(db, name)
+        opened.append(_open(db, user_id, name, policy, {"source": source} if source else {}))
+
+    principal = check_credentials(db, name, password, source=source, throttle=throttle,
+                                  on_success=open_session)
+    return principal, opened[0]
+
+
+def create_session(db: sqlite_utils.Database, principal: Principal,
+                   policy: SessionPolicy = SessionPolicy()) -> str:
+    """A new session for a principal whose identity was established some other way
+    (no password is checked here); audited as ``auth.login`` like a sign-in."""
     with immediate(db):
         row = db.execute("SELECT id FROM users WHERE name = ? AND disabled = 0",
                          [principal.name]).fetchone()
         if row is None:
             raise Unauthorized("the account is unknown or disabled")
-        db.execute(
-            "INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [_hash(session_id), row[0], now.isoformat(), now.isoformat(),
-             (now + policy.absolute).isoformat()])
-    return session_id
+        return _open(db, int(row[0]), principal.name, policy, {"via": "create_session"})
 
 
 def touch_session(db: sqlite_utils.Database, session_id: str,
@@ -85,4 +121,5 @@ def revoke_session(db: sqlite_utils.Database, session_id: str) -> None:
             return
         db.execute("UPDATE sessions SET revoked_at = ? WHERE id_hash = ?",
                    [_now().isoformat(), digest])
-        append(db, actor=row[0], action="auth.logout", target=f"user:{row[0]}", details={})
+        append(db, actor=row[0], action="auth.logout", target=f"user:{row[0]}",
+               details={"session": short_id(session_id)})

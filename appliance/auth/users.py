@@ -8,6 +8,7 @@ all console workers throttle together.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -116,40 +117,97 @@ def set_password(db: sqlite_utils.Database, name: str, password: str, *, actor: 
         append(db, actor=actor, action="user.passwd", target=f"user:{name}", details={})
 
 
+def _anonymous(source: str) -> str:
+    return f"anonymous:{source}" if source else "anonymous"
+
+
+def _failures(db: sqlite_utils.Database, name: str, since: str) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM login_failures WHERE name = ? AND at >= ?",
+                          [name, since]).fetchone()[0])
+
+
+# Runs inside the transaction that records a successful check: (user id, principal).
+OnSuccess = Callable[[int, Principal], None]
+
+
+def check_credentials(
+    db: sqlite_utils.Database, name: str, password: str, *, source: str = "",
+    throttle: Throttle = Throttle(), purpose: str = "", on_success: OnSuccess | None = None,
+) -> Principal:
+    """Check a password under the per-account throttle; every failure is an audit entry.
+
+    After ``max_failures`` failures within ``window`` the account refuses the
+    check, even with the right password, until the window has passed. The
+    failures that decide are counted inside the write transaction that records
+    the outcome, so concurrent console workers can not let more guesses through
+    than the limit (the Argon2 hash itself is computed outside it, so that the
+    write lock is never held while hashing).
+
+    On success ``on_success`` runs inside that same transaction and writes the
+    success's own state and audit entry; without it the check writes nothing
+    (a re-authentication, not a sign-in) and the failure count is left as is.
+    """
+    now = _now()
+    since = _iso(now - throttle.window)
+    # Read without the lock, to refuse an account already locked out without hashing;
+    # it can only refuse early (failures only age out), never let a guess through.
+    locked_hint = _failures(db, name, since) >= throttle.max_failures
+    row = None
+    ok = False
+    if not locked_hint:
+        row = db.execute("SELECT password_hash FROM users WHERE name = ?", [name]).fetchone()
+        ok = verify_password(row[0] if row else DUMMY_HASH, password) and row is not None
+    principal: Principal | None = None
+    refusal = ""
+    details: dict[str, Any] = {"purpose": purpose} if purpose else {}
+    with immediate(db):
+        if locked_hint or _failures(db, name, since) >= throttle.max_failures:
+            append(db, actor=_anonymous(source), action="auth.login_throttled",
+                   target=f"user:{name}", details=details)
+            minutes = int(throttle.window.total_seconds() // 60)
+            refusal = f"too many failed sign-ins for {name}; try again in {minutes} minutes"
+        else:
+            current = db.execute("SELECT id, role, password_hash, disabled FROM users"
+                                 " WHERE name = ?", [name]).fetchone()
+            # The hash must be the one just verified: a password changed meanwhile fails.
+            ok = ok and row is not None and current is not None and current[2] == row[0]
+            if not ok or current[3]:
+                db.execute("INSERT INTO login_failures (name, at) VALUES (?, ?)",
+                           [name, _iso(now)])
+                append(db, actor=_anonymous(source), action="auth.login_failed",
+                       target=f"user:{name}",
+                       details={"reason": "disabled" if ok else "bad name or password",
+                                **details})
+                refusal = "bad user name or password, or the account is disabled"
+            else:
+                principal = Principal(name=name, role=Role(current[1]))
+                if on_success is not None:
+                    on_success(int(current[0]), principal)
+    if principal is None:
+        raise Unauthorized(refusal)
+    return principal
+
+
 def authenticate(
     db: sqlite_utils.Database, name: str, password: str, *, source: str = "",
     throttle: Throttle = Throttle(),
 ) -> Principal:
-    """Check a password; every success and failure is an audit entry.
+    """Sign in without a session (token-less uses): check the password and, in the same
+    transaction, clear the account's failures and append ``auth.login``. The console
+    signs in with ``sessions.sign_in``, which also opens its session in that transaction."""
 
-    After ``max_failures`` failures within ``window`` the account refuses
-    sign-ins, even with the right password, until the window has passed.
-    """
-    now = _now()
-    since = _iso(now - throttle.window)
-    failures = int(db.execute("SELECT COUNT(*) FROM login_failures WHERE name = ? AND at >= ?",
-                              [name, since]).fetchone()[0])
-    if failures >= throttle.max_failures:
-        with immediate(db):
-            append(db, actor=f"anonymous:{source}" if source else "anonymous",
-                   action="auth.login_throttled", target=f"user:{name}", details={})
-        minutes = int(throttle.window.total_seconds() // 60)
-        raise Unauthorized(f"too many failed sign-ins for {name}; try again in {minutes} minutes")
-    row = db.execute("SELECT role, password_hash, disabled FROM users WHERE name = ?",
-                     [name]).fetchone()
-    ok = verify_password(row[1] if row else DUMMY_HASH, password) and row is not None
-    if not ok or row[2]:
-        with immediate(db):
-            db.execute("INSERT INTO login_failures (name, at) VALUES (?, ?)", [name, _iso(now)])
-            append(db, actor=f"anonymous:{source}" if source else "anonymous",
-                   action="auth.login_failed", target=f"user:{name}",
-                   details={"reason": "disabled" if ok else "bad name or password"})
-        raise Unauthorized("bad user name or password, or the account is disabled")
-    with immediate(db):
-        db.execute("DELETE FROM login_failures WHERE name = ?", [name])
+    def record(user_id: int, principal: Principal) -> None:
+        clear_failures(db, name)
         append(db, actor=name, action="auth.login", target=f"user:{name}",
                details={"source": source} if source else {})
-    return Principal(name=name, role=Role(row[0]))
+
+    return check_credentials(db, name, password, source=source, throttle=throttle,
+                             on_success=record)
+
+
+def clear_failures(db: sqlite_utils.Database, name: str) -> None:
+    """Forget an account's failed sign-ins; call inside the transaction of a sign-in."""
+    db.execute("DELETE FROM login_failures WHERE name = ?", [name])
 
 
 def local_principal(db: sqlite_utils.Database | None, os_user: str) -> Principal | None:

@@ -150,7 +150,8 @@ def tokens_list(env: Env, user: str | None, as_json: bool) -> None:
         echo_json(rows)
         return
     for r in rows:
-        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else f"expires {r['expires_at']}"
+        state = {"revoked": f"revoked {r['revoked_at']}", "expired": f"expired {r['expires_at']}",
+                 "user disabled": "user disabled"}.get(r["state"], f"expires {r['expires_at']}")
         click.echo(f"{r['id']:>4} {r['user']:<16} {r['name']:<20} {','.join(r['scopes']):<16} {state}")
 
 

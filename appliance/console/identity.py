@@ -59,10 +59,11 @@ def authorize(caller: Caller | None, permission: str) -> None:
 
 def login(db: sqlite_utils.Database, username: str, password: str, *, source: str,
           config: Config) -> Caller:
-    """Check the password (throttled per account by auth) and open a server-side session."""
-    principal = users.authenticate(db, username, password, source=source,
-                                   throttle=auth.throttle_from(config))
-    session_id = sessions.create_session(db, principal, auth.session_policy_from(config))
+    """Check the password (throttled per account by auth) and open a server-side session,
+    both in auth's one sign-in transaction with its audit entry."""
+    principal, session_id = sessions.sign_in(db, username, password, source=source,
+                                             throttle=auth.throttle_from(config),
+                                             policy=auth.session_policy_from(config))
     return Caller(principal, session_id)
 
 
@@ -92,11 +93,12 @@ def session_max_age(config: Config) -> int:
 
 def change_own_password(db: sqlite_utils.Database, caller: Caller, old: str, new: str, *,
                         config: Config) -> None:
-    """Re-authenticate with the old password (throttled like a sign-in, so a stolen
-    session can not guess it), then set the new one: auth revokes every session."""
+    """Re-check the old password (throttled like a sign-in, so a stolen session can not
+    guess it; a failure is recorded and audited, a success writes nothing and leaves the
+    failure count alone), then set the new one: auth revokes every session."""
     try:
-        users.authenticate(db, caller.username, old, source="password change",
-                           throttle=auth.throttle_from(config))
+        users.check_credentials(db, caller.username, old, source="password change",
+                                throttle=auth.throttle_from(config), purpose="password change")
     except Unauthorized as exc:
         raise BadInput(f"field 'password': {exc.message}") from exc
     users.set_password(db, caller.username, new, actor=caller.actor)
