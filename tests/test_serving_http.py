@@ -380,7 +380,7 @@ def test_a_busy_connection_stops_reading_past_its_limit() -> None:
         def close(self) -> None:
             pass
 
-    conn = _Connection(types.SimpleNamespace(max_body_bytes=1000))  # type: ignore[arg-type]
+    conn = _Connection(types.SimpleNamespace(max_body_bytes=1000, in_flight=1))  # type: ignore[arg-type]
     transport = Transport()
     conn.transport = transport  # type: ignore[assignment]
     conn.busy = True  # a request is being answered

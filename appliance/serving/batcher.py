@@ -9,6 +9,12 @@ is run alone, so that one bad request never fails the others.
 
 The queue is bounded: ``submit`` raises ``Unavailable`` (503 with Retry-After)
 instead of letting latency grow without limit.
+
+A request the server holds alone (no other request read and unanswered, on any
+connection), given to an idle batcher of a fast model (recent runs under
+``INLINE_MAX_US``), runs at once on the event loop's thread: there is nothing to
+merge it with, and two thread hand-offs would cost more than the model. As soon
+as a second request is in hand, requests queue and merge as above.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class Job:
 
 
 _STOP = object()
+INLINE_MAX_US = 300.0  # a model slower than this never blocks the event loop
 
 
 class Batcher:
@@ -68,16 +75,21 @@ class Batcher:
         self._loop = loop
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._compute_us = INLINE_MAX_US  # moving average; starts at the limit, not under it
         self._errors = ort_errors() + (ValueError, TypeError)
         self._thread = threading.Thread(target=self._main, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
-        """Queue a job (event loop thread only)."""
+    def submit(self, job: Job, inline: bool = False) -> None:
+        """Queue a job (event loop thread only); with ``inline``, run it now if idle."""
         if self.pending >= self.capacity:
             raise Unavailable(f"model '{self.name}' is overloaded: its queue is full")
         self.pending += 1
         job.enqueued = time.perf_counter()
+        if inline and self.pending == 1 and self._compute_us < INLINE_MAX_US:
+            self._execute([job], job.rows, job.enqueued)
+            self._deliver([job], job.rows, int((time.perf_counter() - job.enqueued) * 1e6))
+            return
         self._queue.put(job)
 
     def stop(self) -> None:
@@ -89,6 +101,7 @@ class Batcher:
 
     def _deliver(self, batch: list[Job], rows: int, compute_us: int) -> None:
         self.pending -= len(batch)
+        self._compute_us = 0.8 * self._compute_us + 0.2 * compute_us
         self._on_batch(batch, rows, compute_us)
         for job in batch:
             if not job.future.done():

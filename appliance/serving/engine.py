@@ -317,7 +317,10 @@ class Engine:
     # ---- the request path --------------------------------------------------
 
     async def infer(self, name: str, version: int | None, body: bytes,
-                    header_length: int | None, arrived: float) -> InferResult:
+                    header_length: int | None, arrived: float,
+                    alone: bool = False) -> InferResult:
+        """Decode, route, run and record one request. ``alone``: the server has no other
+        request in hand, so an idle batcher may run it at once (see ``Batcher.submit``)."""
         max_rows = self.settings.max_batch_size
         shadow: LoadedModel | None = None
         if version is None:
@@ -349,7 +352,7 @@ class Engine:
         if model.batcher is None or model.retired:
             raise Unavailable(f"model '{name}' is being replaced; retry")
         try:
-            model.batcher.submit(job)
+            model.batcher.submit(job, inline=alone and shadow is None)
         except Unavailable as exc:
             self.metrics.request_failed(key, "REJECTED", time.perf_counter() - arrived)
             self._failed(model, request, kind, exc, arrived, metric=False)

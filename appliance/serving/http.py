@@ -137,6 +137,8 @@ class ServingApp:
         self.engine = engine
         self.home = home  # where run() keeps the daemon's heartbeat row
         self.authorizer = authorizer
+        # Requests read and not yet answered, over every connection: one alone may run inline.
+        self.in_flight = 0
         self.max_body_bytes = max_body_bytes
         self._started = False
         self._start_lock: asyncio.Lock | None = None
@@ -254,7 +256,8 @@ class ServingApp:
                 raise BadInput("Inference-Header-Content-Length must be an integer") from None
         if headers.get(b"content-encoding", b"identity") not in (b"identity", b""):
             raise BadInput("compressed request bodies are not accepted; send them uncompressed")
-        result = await self.engine.infer(name, version, body, header_length, arrived)
+        result = await self.engine.infer(name, version, body, header_length, arrived,
+                                         alone=self.in_flight <= 1)
         data, json_length = encode_response(name, result.model.version, result.request,
                                             result.outputs)
         if json_length is None:
@@ -428,6 +431,7 @@ class _Connection(asyncio.Protocol):
             keep = conn != b"close" if proto == "HTTP/1.1" else conn == b"keep-alive"
             path = target.split("?", 1)[0]
             self.busy = True
+            self.app.in_flight += 1
             task = asyncio.get_running_loop().create_task(
                 self.app.handle(method, path, headers, body, self.client))
             is_head = method == "HEAD"
@@ -440,6 +444,7 @@ class _Connection(asyncio.Protocol):
 
     def _respond(self, task: asyncio.Task[Response], keep: bool, head: bool) -> None:
         self.busy = False
+        self.app.in_flight -= 1
         if task.cancelled() or self.transport is None:
             return
         if self.paused:
