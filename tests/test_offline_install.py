@@ -124,11 +124,40 @@ def test_install_and_run_with_no_network(tmp_path: Path) -> None:
         f"cd {suite} && {venv}/bin/python -c 'import appliance; print(appliance.__file__)'",
         60).stdout
     assert "/opt/appliance/" in where and str(ROOT / "appliance") not in where
-    # With one version installed there is nothing to roll back to; uninstall keeps the data
-    # unless asked to purge it.
+    # With one version installed there is nothing to roll back to.
     rollback = subprocess.run(["bash", "installer/install.sh", "--rollback", "--root", str(root)],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert rollback.returncode == 1 and "no previous version" in rollback.stderr
+
+    # The next version: upgrade keeps the data and switches current; rollback switches back.
+    first_version = (root / "opt" / "appliance" / "current").readlink().name
+    nxt = tmp_path / "next"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(nxt)], check=True)
+    init_py = nxt / "appliance" / "__init__.py"
+    init_py.write_text(init_py.read_text().replace(
+        f'__version__ = "{first_version}"', f'__version__ = "{first_version}.post1"'))
+    subprocess.run(["git", "-C", str(nxt), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-qam", "next version"], check=True)
+    build = subprocess.run(
+        ["bash", str(nxt / "installer" / "build-bundle.sh"), "--key", str(tmp_path / "vendor.key"),
+         "--wheelhouse", str(wheels), "--out", str(tmp_path / "dist-next")],
+        capture_output=True, text=True, timeout=900, cwd=nxt)
+    assert build.returncode == 0, build.stderr[-2000:]
+    newer = next((tmp_path / "dist-next").glob("appliance-*.tar.gz"))
+    up = in_namespace(f"bash installer/install.sh --upgrade --pubkey {tmp_path}/vendor.pem "
+                      f"--root {root} {newer}", 900)
+    assert up.returncode == 0, (up.stdout + up.stderr)[-3000:]
+    current = root / "opt" / "appliance" / "current"
+    assert current.readlink().name == f"{first_version}.post1"
+    assert (root / "opt" / "appliance" / "previous").readlink().name == first_version
+    version = in_namespace(f"{current}/bin/appliance --version && {current}/bin/appliance --home "
+                           f"{root}/var/lib/appliance users list --json", 120)
+    assert f"{first_version}.post1" in version.stdout and '"admin"' in version.stdout
+    back = subprocess.run(["bash", "installer/install.sh", "--rollback", "--root", str(root)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert back.returncode == 0 and current.readlink().name == first_version, back.stderr
+
+    # Uninstall keeps the data unless asked to purge it.
     keep = subprocess.run(["bash", "installer/install.sh", "--uninstall", "--root", str(root)],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert keep.returncode == 0, keep.stderr
