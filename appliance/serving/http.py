@@ -57,8 +57,11 @@ Headers = list[tuple[bytes, bytes]]
 Response = tuple[int, Headers, bytes]
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(client: str | None) -> bool:
-    """Whether a peer address is loopback: 127.0.0.0/8, ::1, or 127.x mapped into IPv6."""
+    """Whether a peer address is loopback: 127.0.0.0/8, ::1, or 127.x mapped into IPv6.
+
+    Cached: a server sees few distinct peers, and parsing one costs more than the model."""
     if client is None:
         return False
     try:
