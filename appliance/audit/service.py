@@ -58,8 +58,7 @@ def ensure_key(home: Home, actor: str) -> KeyInfo:
     Creating the key is itself an audit entry, and the first checkpoint signs
     every entry made before it.
     """
-    db = home.db()
-    try:
+    with home.db() as db:
         existing = current_key(db)
         if existing is not None:
             return KeyInfo(existing.vkey, home.keys_dir / "audit.pub", created=False)
@@ -76,14 +75,11 @@ def ensure_key(home: Home, actor: str) -> KeyInfo:
             sign_checkpoint(db, signer)
         path = publish_current(home.keys_dir, signer.verifier)
         return KeyInfo(vkey, path, created=True)
-    finally:
-        db.close()
 
 
 def rotate_key(home: Home, actor: str) -> KeyInfo:
     """Replace the signing key; the rotation entry is signed by the old key before the new one signs."""
-    db = home.db()
-    try:
+    with home.db() as db:
         old = current_signer(db)
         if old is None:
             raise NotFound("there is no audit key to rotate; run 'appliance init'")
@@ -101,8 +97,6 @@ def rotate_key(home: Home, actor: str) -> KeyInfo:
                        [new.verifier.id.hex(), new.verifier.vkey, seq])
         path = publish_current(home.keys_dir, new.verifier)
         return KeyInfo(new.verifier.vkey, path, created=True)
-    finally:
-        db.close()
 
 
 def checkpoint(db: sqlite_utils.Database) -> str:

@@ -38,11 +38,8 @@ class Env:
         the appliance user of the same name, or nobody."""
         if not self.home.db_path.exists():
             return local_principal(None, os_user())
-        db = self.home.db()
-        try:
+        with self.home.db() as db:
             return local_principal(db, os_user())
-        finally:
-            db.close()
 
     @property
     def actor(self) -> str:

@@ -116,11 +116,8 @@ def models_rollout(env: Env, name: str, advance: bool, abort: bool, reason: str,
             click.echo(f"rollout {step.rollout_id}: {step.decision} "
                        f"({step.state_before} -> {step.state_after}): "
                        + "; ".join(step.reasons))
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         rows = promotion.rollout_status(db, name)
-    finally:
-        db.close()
     if as_json:
         echo_json(rows)
         return
@@ -159,8 +156,7 @@ def models_card(env: Env, ref: str, html_out: str | None, as_json: bool) -> None
 @pass_env
 def models_policy(env: Env, name: str, file: str | None, as_json: bool) -> None:
     """Set NAME's promotion policy from FILE.yaml, or show the one in force."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         if file is not None:
             policy = promotion.set_policy(db, name, Path(file).read_text(encoding="utf-8"),
                                           actor=env.actor)
@@ -168,8 +164,6 @@ def models_policy(env: Env, name: str, file: str | None, as_json: bool) -> None:
         else:
             policy = promotion.get_policy(db, name)
             source = promotion.policy_source(db, name)
-    finally:
-        db.close()
     if as_json:
         echo_json(policy)
     elif file is not None:

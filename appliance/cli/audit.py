@@ -35,12 +35,9 @@ def audit_log(env: Env, since: str | None, actor: str | None, action: str | None
               target: str | None, limit: int | None, as_json: bool) -> None:
     """List audit entries, oldest first."""
     authorize(env.principal, READ)
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         rows = service.entries(db, since=since, actor=actor, action=action, target=target,
                                limit=limit)
-    finally:
-        db.close()
     if as_json:
         echo_json(rows)
         return
@@ -67,11 +64,8 @@ def audit_verify(env: Env, anchor: str | None, pubkey: str | None, as_json: bool
             raise click.BadParameter(f"can not read {pubkey}: {exc}", param_hint="--pubkey") from exc
         trusted = service.parse_vkey(text, pubkey)
     anchor_text = service.read_anchor(anchor) if anchor else None
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         report = service.verify(db, trusted, anchor_text)
-    finally:
-        db.close()
     if as_json:
         echo_json(report.as_dict())
     elif report.ok:
@@ -91,11 +85,8 @@ def audit_verify(env: Env, anchor: str | None, pubkey: str | None, as_json: bool
 def audit_checkpoint(env: Env, out: str) -> None:
     """Sign the log as it stands and write the checkpoint, to keep as an anchor."""
     authorize(env.principal, WRITE)
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         note = service.checkpoint(db)
-    finally:
-        db.close()
     try:
         Path(out).write_text(note, encoding="utf-8")
     except OSError as exc:
@@ -111,11 +102,8 @@ def audit_checkpoint(env: Env, out: str) -> None:
 def audit_export(env: Env, out: str, as_json: bool) -> None:
     """Write entries, checkpoints, proofs and the public key for an auditor."""
     authorize(env.principal, WRITE)
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         manifest = export(db, Path(out))
-    finally:
-        db.close()
     if as_json:
         echo_json(manifest)
     else:

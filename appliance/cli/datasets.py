@@ -32,15 +32,12 @@ def datasets_add(env: Env, name: str, file: str, target: str | None, as_json: bo
     The same bytes with the same target give back the existing version.
     """
     cfg = env.config
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         version, created = add_dataset(
             db, env.home.blobs, name, file, actor=env.actor, target=target,
             max_file_mb=cfg["datasets.max_file_mb"], infer_rows=cfg["datasets.infer_rows"],
             profile_bins=cfg["datasets.profile_bins"], profile_top_k=cfg["datasets.profile_top_k"],
         )
-    finally:
-        db.close()
     if as_json:
         echo_json({**version.as_dict(), "created": created})
         return
@@ -54,11 +51,8 @@ def datasets_add(env: Env, name: str, file: str, target: str | None, as_json: bo
 @pass_env
 def datasets_list(env: Env, as_json: bool) -> None:
     """List datasets with their latest version and row count."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         rows = list_datasets(db)
-    finally:
-        db.close()
     if as_json:
         echo_json(rows)
         return
@@ -77,12 +71,9 @@ def datasets_list(env: Env, as_json: bool) -> None:
 @pass_env
 def datasets_show(env: Env, ref: str, as_json: bool) -> None:
     """Show NAME@VERSION (NAME alone: the latest): schema, rows, hash and profile summary."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         version = get_dataset_version(db, ref)
         versions = list_versions(db, version.name) if parse_ref(ref).version is None else []
-    finally:
-        db.close()
     profile = load_profile(env.home.blobs, version)
     if as_json:
         echo_json({**version.as_dict(), "profile": profile,

@@ -90,15 +90,12 @@ def submit(env: Env, kind: str, pairs: tuple[str, ...], params_json: str | None,
     """Queue a job of KIND (noop, sleep, fail, echo, train, ...); print its id."""
     spec = build_spec(kind, pairs, params_json, priority, gpus, gpu_memory_mb, cpus, timeout_s,
                       max_attempts)
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         job_id = svc.submit(db, spec, env.config, actor=env.actor)
         job = svc.get_job(db, job_id)
         while wait and not job.state.terminal:
             time.sleep(0.2)
             job = svc.get_job(db, job_id)
-    finally:
-        db.close()
     if as_json:
         echo_json(job.as_dict())
     else:
@@ -124,12 +121,9 @@ def _row(job: svc.Job) -> str:
 @pass_env
 def list_cmd(env: Env, state: str | None, kind: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first, with why queued jobs are waiting."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         found = svc.list_jobs(db, state=state, kind=kind, limit=limit)
         depth = svc.queue_depth(db)
-    finally:
-        db.close()
     if as_json:
         echo_json({"jobs": [j.as_dict() for j in found], "depth": depth})
         return
@@ -145,11 +139,8 @@ def list_cmd(env: Env, state: str | None, kind: str | None, limit: int, as_json:
 @pass_env
 def show(env: Env, job_id: int, as_json: bool) -> None:
     """Show one job: state, attempts, resources, lease, result or error."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         job = svc.get_job(db, job_id)
-    finally:
-        db.close()
     data = job.as_dict()
     if as_json:
         echo_json(data)
@@ -165,11 +156,8 @@ def show(env: Env, job_id: int, as_json: bool) -> None:
 @pass_env
 def cancel(env: Env, job_id: int) -> None:
     """Cancel a job: a queued one at once; a running one's process group is stopped by its worker."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         job = svc.cancel_job(db, job_id, actor=env.actor)
-    finally:
-        db.close()
     if job.state is JobState.CANCELLED:
         click.echo(f"job {job_id} cancelled")
     else:
@@ -183,8 +171,7 @@ def cancel(env: Env, job_id: int) -> None:
 @pass_env
 def logs(env: Env, job_id: int, follow: bool, lines: int) -> None:
     """Print a job's log (every attempt's output, each under a header line)."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         svc.get_job(db, job_id)
         text, offset = svc.read_log(env.home, job_id)
         if lines > 0:
@@ -197,8 +184,6 @@ def logs(env: Env, job_id: int, follow: bool, lines: int) -> None:
             if done:
                 break
             time.sleep(0.2)
-    finally:
-        db.close()
 
 
 @click.command("worker")

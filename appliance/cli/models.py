@@ -29,12 +29,9 @@ def models_import(env: Env, name: str, file: str, description: str, as_json: boo
 
     It must pass onnx.checker and one inference on zeros; prints NAME@VERSION.
     """
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         mv = registry.import_model(db, env.home.blobs, name, file, actor=env.actor,
                                    description=description)
-    finally:
-        db.close()
     if as_json:
         echo_json(mv.as_dict())
     else:
@@ -48,11 +45,8 @@ def models_import(env: Env, name: str, file: str, description: str, as_json: boo
 @pass_env
 def models_list(env: Env, name: str | None, limit: int | None, as_json: bool) -> None:
     """List models, or with NAME the versions of one model (newest first)."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         rows = registry.list_versions(db, name, limit=limit) if name else registry.list_models(db)
-    finally:
-        db.close()
     if as_json:
         echo_json(rows)
         return
@@ -95,12 +89,9 @@ def models_show(env: Env, ref: str, as_json: bool) -> None:
     Lineage: the dataset and run that made it, metrics, signature, and who moved
     which alias to or from it when.
     """
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         mv = registry.resolve(db, ref)
         info = _lineage(env, mv, db)
-    finally:
-        db.close()
     if as_json:
         echo_json(info)
         return
@@ -154,15 +145,12 @@ def models_alias(env: Env, ref: str, alias: str, reason: str) -> None:
     """
     _refuse_serving_alias(alias)
     parsed = registry.parse_ref(ref, "model reference")
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         if parsed.version is None:
             version = registry.resolve(db, parsed).version
         else:
             version = parsed.version
         move = registry.set_alias(db, parsed.name, version, alias, env.actor, reason=reason)
-    finally:
-        db.close()
     if move.changed:
         click.echo(f"{move.name}@{move.alias}: {move.previous or '-'} -> {move.version}")
     else:
@@ -177,11 +165,8 @@ def models_alias(env: Env, ref: str, alias: str, reason: str) -> None:
 def models_unalias(env: Env, name: str, alias: str, reason: str) -> None:
     """Remove ALIAS from model NAME (kept in its history); not production, shadow or canary."""
     _refuse_serving_alias(alias)
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         move = registry.remove_alias(db, name, alias, env.actor, reason=reason)
-    finally:
-        db.close()
     click.echo(f"{name}@{alias}: {move.previous} -> (removed)")
 
 
@@ -197,8 +182,7 @@ def models_history(env: Env, name: str, alias: str | None, at_time: str | None,
     """Every alias move of model NAME, oldest first: when, who, from and to which version."""
     if at_time is not None and alias is None:
         raise click.UsageError("--at needs --alias (which alias to look up)")
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         if at_time is not None and alias is not None:
             version = registry.alias_at(db, name, alias, at_time)
             if as_json:
@@ -208,8 +192,6 @@ def models_history(env: Env, name: str, alias: str | None, at_time: str | None,
                            f"{name} had no alias '{alias}' at {at_time}")
             return
         rows = registry.alias_history(db, name, alias)
-    finally:
-        db.close()
     if as_json:
         echo_json(rows)
         return
@@ -225,15 +207,12 @@ def models_history(env: Env, name: str, alias: str | None, at_time: str | None,
 @pass_env
 def models_tag(env: Env, ref: str, pairs: tuple[str, ...]) -> None:
     """Set tags KEY=VALUE on a version (KEY= removes KEY)."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         for pair in pairs:
             key, sep, value = pair.partition("=")
             if not sep:
                 raise click.UsageError(f"tag {pair!r}: expected KEY=VALUE")
             mv = registry.set_tag(db, ref, key, value or None, actor=env.actor)
-    finally:
-        db.close()
     click.echo(f"{mv.ref}: " + (", ".join(f"{k}={v}" for k, v in mv.tags.items()) or "no tags"))
 
 
@@ -243,11 +222,8 @@ def models_tag(env: Env, ref: str, pairs: tuple[str, ...]) -> None:
 @pass_env
 def models_describe(env: Env, ref: str, text: str) -> None:
     """Set the description of a model (NAME) or of one version (NAME@VERSION)."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         registry.set_description(db, ref, text, actor=env.actor)
-    finally:
-        db.close()
     click.echo(f"described {ref}")
 
 

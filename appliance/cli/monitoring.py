@@ -108,11 +108,8 @@ def alerts_group(ctx: click.Context, show_all: bool, model: str | None, as_json:
     if ctx.invoked_subcommand is not None:
         return
     env: Env = ctx.find_object(Env)
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         found = [a.as_dict() for a in list_alerts(db, include_closed=show_all, model=model)]
-    finally:
-        db.close()
     if as_json:
         echo_json(found)
         return
@@ -129,11 +126,8 @@ def alerts_group(ctx: click.Context, show_all: bool, model: str | None, as_json:
 @pass_env
 def alerts_ack(env: Env, alert_id: int) -> None:
     """Acknowledge alert ALERT_ID; it stays live until its condition clears."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         alert = acknowledge(db, alert_id, actor=env.actor)
-    finally:
-        db.close()
     click.echo(f"alert {alert.id} acknowledged")
 
 
@@ -152,11 +146,8 @@ def monitoring_group() -> None:
 def monitoring_traffic(env: Env, name: str, minutes: float | None, since: str | None,
                        as_json: bool) -> None:
     """Requests, errors and latency percentiles of NAME per version and minute."""
-    mon = env.home.monitoring_db()
-    try:
+    with env.home.monitoring_db() as mon:
         rows = traffic(mon, name, _window(env, minutes, since))
-    finally:
-        mon.close()
     if as_json:
         echo_json(rows)
         return
@@ -173,8 +164,7 @@ def monitoring_traffic(env: Env, name: str, minutes: float | None, since: str | 
 @pass_env
 def monitoring_policy(env: Env, name: str, file: str | None, as_json: bool) -> None:
     """Set NAME's retraining policy from FILE.yaml, or show it when FILE is left out."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         if file is None:
             policy = get_policy(db, name)
         else:
@@ -183,8 +173,6 @@ def monitoring_policy(env: Env, name: str, file: str | None, as_json: bool) -> N
             except OSError as exc:
                 raise BadInput(f"{file}: can not be read: {exc.strerror}") from exc
             policy = set_policy(db, name, text, actor=env.actor)
-    finally:
-        db.close()
     if as_json:
         echo_json(policy)
     else:

@@ -34,12 +34,9 @@ def add(env: Env, name: str, cron: str, tz: str, kind: str, pairs: tuple[str, ..
     """Add schedule NAME that queues a KIND job at each cron time."""
     spec = build_spec(kind, pairs, params_json, priority, gpus, gpu_memory_mb, cpus, timeout_s,
                       max_attempts)
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         schedule = svc.add_schedule(db, env.config, name=name, cron=cron, spec=spec,
                                     actor=env.actor, timezone_name=tz)
-    finally:
-        db.close()
     if as_json:
         echo_json(schedule.as_dict())
     else:
@@ -51,11 +48,8 @@ def add(env: Env, name: str, cron: str, tz: str, kind: str, pairs: tuple[str, ..
 @pass_env
 def list_cmd(env: Env, as_json: bool) -> None:
     """List schedules with their next and last runs."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         found = [s.as_dict() for s in svc.list_schedules(db)]
-    finally:
-        db.close()
     if as_json:
         echo_json(found)
         return
@@ -71,11 +65,8 @@ def list_cmd(env: Env, as_json: bool) -> None:
 @pass_env
 def remove(env: Env, name: str) -> None:
     """Remove schedule NAME; jobs it already queued are kept."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         svc.remove_schedule(db, name, actor=env.actor)
-    finally:
-        db.close()
     click.echo(f"schedule {name} removed")
 
 
@@ -84,11 +75,8 @@ def remove(env: Env, name: str) -> None:
 @pass_env
 def pause(env: Env, name: str) -> None:
     """Pause schedule NAME: it queues nothing until resumed."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         svc.set_enabled(db, name, False, actor=env.actor)
-    finally:
-        db.close()
     click.echo(f"schedule {name} paused")
 
 
@@ -97,11 +85,8 @@ def pause(env: Env, name: str) -> None:
 @pass_env
 def resume(env: Env, name: str) -> None:
     """Resume schedule NAME from now on; runs missed while paused are skipped."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         schedule = svc.set_enabled(db, name, True, actor=env.actor)
-    finally:
-        db.close()
     click.echo(f"schedule {name} resumed; next run {schedule.as_dict()['next_fire_at']}")
 
 

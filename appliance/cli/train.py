@@ -65,11 +65,8 @@ def runs_group() -> None:
 @pass_env
 def runs_list(env: Env, limit: int, as_json: bool) -> None:
     """List recent training runs, newest first."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         rows = list_runs(db, limit)
-    finally:
-        db.close()
     if as_json:
         echo_json(rows)
         return
@@ -85,11 +82,8 @@ def runs_list(env: Env, limit: int, as_json: bool) -> None:
 @pass_env
 def runs_show(env: Env, run: str, as_json: bool) -> None:
     """Show a run: recipe, data and code hashes, environment, metrics and its model version."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         record = get_run(db, run)
-    finally:
-        db.close()
     if as_json:
         echo_json(record.as_dict())
         return

@@ -42,11 +42,8 @@ def users_add(env: Env, name: str, role: str, password_stdin: bool,
         raise BadInput("--password-stdin and --generate-password exclude each other")
     password = (secrets.token_urlsafe(18) if generate_password
                 else _password(password_stdin, f"password for {name}"))
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         users_service.add_user(db, name, role, password, actor=env.actor)
-    finally:
-        db.close()
     click.echo(f"added user {name} ({role})")
     if generate_password:
         click.echo(f"one-time password for {name}: {password}  (shown once: change it with "
@@ -59,11 +56,8 @@ def users_add(env: Env, name: str, role: str, password_stdin: bool,
 def users_list(env: Env, as_json: bool) -> None:
     """List users, their roles and whether they are disabled."""
     authorize(env.principal, "users.admin")
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         rows = users_service.list_users(db)
-    finally:
-        db.close()
     if as_json:
         echo_json(rows)
         return
@@ -78,11 +72,8 @@ def users_list(env: Env, as_json: bool) -> None:
 def users_disable(env: Env, name: str) -> None:
     """Disable a user: sign-ins, sessions and tokens stop working."""
     authorize(env.principal, "users.admin")
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         users_service.disable_user(db, name, actor=env.actor)
-    finally:
-        db.close()
     click.echo(f"disabled user {name}")
 
 
@@ -95,11 +86,8 @@ def users_passwd(env: Env, name: str, password_stdin: bool) -> None:
     if env.principal is None or env.principal.name != name:
         authorize(env.principal, "users.admin")
     password = _password(password_stdin, f"new password for {name}")
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         users_service.set_password(db, name, password, actor=env.actor)
-    finally:
-        db.close()
     click.echo(f"password of {name} changed; their sessions were ended")
 
 
@@ -122,12 +110,9 @@ def tokens_create(env: Env, user: str, name: str, scopes: tuple[str, ...],
     """Create a token and print it once; only its hash is kept."""
     if env.principal is None or env.principal.name != user:
         authorize(env.principal, "users.admin")
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         new = tokens_service.create_token(db, user, name, scopes, actor=env.actor,
                                            days=days or env.config["auth.token_days"])
-    finally:
-        db.close()
     click.echo(f"token {new.id} for {user}, expires {new.expires_at}; shown once, keep it now:",
                err=True)
     click.echo(new.token)
@@ -141,11 +126,8 @@ def tokens_list(env: Env, user: str | None, as_json: bool) -> None:
     """List tokens (never the tokens themselves): owner, scopes, expiry, revocation."""
     if env.principal is None or env.principal.name != user:
         authorize(env.principal, "users.admin")
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         rows = tokens_service.list_tokens(db, user)
-    finally:
-        db.close()
     if as_json:
         echo_json(rows)
         return
@@ -160,13 +142,10 @@ def tokens_list(env: Env, user: str | None, as_json: bool) -> None:
 @pass_env
 def tokens_revoke(env: Env, token_id: int) -> None:
     """Revoke a token by its id; it stops working at once."""
-    db = env.home.db()
-    try:
+    with env.home.db() as db:
         if env.principal is None or env.principal.name != tokens_service.token_owner(db, token_id):
             authorize(env.principal, "users.admin")
         tokens_service.revoke_token(db, token_id, actor=env.actor)
-    finally:
-        db.close()
     click.echo(f"revoked token {token_id}")
 
 

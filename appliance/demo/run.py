@@ -200,8 +200,7 @@ class Demo:
                                   + self.supervisor.tail(dead[0]))
 
     def run_job(self, spec: JobSpec, what: str, timeout: float) -> dict[str, Any]:
-        db = self.home.db()
-        try:
+        with self.home.db() as db:
             job_id = submit(db, spec, self.config, actor=self.actor)
             self.steps.info(f"job {job_id} ({spec.kind}) queued")
             last = ""
@@ -217,8 +216,6 @@ class Demo:
 
             self.wait_for(finished, timeout, what, interval=0.3)
             job = get_job(db, job_id)
-        finally:
-            db.close()
         if job.state != JobState.SUCCEEDED:
             raise self.steps.fail(f"job {job_id} ({spec.kind}) {job.state.value}: {job.error}")
         return dict(job.result or {})
@@ -241,11 +238,8 @@ class Demo:
     def live_accuracy(self, outcome: Outcome, ids: list[str],
                       columns: dict[str, np.ndarray], ref: str) -> float:
         """Accuracy of the served answers against the labels that came back later."""
-        db = self.home.db()
-        try:
+        with self.home.db() as db:
             classes = [str(c) for c in resolve(db, ref).signature.get("classes", [])]
-        finally:
-            db.close()
         truth = {rid: str(v) for rid, v in zip(ids, columns[loans.TARGET], strict=True)}
         right = [classes[k] == _label_text(truth[rid], classes)
                  for rid, k in outcome.predictions.items() if 0 <= k < len(classes)]
@@ -256,8 +250,7 @@ class Demo:
     def wait_logged(self, ids: list[str]) -> None:
         """The serving daemon writes its request log in the background: wait until it has
         every answered request, as labels can only join predictions that were logged."""
-        mon = self.home.monitoring_db()
-        try:
+        with self.home.monitoring_db() as mon:
             def logged() -> bool:
                 n = 0
                 for k in range(0, len(ids), 500):
@@ -268,8 +261,6 @@ class Demo:
                 return n >= len(ids)
 
             self.wait_for(logged, 30, "the request log to record the answered requests")
-        finally:
-            mon.close()
 
     def feedback(self, ids: list[str], columns: dict[str, np.ndarray]) -> None:
         self.wait_logged(ids)
@@ -306,12 +297,9 @@ class Demo:
         self.steps.start("generate loan applications and register them")
         columns = loans.generate(self.settings.train_rows, "baseline", seed=self.settings.seed)
         path = loans.write_csv(columns, self.home.root / "loans-baseline.csv")
-        db = self.home.db()
-        try:
+        with self.home.db() as db:
             version, _new = add_dataset(db, self.home.blobs, "loans", path, target=loans.TARGET,
                                         actor=self.actor)
-        finally:
-            db.close()
         ref = f"{version.name}@{version.version}"
         self.steps.info(f"{ref}: {self.settings.train_rows} rows, {len(loans.FEATURES)} features "
                         f"({len(loans.NUMERIC)} numeric, {len(loans.CATEGORICAL)} categorical), "
@@ -332,12 +320,9 @@ class Demo:
         version = str(result.get("model_version") or "")
         if not version:
             raise self.steps.fail(f"the training job returned no model version: {result}")
-        db = self.home.db()
-        try:
+        with self.home.db() as db:
             set_promotion_policy(db, MODEL, PROMOTION_POLICY, actor=self.actor)
             set_retraining_policy(db, MODEL, RETRAINING_POLICY, actor=self.actor)
-        finally:
-            db.close()
         outcome = promote(self.home, version, self.principal, to="production", config=self.config)
         for gate in outcome.report.gates:
             self.steps.info(f"gate {gate.gate:<28} {'pass' if gate.passed else 'FAIL'}  "
@@ -405,11 +390,8 @@ class Demo:
         acc = perf.get("metrics", {}).get("accuracy")
         if acc is not None:
             self.steps.info(f"concept drift: live accuracy fell to {acc:.3f}")
-        db = self.home.db()
-        try:
+        with self.home.db() as db:
             alerts = list_alerts(db, model=MODEL)
-        finally:
-            db.close()
         summary.alerts = [f"{a.kind}: {a.message}" for a in alerts]
         for text in summary.alerts:
             self.steps.info(f"alert {text}")
@@ -417,13 +399,10 @@ class Demo:
         if not jobs:
             raise self.steps.fail("no retraining job was queued by the retraining policy")
         self.steps.info(f"the retraining policy queued job {jobs[0]}")
-        db = self.home.db()
-        try:
+        with self.home.db() as db:
             self.wait_for(lambda: get_job(db, jobs[0]).state in (
                 JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED), 300, "retraining")
             job = get_job(db, jobs[0])
-        finally:
-            db.close()
         if job.state != JobState.SUCCEEDED:
             raise self.steps.fail(f"retraining job {jobs[0]} {job.state.value}: {job.error}")
         result = dict(job.result or {})
@@ -454,11 +433,8 @@ class Demo:
                     if step.decision == "rollback":
                         raise self.steps.fail(f"the rollout of {candidate} was rolled back: "
                                               f"{'; '.join(step.reasons)}")
-            db = self.home.db()
-            try:
+            with self.home.db() as db:
                 production = resolve(db, f"{MODEL}@production").ref
-            finally:
-                db.close()
             if production == candidate:
                 break
             if time.monotonic() > deadline:
@@ -485,12 +461,9 @@ class Demo:
 
     def step_audit(self, summary: DemoSummary) -> None:
         self.steps.start("verify the audit trail")
-        db = self.home.db()
-        try:
+        with self.home.db() as db:
             audit_service.checkpoint(db)
             report = audit_service.verify(db)
-        finally:
-            db.close()
         if not report.ok:
             raise self.steps.fail(f"audit verification failed at entry {report.first_bad_seq}: "
                                   f"{report.reason}")
@@ -548,11 +521,8 @@ def run_demo(root: Path, settings: DemoSettings, say: Say, *, keep: bool = False
     demo = Demo(home, config_path, settings, say)
     audit_service.ensure_key(home, demo.actor)
     password = secrets.token_urlsafe(12)
-    db = home.db()
-    try:
+    with home.db() as db:
         add_user(db, "admin", "admin", password, actor=demo.actor)
-    finally:
-        db.close()
     summary = DemoSummary(home=home.root, console_url=f"http://{HOST}:{console_port}/",
                           serving_url=f"http://{HOST}:{serving_port}/v2",
                           admin_user="admin", admin_password=password)

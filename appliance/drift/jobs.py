@@ -37,13 +37,10 @@ def validate_drift_check_params(params: dict[str, Any]) -> None:
 
 
 def _served(home: Home) -> list[str]:
-    db = home.db()
-    try:
+    with home.db() as db:
         return [r[0] for r in db.execute(
             "SELECT m.name FROM aliases a JOIN models m ON m.id = a.model_id"
             " WHERE a.alias = 'production' ORDER BY m.name")]
-    finally:
-        db.close()
 
 
 def run_drift_check_job(ctx: JobContext) -> dict[str, Any]:

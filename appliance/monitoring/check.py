@@ -251,23 +251,17 @@ def run_check(home: Home, name: str, *, window: Window | None = None,
     window = window or Window.last(config["monitoring.window_minutes"])
     options = options or DriftOptions.from_config(config)
     min_rows = int(config["monitoring.min_rows"])
-    db = home.db()
-    try:
+    with home.db() as db:
         mv = resolve(db, name)
-    finally:
-        db.close()
     profile = load_profile(home, mv)
     kinds = feature_kinds(mv.signature)
-    mon = home.monitoring_db()
-    try:
+    with home.monitoring_db() as mon:
         s = samples(mon, mv.name, window, version=mv.version)
         rows = traffic(mon, mv.name, window, by_minute=False)
         rejected = sum(r["client_errors"] for r in rows if r["version"] == mv.version)
         concept, concept_breaches, n_labels = _concept(
             mv, mon, window, int(config["monitoring.min_labels"]),
             float(config["monitoring.performance_tolerance"]))
-    finally:
-        mon.close()
     result = ModelCheck(mv.name, mv.version, window, s.rows, rows, None, None, concept,
                         _estimate(mv, s), [])
     evaluated: set[str] = set()
@@ -304,8 +298,7 @@ def run_check(home: Home, name: str, *, window: Window | None = None,
 
 def _record(home: Home, result: ModelCheck, evaluated: set[str], config: Config,
             actor: str) -> None:
-    mon = home.monitoring_db()
-    try:
+    with home.monitoring_db() as mon:
         with immediate(mon):
             cur = mon.execute(
                 "INSERT INTO checks (model, version, checked_at, window_start, window_end,"
@@ -323,15 +316,10 @@ def _record(home: Home, result: ModelCheck, evaluated: set[str], config: Config,
                  json.dumps(sorted({b.kind for b in result.breaches})),
                  json.dumps(result.as_dict(), default=str, allow_nan=True), actor])
             result.check_id = int(cur.lastrowid or 0)
-    finally:
-        mon.close()
-    db = home.db()
-    try:
+    with home.db() as db:
         new, resolved = alerts_mod.record_breaches(
             db, result.model, result.version, result.breaches, evaluated, actor=actor,
             check_id=result.check_id)
-    finally:
-        db.close()
     result.new_alerts = [a.id for a in new]
     result.resolved_alerts = [a.id for a in resolved]
     if config["monitoring.syslog"]:

@@ -205,11 +205,8 @@ def add_feedback_text(home: Home, name: str, text: str, *, source: str, actor: s
                       strict: bool = False) -> FeedbackResult:
     """Check every line, audit the batch, then store the labels of known requests in one
     transaction; see the module docstring for the order and why."""
-    db = home.db()
-    try:
+    with home.db() as db:
         mv = resolve(db, name)
-    finally:
-        db.close()
     parsed = _parse(mv, text, source)
     target = f"model:{mv.name}"
     audited = False
@@ -280,12 +277,9 @@ def _digest(batch: list[tuple[str, int, str]]) -> str:
 
 def _audit(home: Home, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
     """One audit entry in its own committed transaction on appliance.db."""
-    db = home.db()
-    try:
+    with home.db() as db:
         with immediate(db):
             audit.append(db, actor=actor, action=action, target=target, details=details)
-    finally:
-        db.close()
 
 
 @dataclass

@@ -16,8 +16,7 @@ from appliance.storage.home import Home
 def overview(home: Home, name: str, *, window: Window | None = None,
              history: int = 200) -> dict[str, Any]:
     window = window or Window.last(60)
-    db = home.db()
-    try:
+    with home.db() as db:
         mv = resolve(db, name)
         alerts = [a.as_dict() for a in list_alerts(db, model=mv.name)]
         versions = {}
@@ -32,8 +31,6 @@ def overview(home: Home, name: str, *, window: Window | None = None,
                                           "test_metrics": this.metrics.get("test", {})}
         finally:
             mon.close()
-    finally:
-        db.close()
     return {"model": mv.name, "version": mv.version, "window": window.as_dict(),
             "traffic": per_minute, "checks": checks, "alerts": alerts,
             "performance": versions}

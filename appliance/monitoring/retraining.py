@@ -253,18 +253,12 @@ class RetrainData:
 
 def alert_window_start(home: Home, alert_id: int) -> float | None:
     """When the window of the check that raised an alert began (Unix seconds)."""
-    db = home.db()
-    try:
+    with home.db() as db:
         row = db.execute("SELECT check_id FROM alerts WHERE id = ?", [alert_id]).fetchone()
-    finally:
-        db.close()
     if row is None or row[0] is None:
         return None
-    mon = home.monitoring_db()
-    try:
+    with home.monitoring_db() as mon:
         found = mon.execute("SELECT window_start FROM checks WHERE id = ?", [row[0]]).fetchone()
-    finally:
-        mon.close()
     return float(found[0]) if found else None
 
 
@@ -274,22 +268,16 @@ def build_retrain_dataset(home: Home, mv: ModelVersion, workdir: Path, *, actor:
     """The original training file (unless ``include_original`` is false) plus labelled
     production rows since ``since`` (default: ``recent_days`` ago), registered as the next
     version of the original dataset (same target)."""
-    db = home.db()
-    try:
+    with home.db() as db:
         if mv.dataset is None:
             raise BadInput(f"{mv.ref} was not trained here (no dataset); it can not be retrained")
         original = get_dataset_version(db, mv.dataset)
-    finally:
-        db.close()
     target = mv.signature.get("target") or original.target
     if not target:
         raise BadInput(f"{mv.ref} has no target column to label production rows with")
-    mon = home.monitoring_db()
-    try:
+    with home.monitoring_db() as mon:
         start = time.time() - recent_days * 86400.0 if since is None else since
         rows = production_rows(mon, mv.name, start, original.schema, str(target))
-    finally:
-        mon.close()
     if not include_original and not rows:
         raise BadInput(f"no labelled production rows for {mv.name} since "
                        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(start))}: nothing "
@@ -304,15 +292,12 @@ def build_retrain_dataset(home: Home, mv: ModelVersion, workdir: Path, *, actor:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"{original.name}-retrain.csv"
     path.write_text(buffer.getvalue(), encoding="utf-8")
-    db = home.db()
-    try:
+    with home.db() as db:
         dv, _ = add_dataset(db, home.blobs, original.name, path, actor=actor,
                             target=original.target, max_file_mb=config["datasets.max_file_mb"],
                             infer_rows=config["datasets.infer_rows"],
                             profile_bins=config["datasets.profile_bins"],
                             profile_top_k=config["datasets.profile_top_k"])
-    finally:
-        db.close()
     return RetrainData(dv.ref, original.ref, original.row_count if include_original else 0,
                        len(rows))
 

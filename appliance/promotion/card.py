@@ -74,8 +74,7 @@ def model_card(home: Home, ref: str) -> dict[str, Any]:
     from appliance.promotion.service import gate_reports, list_approvals
     from appliance.promotion.signing import get_signature
 
-    db = home.db()
-    try:
+    with home.db() as db:
         mv = resolve(db, ref)
         card: dict[str, Any] = {
             "ref": mv.ref, "name": mv.name, "version": mv.version,
@@ -106,8 +105,6 @@ def model_card(home: Home, ref: str) -> dict[str, Any]:
             "key_id": sig.key_id, "signed_at": sig.signed_at, "signed_by": sig.signed_by}
         card["lineage"] = [h for h in alias_history(db, mv.name)
                            if h["version"] == mv.version or h["previous"] == mv.version]
-    finally:
-        db.close()
     card["drift"] = _drift(home, mv.name, mv.version)
     return card
 

@@ -395,8 +395,7 @@ def rollout_status(db: sqlite_utils.Database, name: str) -> list[dict[str, Any]]
 
 def abort_rollout(home: Home, name: str, *, actor: str, reason: str) -> int:
     """Roll back the model's rollout in progress by hand."""
-    db = home.db()
-    try:
+    with home.db() as db:
         with immediate(db):
             model_id = _model_id(db, name)
             row = db.execute("SELECT id, candidate_version_id FROM rollouts WHERE model_id = ?"
@@ -410,5 +409,3 @@ def abort_rollout(home: Home, name: str, *, actor: str, reason: str) -> int:
                          target=f"model:{cand.ref}",
                          details={"rollout": int(row[0]), "reasons": [reason], "manual": True})
         return int(row[0])
-    finally:
-        db.close()

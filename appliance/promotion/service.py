@@ -91,8 +91,7 @@ def approve(home: Home, ref: str, principal: Principal, *, comment: str = "") ->
     approver must not be anyone who trained or registered the version.
     """
     authorize(principal, "models.approve")
-    db = home.db()
-    try:
+    with home.db() as db:
         with immediate(db):
             mv = resolve(db, ref)
             for name in sorted(trained_by(db, mv)):
@@ -109,22 +108,17 @@ def approve(home: Home, ref: str, principal: Principal, *, comment: str = "") ->
                          details={"role": principal.role.value, "comment": comment})
         return {"ref": mv.ref, "approver": principal.name, "role": principal.role.value,
                 "comment": comment, "at": now}
-    finally:
-        db.close()
 
 
 def evaluate_gates(home: Home, ref: str, *, target: str = PRODUCTION,
                    breaking_change: bool = False, config: Config | None = None) -> GateReport:
     """Run the gates without promoting (a dry run, for the console and for CI)."""
     config = config or parse_config({})
-    db = home.db()
-    try:
+    with home.db() as db:
         mv = resolve(db, ref)
         return run_gates(home, db, mv, _production(db, mv.name), get_policy(db, mv.name),
                          config, target=target, breaking_change=breaking_change,
                          approvals=list_approvals(db, mv))
-    finally:
-        db.close()
 
 
 def _store_report(db: sqlite_utils.Database, mv: ModelVersion, report: GateReport, *,
@@ -156,8 +150,7 @@ def promote(home: Home, ref: str, principal: Principal, *, to: str = PRODUCTION,
         if not reason.strip():
             raise BadInput("--force needs --reason: say why the gates are overridden")
     config = config or parse_config({})
-    db = home.db()
-    try:
+    with home.db() as db:
         mv = resolve(db, ref)
         if parse_ref(ref).version is None and parse_ref(ref).alias is None:
             raise BadInput(f"promote names one version: {mv.name}@VERSION")
@@ -206,8 +199,6 @@ def promote(home: Home, ref: str, principal: Principal, *, to: str = PRODUCTION,
         if not report.passed and not force:
             raise PromotionRefused(report)
         return PromotionResult(mv.ref, to, report, forced, move, rollout_id)
-    finally:
-        db.close()
 
 
 def gate_reports(db: sqlite_utils.Database, ref: str) -> list[dict[str, Any]]:
@@ -253,8 +244,7 @@ def rollback(home: Home, name: str, principal: Principal, *, reason: str = "") -
     daemon notices the move at its next poll and swaps without dropping requests.
     """
     authorize(principal, "models.rollback")
-    db = home.db()
-    try:
+    with home.db() as db:
         with immediate(db):
             current = _production(db, name)
             if current is None:
@@ -275,5 +265,3 @@ def rollback(home: Home, name: str, principal: Principal, *, reason: str = "") -
                          details={"from": current.version, "to": previous.version,
                                   "reason": reason})
         return move
-    finally:
-        db.close()

@@ -110,11 +110,8 @@ def token_authorizer(home: Home, anonymous_loopback: bool) -> Authorizer:
         scheme, _, token = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Authorization must be 'Bearer TOKEN'")
-        db = home.db()
-        try:
+        with home.db() as db:
             principal = authenticate_token(db, token.strip())
-        finally:
-            db.close()
         authorize_principal(principal, "infer")
 
     return authorize
@@ -531,8 +528,7 @@ HEARTBEAT_S = 15.0
 def write_heartbeat(home: Home, started_at: str | None, app: ServingApp) -> None:
     """Write (or, with no ``started_at``, clear) the daemon's row in ``heartbeats``, naming
     the GPUs its sessions use, so the console shows serving up and what holds each GPU."""
-    db = home.db()
-    try:
+    with home.db() as db:
         if started_at is None:
             liveness.clear(db, "serving")
             return
@@ -540,8 +536,6 @@ def write_heartbeat(home: Home, started_at: str | None, app: ServingApp) -> None
         on_gpu = "CUDAExecutionProvider" in providers
         liveness.beat(db, "serving", started_at,
                       {"providers": providers, "gpu_indices": [0] if on_gpu else []})
-    finally:
-        db.close()
 
 
 async def _heartbeat(app: ServingApp, home: Home) -> None:

@@ -141,16 +141,13 @@ def retrain(home: Home, name: str, *, actor: str, config: Config,
             log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Retrain ``name``'s production version on its data plus labelled production data,
     then promote the candidate as the policy allows; return what happened."""
-    db = home.db()
-    try:
+    with home.db() as db:
         mv = resolve(db, name)
         if mv.run_id is None:
             raise BadInput(f"{mv.ref} was imported, not trained here: there is no recipe to "
                            "retrain it with")
         run = get_run(db, mv.run_id)
         policy = get_policy(db, mv.name)
-    finally:
-        db.close()
     days = float(policy["recent_days"] if recent_days is None else recent_days)
     since = None
     if policy["production_since"] == "alert" and alert_id is not None:

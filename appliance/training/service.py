@@ -106,8 +106,7 @@ def run_training(
         log.append(" ".join(f"{k}={v}" for k, v in event.items()))
         (progress or _quiet)(event)
 
-    db = home.db()
-    try:
+    with home.db() as db:
         dv = get_dataset_version(db, recipe.dataset)
         recipe = recipe.with_dataset(dv.ref)
         _target(recipe, dv)
@@ -137,8 +136,6 @@ def run_training(
             onnx_digest=onnx_digest, weights_digest=outcome.weights_digest,
             signature=outcome.signature, profile_digest=dv.profile_digest,
             dataset_version_id=dv.id, device=outcome.device, actor=actor)
-    finally:
-        db.close()
     return RunResult(run_id=run_id, model_version=version.ref, onnx_digest=onnx_digest,
                      weights_digest=outcome.weights_digest, metrics=metrics,
                      parity_max_abs_diff=outcome.parity_max_abs_diff)
@@ -167,8 +164,7 @@ def reproduce_run(
     """
     config = config or parse_config({})
     tolerance = float(config["training.reproduce_tolerance"])
-    db = home.db()
-    try:
+    with home.db() as db:
         run = get_run(db, run_id)
         if run.status != "succeeded" or run.dataset is None:
             raise Conflict(f"run {run.id} is {run.status}; only a succeeded run can be reproduced")
@@ -213,7 +209,5 @@ def reproduce_run(
         with immediate(db):
             audit.append(db, actor=actor, action="run.reproduce", target=f"run:{run.id}",
                          details={"verdict": verdict, "differences": differences})
-    finally:
-        db.close()
     return result
 
