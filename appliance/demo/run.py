@@ -36,7 +36,7 @@ from appliance.auth.users import add_user
 from appliance.config import Config, load_config
 from appliance.datasets import add_dataset
 from appliance.demo import data as loans
-from appliance.demo.traffic import Outcome, model_inputs, send
+from appliance.demo.traffic import Client, Outcome, model_inputs, send
 from appliance.errors import ApplianceError, OperationFailed
 from appliance.monitoring import Window, add_feedback_records, list_alerts, run_check
 from appliance.monitoring import set_policy as set_retraining_policy
@@ -191,6 +191,17 @@ class Demo:
                 raise self.steps.fail(f"timed out after {timeout:.0f} s waiting for {what}")
             time.sleep(interval)
 
+    def answers(self, path: str) -> bool:
+        """Whether the inference server answers GET ``path`` with 200."""
+        client = Client(HOST, self.serving_port, timeout=2)
+        try:
+            status, _ = client.request("GET", path)
+            return status == 200
+        except OSError:
+            return False
+        finally:
+            client.close()
+
     def check_services(self) -> None:
         if self.supervisor is None:
             return
@@ -277,19 +288,8 @@ class Demo:
         self.supervisor = Supervisor(home=self.home.root, log_dir=self.home.root / "logs",
                                      config_file=str(self.config_path))
         self.supervisor.start(SERVICES)
-        from appliance.demo.traffic import Client
-
-        def ready() -> bool:
-            client = Client(HOST, self.serving_port, timeout=2)
-            try:
-                status, _ = client.request("GET", "/v2/health/live")
-                return status == 200
-            except OSError:
-                return False
-            finally:
-                client.close()
-
-        self.wait_for(ready, 60, "the inference server to answer")
+        self.wait_for(lambda: self.answers("/v2/health/live"), 60,
+                      "the inference server to answer")
         self.say(f"      services up: serving {summary.serving_url}, console "
                  f"{summary.console_url} (logs in {self.home.root / 'logs'})")
 
@@ -334,19 +334,8 @@ class Demo:
 
     def step_serve(self, summary: DemoSummary) -> None:
         self.steps.start("serve it and send traffic (Open Inference Protocol)")
-        from appliance.demo.traffic import Client
-
-        def loaded() -> bool:
-            client = Client(HOST, self.serving_port, timeout=2)
-            try:
-                status, _ = client.request("GET", f"/v2/models/{MODEL}/ready")
-                return status == 200
-            except OSError:
-                return False
-            finally:
-                client.close()
-
-        self.wait_for(loaded, 30, f"the server to load {MODEL}")
+        self.wait_for(lambda: self.answers(f"/v2/models/{MODEL}/ready"), 30,
+                      f"the server to load {MODEL}")
         t0 = time.perf_counter()
         outcome, _, _ = self.send("baseline", self.settings.phase_requests, self.settings.seed + 1)
         rate = outcome.ok / max(1e-9, time.perf_counter() - t0)
