@@ -130,3 +130,35 @@ def test_unparseable_body_and_bad_binary_sizes() -> None:
 def test_batch_limit() -> None:
     with pytest.raises(BadInput, match="more than the limit of 1"):
         decode_request(body(inputs=good_inputs()), None, SIG, 1)
+
+
+def test_json_outputs_keep_every_value_nan_and_infinity_included() -> None:
+    req = decode_request(body(inputs=good_inputs()), None, SIG, 64)
+    values = np.array([[0.1, 1 / 3, 2.5e-8], [-7.0, 1e30, 3.0]], dtype=np.float32)
+    data, n = encode_response("m", 1, req, {"sum": values, "flag": np.array([[True], [False]])})
+    assert n is None
+    doc = json.loads(data)
+    assert doc["outputs"][1]["data"] == [True, False]
+    # FP32 values written in their shortest form read back as the same FP32 values.
+    np.testing.assert_array_equal(np.array(doc["outputs"][0]["data"], dtype=np.float32),
+                                  values.ravel())
+    odd = np.array([[np.nan, np.inf, -np.inf], [1.0, 2.0, 3.0]], dtype=np.float32)
+    data, _ = encode_response("m", 1, req, {"sum": odd, "flag": np.array([[True], [False]])})
+    assert b"NaN,Infinity,-Infinity" in data  # as Python's json writes them; never null
+    # A non-contiguous output (a column of a batch) is written in row-major order too.
+    wide = np.arange(12, dtype=np.float32).reshape(2, 6)[:, ::2]
+    data, _ = encode_response("m", 1, req, {"sum": wide, "flag": np.array([[True], [False]])})
+    assert json.loads(data)["outputs"][0]["data"] == [0, 2, 4, 6, 8, 10]
+
+
+def test_requests_that_strict_json_refuses_are_still_read() -> None:
+    # NaN and Infinity (which Python's json writes), a byte-order mark, and UTF-16.
+    text = ('{"inputs": [{"name": "a", "shape": [1, 3], "datatype": "FP32", '
+            '"data": [NaN, Infinity, 1]}, {"name": "b", "shape": [1, 1], "datatype": "INT64", '
+            '"data": [2]}]}')
+    for raw in (text.encode(), b"\xef\xbb\xbf" + text.encode(), text.encode("utf-16")):
+        req = decode_request(raw, None, SIG, 64)
+        a = req.inputs["a"]
+        assert np.isnan(a[0, 0]) and np.isinf(a[0, 1]) and a[0, 2] == 1
+    with pytest.raises(BadInput, match="not valid JSON"):
+        decode_request(b'{"inputs": [}', None, SIG, 64)

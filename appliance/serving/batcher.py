@@ -1,20 +1,27 @@
-"""The dynamic batcher: one thread per loaded model version.
+"""The dynamic batcher: one per loaded model version.
 
-Requests are queued from the event loop; the thread takes the first one,
-merges whatever else is already queued (or arrives within
-``max_queue_delay_us``) up to ``max_batch_size`` rows, runs onnxruntime once
-(which releases the GIL), splits the outputs back by rows and hands the whole
-batch to the event loop in one callback. When a merged run fails, each request
-is run alone, so that one bad request never fails the others.
+Requests are merged, up to ``max_batch_size`` rows with equal trailing shapes, into
+one onnxruntime run, whose outputs are split back by rows. When a merged run fails,
+each request is run alone, so that one bad request never fails the others. A request
+waits for others at most ``max_queue_delay_us`` (default 0: take what is already there,
+as Triton does).
+
+Where a batch runs depends on how long the model takes (a moving average of its
+runs, seeded by the warm-up run):
+
+- A fast model (under ``INLINE_MAX_US`` a run) runs on the event loop's thread. The
+  requests decoded in one turn of the loop are held, and one callback at the end of
+  that turn (or after the queue delay) merges and runs them. Handing a batch to another
+  thread and back would cost more than the model: the other thread needs the GIL
+  back, which a busy event loop gives up only every few milliseconds. A request the
+  server holds alone (no other request read and unanswered, on any connection) runs at
+  once: there is nothing to merge it with.
+- A slower model runs on a thread of its own, so that it never stalls the event loop:
+  the thread takes everything queued (waiting up to the queue delay for more), runs it
+  in batches, and hands each batch back to the event loop in one callback.
 
 The queue is bounded: ``submit`` raises ``Unavailable`` (503 with Retry-After)
 instead of letting latency grow without limit.
-
-A request the server holds alone (no other request read and unanswered, on any
-connection), given to an idle batcher of a fast model (recent runs under
-``INLINE_MAX_US``), runs at once on the event loop's thread: there is nothing to
-merge it with, and two thread hand-offs would cost more than the model. As soon
-as a second request is in hand, requests queue and merge as above.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +54,20 @@ class Job:
 
 
 _STOP = object()
-INLINE_MAX_US = 300.0  # a model slower than this never blocks the event loop
+INLINE_MAX_US = 300.0  # a model slower than this never runs on the event loop's thread
+
+
+def batches(jobs: list[Job], max_rows: int) -> Iterator[tuple[list[Job], int]]:
+    """Split jobs, in order, into runs of equal trailing shapes and at most ``max_rows``."""
+    groups: dict[tuple[tuple[int, ...], ...], tuple[list[Job], int]] = {}
+    for job in jobs:
+        batch, rows = groups.get(job.shape_key, ([], 0))
+        if batch and rows + job.rows > max_rows:
+            yield batch, rows
+            batch, rows = [], 0
+        batch.append(job)
+        groups[job.shape_key] = (batch, rows + job.rows)
+    yield from groups.values()
 
 
 class Batcher:
@@ -63,11 +83,11 @@ class Batcher:
         capacity: int,
         loop: asyncio.AbstractEventLoop,
         on_batch: Callable[[list[Job], int, int], None],
+        compute_us: float = INLINE_MAX_US,
     ) -> None:
         self.name = name
         self._run = run
         self._output_names = output_names
-        self._batchable = batchable
         self._max_rows = max_batch_size if batchable else 1
         self._delay = max_queue_delay_us / 1e6
         self.capacity = capacity
@@ -75,29 +95,65 @@ class Batcher:
         self._loop = loop
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._compute_us = INLINE_MAX_US  # moving average; starts at the limit, not under it
+        # Moving average of a run; without a measurement it starts at the limit, not under.
+        self._compute_us = compute_us
+        # Held for the end of this turn of the event loop (fast models only).
+        self._held: list[Job] = []
+        self._held_rows = 0
+        self._flush_handle: asyncio.Handle | None = None
         self._errors = ort_errors() + (ValueError, TypeError)
         self._thread = threading.Thread(target=self._main, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job, inline: bool = False) -> None:
-        """Queue a job (event loop thread only); with ``inline``, run it now if idle."""
+    @property
+    def on_loop(self) -> bool:
+        """Whether batches run on the event loop's thread (the model is fast)."""
+        return self._compute_us < INLINE_MAX_US
+
+    def submit(self, job: Job, alone: bool = False) -> None:
+        """Queue a job (event loop thread only). ``alone``: the server holds no other
+        request, so a fast model runs it now."""
         if self.pending >= self.capacity:
             raise Unavailable(f"model '{self.name}' is overloaded: its queue is full")
         self.pending += 1
         job.enqueued = time.perf_counter()
-        if inline and self.pending == 1 and self._compute_us < INLINE_MAX_US:
-            self._execute([job], job.rows, job.enqueued)
-            self._deliver([job], job.rows, int((time.perf_counter() - job.enqueued) * 1e6))
+        if not self.on_loop:
+            self._queue.put(job)
             return
-        self._queue.put(job)
+        if alone and self.pending == 1:
+            self._run_here([job], job.rows)
+            return
+        self._held.append(job)
+        self._held_rows += job.rows
+        if self._held_rows >= self._max_rows:
+            self._flush()
+        elif self._flush_handle is None:
+            if self._delay <= 0:
+                self._flush_handle = self._loop.call_soon(self._flush)
+            else:
+                self._flush_handle = self._loop.call_later(self._delay, self._flush)
 
     def stop(self) -> None:
-        """Finish what is queued, then end the thread."""
+        """Finish what is queued, then end the thread (held jobs run at their callback)."""
         self._queue.put(_STOP)
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
+
+    # ---- on the event loop's thread ------------------------------------------
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        held, self._held, self._held_rows = self._held, [], 0
+        for batch, rows in batches(held, self._max_rows):
+            self._run_here(batch, rows)
+
+    def _run_here(self, batch: list[Job], rows: int) -> None:
+        started = time.perf_counter()
+        self._execute(batch, rows, started)
+        self._deliver(batch, rows, int((time.perf_counter() - started) * 1e6))
 
     def _deliver(self, batch: list[Job], rows: int, compute_us: int) -> None:
         self.pending -= len(batch)
@@ -107,24 +163,21 @@ class Batcher:
             if not job.future.done():
                 job.future.set_result(None)
 
+    # ---- on the batcher's thread ---------------------------------------------
+
     def _main(self) -> None:
-        carry: Any = None
-        while True:
-            job = carry if carry is not None else self._queue.get()
-            carry = None
-            if job is _STOP:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
                 return
-            batch = [job]
-            rows = job.rows
-            deadline = None
+            jobs = [first]
+            rows = first.rows
+            deadline = first.enqueued + self._delay
             while rows < self._max_rows:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
-                    if self._delay <= 0:
-                        break
-                    if deadline is None:
-                        deadline = job.enqueued + self._delay
                     remaining = deadline - time.perf_counter()
                     if remaining <= 0:
                         break
@@ -132,20 +185,21 @@ class Batcher:
                         nxt = self._queue.get(timeout=remaining)
                     except queue.Empty:
                         break
-                if nxt is _STOP or rows + nxt.rows > self._max_rows or (
-                    nxt.shape_key != job.shape_key
-                ):
-                    carry = nxt
+                if nxt is _STOP:
+                    stopping = True
                     break
-                batch.append(nxt)
+                jobs.append(nxt)
                 rows += nxt.rows
-            started = time.perf_counter()
-            self._execute(batch, rows, started)
-            compute_us = int((time.perf_counter() - started) * 1e6)
-            try:
-                self._loop.call_soon_threadsafe(self._deliver, batch, rows, compute_us)
-            except RuntimeError:
-                return  # the event loop is closed: the server is gone
+            for batch, n in batches(jobs, self._max_rows):
+                started = time.perf_counter()
+                self._execute(batch, n, started)
+                compute_us = int((time.perf_counter() - started) * 1e6)
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver, batch, n, compute_us)
+                except RuntimeError:
+                    return  # the event loop is closed: the server is gone
+
+    # ---- either thread ---------------------------------------------------------
 
     def _execute(self, batch: list[Job], rows: int, started: float) -> None:
         for job in batch:

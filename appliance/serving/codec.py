@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from appliance.errors import BadInput
 from appliance.serving.signature import V2_TO_NUMPY, Signature, numpy_to_v2
@@ -35,15 +36,25 @@ def _shape_text(shape: Any) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _parse_json(part: bytes) -> dict[str, Any]:
+def _parse_json(part: bytes | memoryview) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(part)
+    except orjson.JSONDecodeError:
+        # orjson is strict RFC 8259; the standard library also takes NaN, Infinity, a BOM
+        # and UTF-16, as this server always has, and words its errors well.
+        doc = _parse_json_leniently(bytes(part))
+    if not isinstance(doc, dict):
+        raise BadInput("request body must be a JSON object with 'inputs'")
+    return doc
+
+
+def _parse_json_leniently(part: bytes) -> Any:
     try:
         doc = json.loads(part)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"request body is not valid JSON: {exc}") from exc
     except RecursionError:
         raise BadInput("request body is not valid JSON: it is nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise BadInput("request body must be a JSON object with 'inputs'")
     return doc
 
 
@@ -223,11 +234,31 @@ def _binary_bytes(arr: np.ndarray) -> bytes:
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
 
 
-def _json_data(arr: np.ndarray) -> list[Any]:
-    if arr.dtype == object or arr.dtype.kind == "S":
-        return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in arr.ravel()]
-    values: list[Any] = arr.ravel().tolist()
-    return values
+def _json_data(arr: np.ndarray) -> tuple[Any, bool]:
+    """Flat row-major values, and whether only the standard library writes them right.
+
+    orjson writes a C-contiguous array of a plain numeric type itself, fast and exactly,
+    but NaN and Infinity as null; those go as a list to the standard library."""
+    flat = arr.ravel()
+    kind = flat.dtype.kind
+    if kind in ("O", "S", "U"):
+        return [v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+                for v in flat], False
+    if kind == "f" and not np.isfinite(flat).all():
+        return flat.tolist(), True
+    if kind in "biuf" and flat.dtype.isnative and flat.flags.c_contiguous:
+        return flat, False
+    return flat.tolist(), False
+
+
+def _dump(doc: dict[str, Any], lenient: bool) -> bytes:
+    if not lenient:
+        try:
+            return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        except orjson.JSONEncodeError:  # a type orjson lacks: the standard library decides
+            pass
+    return json.dumps(doc, separators=(",", ":"), allow_nan=True,
+                      default=lambda a: a.tolist()).encode()
 
 
 def encode_response(
@@ -239,6 +270,7 @@ def encode_response(
     """Render a response; return the body and, for binary outputs, the JSON header length."""
     rendered: list[dict[str, Any]] = []
     blobs: list[bytes] = []
+    lenient = False  # NaN or Infinity to write
     for name in request.outputs:
         arr = outputs[name]
         entry: dict[str, Any] = {
@@ -249,13 +281,14 @@ def encode_response(
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = _json_data(arr)
+            entry["data"], nonfinite = _json_data(arr)
+            lenient = lenient or nonfinite
         rendered.append(entry)
     doc: dict[str, Any] = {"model_name": model_name, "model_version": str(version)}
     if request.id is not None:
         doc["id"] = request.id
     doc["outputs"] = rendered
-    header = json.dumps(doc, separators=(",", ":"), allow_nan=True).encode()
+    header = _dump(doc, lenient)
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)

@@ -294,10 +294,14 @@ class ServingApp:
             chunks.append(chunk)
             more = message.get("more_body", False)
         client = scope.get("client")
-        status, hdrs, body = await self.handle(
-            scope["method"], scope["path"], headers, b"".join(chunks),
-            client[0] if client else None,
-        )
+        self.in_flight += 1
+        try:
+            status, hdrs, body = await self.handle(
+                scope["method"], scope["path"], headers, b"".join(chunks),
+                client[0] if client else None,
+            )
+        finally:
+            self.in_flight -= 1
         await send({"type": "http.response.start", "status": status,
                     "headers": [*hdrs, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -432,31 +436,33 @@ class _Connection(asyncio.Protocol):
             path = target.split("?", 1)[0]
             self.busy = True
             self.app.in_flight += 1
-            task = asyncio.get_running_loop().create_task(
-                self.app.handle(method, path, headers, body, self.client))
-            is_head = method == "HEAD"
-            task.add_done_callback(functools.partial(self._respond, keep=keep, head=is_head))
+            asyncio.get_running_loop().create_task(
+                self._answer(method, path, headers, body, keep))
 
     @staticmethod
     def _rebuild(request_line: str, headers: dict[bytes, bytes]) -> bytes:
         lines = [request_line.encode("latin-1")] + [k + b": " + v for k, v in headers.items()]
         return b"\r\n".join(lines)
 
-    def _respond(self, task: asyncio.Task[Response], keep: bool, head: bool) -> None:
-        self.busy = False
-        self.app.in_flight -= 1
-        if task.cancelled() or self.transport is None:
+    async def _answer(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes,
+                      keep: bool) -> None:
+        try:
+            status, response_headers, response = await self.app.handle(
+                method, path, headers, body, self.client)
+        except Exception:  # a bug, not a bad request: answer 500 rather than hang the client
+            log.exception("request failed")
+            status, response_headers, response = _json(
+                500, {"error": "internal error; see the serving log"})
+            keep = False
+        finally:
+            self.busy = False
+            self.app.in_flight -= 1
+        if self.transport is None:
             return
         if self.paused:
             self.transport.resume_reading()
             self.paused = False
-        exc = task.exception()
-        if exc is not None:  # a bug, not a bad request: answer 500 rather than hang the client
-            log.error("request failed", exc_info=exc)
-            self._fail(500, "internal error; see the serving log")
-            return
-        status, headers, body = task.result()
-        self._write(status, headers, body, keep, head)
+        self._write(status, response_headers, response, keep, method == "HEAD")
         if keep:
             self._next()
 

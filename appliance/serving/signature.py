@@ -45,10 +45,13 @@ ONNX_TO_V2: dict[str, str] = {
 }
 
 
+_NUMPY_TO_V2 = {dtype: name for name, dtype in V2_TO_NUMPY.items() if name != "BYTES"}
+
+
 def numpy_to_v2(dtype: np.dtype[Any]) -> str:
-    for name, candidate in V2_TO_NUMPY.items():
-        if candidate == dtype and name != "BYTES":
-            return name
+    name = _NUMPY_TO_V2.get(dtype)
+    if name is not None:
+        return name
     if dtype.kind in ("O", "U", "S"):
         return "BYTES"
     raise ValueError(f"no V2 datatype for numpy dtype {dtype}")
