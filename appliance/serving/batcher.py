@@ -54,7 +54,7 @@ class Job:
 
 
 _STOP = object()
-INLINE_MAX_US = 300.0  # a model slower than this never runs on the event loop's thread
+INLINE_MAX_US = 100.0  # a model slower than this runs on its own thread
 
 
 def batches(jobs: list[Job], max_rows: int) -> Iterator[tuple[list[Job], int]]:

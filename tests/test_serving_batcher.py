@@ -1,0 +1,180 @@
+"""The dynamic batcher: where batches run, what merges, and what a bad request spoils."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from appliance.errors import Unavailable
+from appliance.serving.batcher import INLINE_MAX_US, Batcher, Job, batches
+
+X = np.ones((1, 3), dtype=np.float32)
+
+
+class Model:
+    """Doubles its input; records the rows and the thread of every run."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.runs: list[tuple[int, int]] = []  # (rows, thread id)
+        self.started = threading.Event()
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        x = feed["x"]
+        if not np.isfinite(x).all():
+            raise ValueError("the model refuses non-finite input")
+        self.started.set()
+        if self.seconds:
+            time.sleep(self.seconds)
+        self.runs.append((len(x), threading.get_ident()))
+        return [x * 2]
+
+
+def job(loop: asyncio.AbstractEventLoop, x: np.ndarray = X) -> Job:
+    return Job({"x": x}, len(x), (x.shape[1:],), loop.create_future())
+
+
+def batcher(loop: asyncio.AbstractEventLoop, model: Model, compute_us: float,
+            delay_us: int = 0, capacity: int = 100) -> Batcher:
+    return Batcher("m", model, ("y",), batchable=True, max_batch_size=8,
+                   max_queue_delay_us=delay_us, capacity=capacity, loop=loop,
+                   on_batch=lambda batch, rows, us: None, compute_us=compute_us)
+
+
+def scenario(fn: Callable[[asyncio.AbstractEventLoop], object]) -> object:
+    async def main() -> object:
+        return await fn(asyncio.get_running_loop())  # type: ignore[misc]
+
+    return asyncio.run(main())
+
+
+def test_a_fast_model_merges_one_turns_requests_on_the_event_loop() -> None:
+    model = Model()
+
+    async def run(loop: asyncio.AbstractEventLoop) -> list[Job]:
+        b = batcher(loop, model, compute_us=10)
+        assert b.on_loop
+        jobs = [job(loop, X * i) for i in range(5)]
+        for j in jobs:  # read in one turn of the loop
+            b.submit(j)
+        assert not any(j.future.done() for j in jobs)  # held for the end of the turn
+        await asyncio.gather(*(j.future for j in jobs))
+        b.stop()
+        b.join(5)
+        return jobs
+
+    jobs = scenario(run)
+    assert model.runs == [(5, threading.get_ident())]  # one run, on this (the loop's) thread
+    for i, j in enumerate(jobs):  # type: ignore[arg-type]
+        assert j.batch_rows == 5 and j.error is None
+        np.testing.assert_array_equal(j.outputs["y"], X * i * 2)
+
+
+def test_a_request_held_alone_runs_at_once() -> None:
+    model = Model()
+
+    async def run(loop: asyncio.AbstractEventLoop) -> bool:
+        b = batcher(loop, model, compute_us=10)
+        j = job(loop)
+        b.submit(j, alone=True)
+        done = j.future.done()
+        b.stop()
+        return done
+
+    assert scenario(run) is True and len(model.runs) == 1
+
+
+def test_a_slow_model_runs_on_its_own_thread_and_still_merges() -> None:
+    model = Model(seconds=0.05)
+
+    async def run(loop: asyncio.AbstractEventLoop) -> list[Job]:
+        b = batcher(loop, model, compute_us=INLINE_MAX_US * 10)
+        assert not b.on_loop
+        first = job(loop)
+        b.submit(first, alone=True)  # alone or not, a slow model never blocks the loop
+        assert not first.future.done()
+        while not model.started.is_set():  # until the thread is busy with the first
+            await asyncio.sleep(0.0005)
+        rest = [job(loop) for _ in range(4)]
+        for j in rest:
+            b.submit(j)
+        await asyncio.gather(first.future, *(j.future for j in rest))
+        b.stop()
+        b.join(5)
+        return rest
+
+    rest = scenario(run)
+    assert all(tid != threading.get_ident() for _, tid in model.runs)
+    assert [rows for rows, _ in model.runs] == [1, 4]
+    assert all(j.batch_rows == 4 for j in rest)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("compute_us", [10, INLINE_MAX_US * 10])
+def test_a_bad_request_fails_alone(compute_us: float) -> None:
+    model = Model()
+
+    async def run(loop: asyncio.AbstractEventLoop) -> list[Job]:
+        b = batcher(loop, model, compute_us=compute_us)
+        jobs = [job(loop), job(loop, np.full((1, 3), np.nan, np.float32)), job(loop)]
+        for j in jobs:
+            b.submit(j)
+        await asyncio.gather(*(j.future for j in jobs))
+        b.stop()
+        b.join(5)
+        return jobs
+
+    good, bad, also_good = scenario(run)  # type: ignore[misc]
+    assert isinstance(bad.error, ValueError) and not bad.outputs
+    for j in (good, also_good):
+        assert j.error is None
+        np.testing.assert_array_equal(j.outputs["y"], X * 2)
+
+
+def test_the_queue_delay_gathers_requests_from_later_turns() -> None:
+    model = Model()
+
+    async def run(loop: asyncio.AbstractEventLoop) -> None:
+        b = batcher(loop, model, compute_us=10, delay_us=50_000)
+        jobs = []
+        for _ in range(3):
+            jobs.append(job(loop))
+            b.submit(jobs[-1])
+            await asyncio.sleep(0.001)  # another turn of the loop
+        await asyncio.gather(*(j.future for j in jobs))
+        b.stop()
+
+    scenario(run)
+    assert [rows for rows, _ in model.runs] == [3]
+
+
+def test_a_full_queue_refuses_with_unavailable() -> None:
+    async def run(loop: asyncio.AbstractEventLoop) -> None:
+        b = batcher(loop, Model(), compute_us=10, capacity=2)
+        held = [job(loop), job(loop)]
+        for j in held:
+            b.submit(j)
+        with pytest.raises(Unavailable, match="overloaded"):
+            b.submit(job(loop))
+        await asyncio.gather(*(j.future for j in held))
+        b.submit(job(loop), alone=True)  # room again once answered
+        b.stop()
+
+    scenario(run)
+
+
+def test_batches_split_by_shape_and_row_limit_in_order() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        wide = np.ones((1, 5), np.float32)
+        jobs = [job(loop, np.ones((3, 3), np.float32)), job(loop, wide),
+                job(loop, np.ones((4, 3), np.float32)), job(loop, np.ones((2, 3), np.float32)),
+                job(loop, wide)]
+        got = [([jobs.index(j) for j in batch], rows) for batch, rows in batches(jobs, 8)]
+    finally:
+        loop.close()
+    assert got == [([0, 2], 7), ([3], 2), ([1, 4], 2)]
