@@ -1,12 +1,14 @@
 """Serving benchmark: raw in-process onnxruntime against the daemon, in one run.
 
-    .venv/bin/python -m tests.bench.bench_serving [--seconds 5]
+    .venv/bin/python -m tests.bench.bench_serving [--seconds 5] [--repeat N]
 
 The model is the small MLP (32 -> 256 -> 256 -> 2). The daemon runs in a
 child process (``appliance serve``'s server and application, fed by an
 in-memory model source); load comes from wrk on loopback (Debian package
 ``wrk``), keep-alive, a fixed number of connections. Prints ours, raw and the
-ratio for each goal, and the execution provider that ran.
+ratio for each goal, and the execution provider that ran. This machine's speed drifts
+from minute to minute: ``--repeat`` measures raw and served again in each round and
+prints how many rounds met each goal.
 """
 
 from __future__ import annotations
@@ -109,9 +111,30 @@ def wrk(port: int, body: bytes, conns: int, seconds: float, headers: dict[str, s
             "non2xx": float(errors.group(1)) if errors else 0.0}
 
 
+def goals(raw: dict[str, float], c1: dict[str, float], c32: dict[str, float],
+          b64: dict[str, float]) -> list[tuple[str, float, float, float, str, bool]]:
+    """(goal, ours, raw or base, ratio or difference, target, met) for each goal of the issue."""
+    return [
+        ("throughput, JSON batch-1, 32 conns (rows/s)", c32["req_s"], raw["rows_s_b1"],
+         c32["req_s"] / raw["rows_s_b1"], ">= 0.12 of raw", c32["req_s"] / raw["rows_s_b1"] >= 0.12),
+        ("p50 latency, 1 conn (ms)", c1["p50_ms"], raw["p50_ms_b1"],
+         c1["p50_ms"] - raw["p50_ms_b1"], "<= raw + 0.3 ms", c1["p50_ms"] - raw["p50_ms_b1"] <= 0.3),
+        ("p99 / p50, 1 conn", c1["p99_ms"], c1["p50_ms"], c1["p99_ms"] / c1["p50_ms"],
+         "<= 3", c1["p99_ms"] <= 3 * c1["p50_ms"]),
+        ("p99 / p50, 32 conns", c32["p99_ms"], c32["p50_ms"], c32["p99_ms"] / c32["p50_ms"],
+         "<= 3", c32["p99_ms"] <= 3 * c32["p50_ms"]),
+        ("binary batch-64, 8 conns (rows/s)", 64 * b64["req_s"], raw["rows_s_b64"],
+         64 * b64["req_s"] / raw["rows_s_b64"], ">= 0.50 of raw",
+         64 * b64["req_s"] / raw["rows_s_b64"] >= 0.5),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="Seconds per measurement.")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="Rounds of raw and served measurements against one server; with "
+                             "more than one, each round's ratios and their medians are printed.")
     parser.add_argument("--serve-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_child:
@@ -119,8 +142,9 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed for the load: apt-get install -y wrk")
+    if args.repeat < 1:
+        sys.exit("--repeat must be at least 1")
     providers = check_providers(NvmlSource().read()).usable
-    raw = raw_figures(args.seconds)
 
     x1 = np.random.default_rng(1).standard_normal((1, 32)).astype(np.float32)
     json_body = json.dumps({"inputs": [{"name": "x", "shape": [1, 32], "datatype": "FP32",
@@ -132,6 +156,7 @@ def main() -> None:
                         ).encode()
     bin_body = header + x64.tobytes()
 
+    rounds = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         port_file = tmp / "port"
@@ -145,40 +170,44 @@ def main() -> None:
                 time.sleep(0.05)
             port = int(port_file.read_text())
             wrk(port, json_body, 4, 1, {}, tmp)  # warm up
-            c1 = wrk(port, json_body, 1, args.seconds, {}, tmp)
-            c32 = wrk(port, json_body, 32, args.seconds, {}, tmp)
-            b64 = wrk(port, bin_body, 8, args.seconds,
-                      {"Inference-Header-Content-Length": str(len(header)),
-                       "Content-Type": "application/octet-stream"}, tmp)
+            for i in range(args.repeat):
+                raw = raw_figures(args.seconds)
+                c1 = wrk(port, json_body, 1, args.seconds, {}, tmp)
+                c32 = wrk(port, json_body, 32, args.seconds, {}, tmp)
+                b64 = wrk(port, bin_body, 8, args.seconds,
+                          {"Inference-Header-Content-Length": str(len(header)),
+                           "Content-Type": "application/octet-stream"}, tmp)
+                rounds.append((raw, c1, c32, b64))
+                if args.repeat > 1:
+                    row = goals(raw, c1, c32, b64)
+                    print(f"round {i + 1}: " + ", ".join(
+                        f"{r[3]:.3f}{'' if r[5] else ' MISSED'}" for r in row), flush=True)
         finally:
             child.terminate()
             child.wait(30)
 
+    raw, c1, c32, b64 = rounds[-1]
     cpus = os.cpu_count()
     print(f"serving benchmark: MLP 32-256-256-2, {cpus} CPUs, onnxruntime intra-op threads "
           f"{THREADS}, provider {providers[0] if providers else 'none'} (usable: "
           f"{', '.join(providers)}); load: wrk on loopback, {args.seconds:g} s each")
+    if args.repeat > 1:
+        print(f"last of {args.repeat} rounds below; then the median ratio of every round")
     print(f"raw onnxruntime: batch-1 {raw['rows_s_b1']:,.0f} rows/s (p50 "
           f"{raw['p50_ms_b1'] * 1e3:.1f} us), batch-64 {raw['rows_s_b64']:,.0f} rows/s")
-    rows = [
-        ("throughput, JSON batch-1, 32 conns (rows/s)", c32["req_s"], raw["rows_s_b1"],
-         c32["req_s"] / raw["rows_s_b1"], ">= 0.12 of raw", c32["req_s"] / raw["rows_s_b1"] >= 0.12),
-        ("p50 latency, 1 conn (ms)", c1["p50_ms"], raw["p50_ms_b1"],
-         c1["p50_ms"] - raw["p50_ms_b1"], "<= raw + 0.3 ms", c1["p50_ms"] - raw["p50_ms_b1"] <= 0.3),
-        ("p99 / p50, 1 conn", c1["p99_ms"], c1["p50_ms"], c1["p99_ms"] / c1["p50_ms"],
-         "<= 3", c1["p99_ms"] <= 3 * c1["p50_ms"]),
-        ("p99 / p50, 32 conns", c32["p99_ms"], c32["p50_ms"], c32["p99_ms"] / c32["p50_ms"],
-         "<= 3", c32["p99_ms"] <= 3 * c32["p50_ms"]),
-        ("binary batch-64, 8 conns (rows/s)", 64 * b64["req_s"], raw["rows_s_b64"],
-         64 * b64["req_s"] / raw["rows_s_b64"], ">= 0.50 of raw",
-         64 * b64["req_s"] / raw["rows_s_b64"] >= 0.5),
-    ]
     print(f"{'goal':46} {'ours':>12} {'raw/base':>12} {'ratio/diff':>11}  target")
-    for name, ours, base, ratio, target, ok in rows:
+    for name, ours, base, ratio, target, ok in goals(raw, c1, c32, b64):
         print(f"{name:46} {ours:12,.3f} {base:12,.3f} {ratio:11.3f}  {target:16} "
               f"{'met' if ok else 'MISSED'}")
     print(f"(ours at 1 conn: {c1['req_s']:,.0f} req/s, p99 {c1['p99_ms']:.3f} ms; at 32 conns: "
           f"p50 {c32['p50_ms']:.3f} ms; non-2xx: {int(c1['non2xx'] + c32['non2xx'] + b64['non2xx'])})")
+    if args.repeat > 1:
+        every = [goals(*r) for r in rounds]
+        print(f"{'goal':46} {'median':>11}  {'met in':>8}")
+        for k, (name, *_rest) in enumerate(every[0]):
+            ratios = [row[k][3] for row in every]
+            met = sum(row[k][5] for row in every)
+            print(f"{name:46} {float(np.median(ratios)):11.3f}  {met:>3} of {len(every)}")
 
 
 if __name__ == "__main__":
