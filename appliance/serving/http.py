@@ -368,6 +368,7 @@ class _Connection(asyncio.Protocol):
         self.client: str | None = None
         self.closing = False
         self.paused = False
+        self.task: asyncio.Task[None] | None = None  # answering the request in progress
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -436,7 +437,7 @@ class _Connection(asyncio.Protocol):
             path = target.split("?", 1)[0]
             self.busy = True
             self.app.in_flight += 1
-            asyncio.get_running_loop().create_task(
+            self.task = asyncio.get_running_loop().create_task(
                 self._answer(method, path, headers, body, keep))
 
     @staticmethod
