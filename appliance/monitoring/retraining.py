@@ -216,13 +216,15 @@ def production_rows(mon: sqlite_utils.Database, model: str, since: float,
     """Sampled inputs with their feedback labels since ``since``, as CSV cells in the order
     of ``columns`` (the training data's schema; columns the model never saw stay empty).
     Each label is one row: joined to its one request, as ``feedback.LABELLED_REQUEST`` says,
-    however often a client retried it."""
+    however often a client retried it. Rows come in the order of their request ids, not of
+    when concurrent requests happened to finish, so the same labelled requests always make
+    the same dataset (and the same seeded split)."""
     out: list[list[str]] = []
     for row, label, inputs in mon.execute(
         "SELECT f.row, f.label, r.inputs FROM feedback f"
         f" JOIN requests r ON r.id = ({LABELLED_REQUEST})"
         " WHERE f.model = ? AND r.ts >= ? AND r.inputs IS NOT NULL"
-        " ORDER BY r.ts, r.id, f.row", [model, since]):
+        " ORDER BY f.request_id, f.row", [model, since]):
         try:
             tensors = json.loads(inputs)
         except ValueError:
