@@ -70,6 +70,18 @@ def test_binary_inputs_and_outputs_round_trip() -> None:
     assert doc["outputs"][1]["data"] == (a + 1).ravel().tolist()
 
 
+def test_binary_outputs_are_little_endian_and_row_major_whatever_the_array() -> None:
+    req = decode_request(body(inputs=good_inputs(), parameters={"binary_data_output": True}),
+                         None, SIG, 64)
+    big = np.arange(6, dtype=">f4").reshape(2, 3)  # big-endian
+    column = np.arange(12, dtype=np.float32).reshape(2, 6)[:, ::2]  # not contiguous
+    for arr, want in ((big, np.arange(6, dtype="<f4")),
+                      (column, np.array([0, 2, 4, 6, 8, 10], dtype="<f4"))):
+        data, n = encode_response("m", 1, req, {"sum": arr, "flag": np.array([[True], [False]])})
+        assert n is not None
+        assert data[n:n + 24] == want.tobytes()
+
+
 def test_binary_data_output_parameter_makes_every_output_binary() -> None:
     req = decode_request(body(inputs=good_inputs(), parameters={"binary_data_output": True}),
                          None, SIG, 64)
@@ -102,6 +114,18 @@ def test_bytes_tensors_in_binary_form() -> None:
         ({"inputs": [{**good_inputs()[0], "data": [[1, 2, 3], [4, 5]]}, good_inputs()[1]]},
          ["input 'a'"]),
         ({"inputs": []}, ["inputs"]),
+        ({"inputs": [{**good_inputs()[0], "shape": [True, 3]}, good_inputs()[1]]},
+         ["input 'a'", "non-negative integers"]),
+        ({"inputs": [{**good_inputs()[0], "shape": [-1, 3]}, good_inputs()[1]]},
+         ["input 'a'", "non-negative integers"]),
+        ({"inputs": [{**good_inputs()[0], "shape": "2,3"}, good_inputs()[1]]},
+         ["input 'a'", "non-negative integers"]),
+        ({"inputs": [{**good_inputs()[0], "shape": [2.0, 3]}, good_inputs()[1]]},
+         ["input 'a'", "non-negative integers"]),
+        ({"inputs": [{**good_inputs()[0], "shape": [6]}, good_inputs()[1]]},
+         ["input 'a'", "shape [6] does not match the model's [-1, 3]"]),
+        ({"inputs": [good_inputs()[0], {**good_inputs()[1], "shape": [1, 1], "data": [1]}]},
+         ["disagree on the batch size"]),
         ({"inputs": good_inputs(), "outputs": [{"name": "nope"}]}, ["unknown output 'nope'"]),
     ],
 )

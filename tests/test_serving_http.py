@@ -328,6 +328,28 @@ def test_malformed_bodies_and_lengths_get_400_not_a_hang(
         assert out.count(b"HTTP/1.1 ") == 1 and b"bad Content-Length" in out, out
 
 
+def test_expect_100_continue_and_header_case_and_spacing(
+    servers: Servers, source: MemorySource
+) -> None:
+    server = servers(source)
+    x = x_rows(2)
+    body = json.dumps(infer_body(x)).encode()
+    with socket.create_connection((server.host, server.port), timeout=10) as conn:
+        conn.sendall(b"POST /v2/models/mlp/infer?x=1 HTTP/1.1\r\nHost: t\r\n"
+                     b"EXPECT:  100-continue \r\ncontent-LENGTH:%d\r\n\r\n" % len(body))
+        assert conn.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(body + b"GET /v2/health/live HTTP/1.1\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := conn.recv(65536):
+            out += chunk
+    first, second = out.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 ") and second.startswith(b"200 ")
+    doc = json.loads(first.split(b"\r\n\r\n", 1)[1])
+    np.testing.assert_allclose(np.array(doc["outputs"][0]["data"]).reshape(2, 2),
+                               mlp_numpy(x), rtol=1e-4, atol=1e-5)
+    assert b'{"live":true}' in second
+
+
 def test_an_unexpected_error_gets_500_not_a_hang(servers: Servers, source: MemorySource) -> None:
     def broken(req: AuthRequest) -> None:
         raise RuntimeError("a bug")

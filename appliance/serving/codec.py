@@ -14,7 +14,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import orjson
@@ -23,13 +23,17 @@ from appliance.errors import BadInput
 from appliance.serving.signature import V2_TO_NUMPY, Signature, numpy_to_v2
 
 
-@dataclass
+@dataclass(slots=True)
 class InferRequest:
     id: str | None
     inputs: dict[str, np.ndarray]
     rows: int
     outputs: tuple[str, ...]  # in the order they are answered
     binary_outputs: frozenset[str] = field(default_factory=frozenset)
+
+
+# Little-endian forms of the V2 dtypes, as the binary extension sends them.
+_LITTLE = {name: dtype.newbyteorder("<") for name, dtype in V2_TO_NUMPY.items()}
 
 
 def _shape_text(shape: Any) -> str:
@@ -101,7 +105,7 @@ def _array(
                     f"input '{name}': {size} bytes of binary data do not hold shape "
                     f"{_shape_text(shape)} of {datatype}"
                 )
-            arr = np.frombuffer(chunk, dtype=dtype.newbyteorder("<"))
+            arr = np.frombuffer(chunk, dtype=_LITTLE[datatype])
     else:
         if "data" not in item:
             raise BadInput(f"input '{name}' has neither 'data' nor binary_data_size")
@@ -156,14 +160,9 @@ def decode_request(
                 f"{spec.datatype}"
             )
         shape = item.get("shape")
-        if (
-            not isinstance(shape, list)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-        ):
+        if not _is_shape(shape):
             raise BadInput(f"input '{name}': 'shape' must be a list of non-negative integers")
-        if len(shape) != len(spec.shape) or any(
-            want != -1 and got != want for got, want in zip(shape, spec.shape, strict=True)
-        ):
+        if not _fits(shape, spec.shape):
             raise BadInput(
                 f"input '{name}': shape {_shape_text(shape)} does not match the model's "
                 f"{_shape_text(spec.shape)}"
@@ -179,10 +178,10 @@ def decode_request(
 
     rows = 1
     if signature.batchable:
-        counts = {arr.shape[0] for arr in inputs.values()}
-        if len(counts) != 1:
+        counts = [arr.shape[0] for arr in inputs.values()]
+        rows = counts[0]
+        if counts.count(rows) != len(counts):
             raise BadInput("inputs disagree on the batch size (their first axis)")
-        rows = counts.pop()
         if rows == 0:
             raise BadInput(f"input '{signature.inputs[0].name}': batch of zero rows")
         if rows > max_rows:
@@ -195,6 +194,26 @@ def decode_request(
     all_binary = bool(isinstance(params, dict) and params.get("binary_data_output"))
     outputs, binary_outputs = _requested_outputs(doc.get("outputs"), signature, all_binary)
     return InferRequest(request_id, inputs, rows, outputs, binary_outputs)
+
+
+def _is_shape(shape: Any) -> TypeGuard[list[int]]:
+    """A list of non-negative integers (JSON's true and false are not integers here)."""
+    if type(shape) is not list:
+        return False
+    for d in shape:
+        if type(d) is not int or d < 0:
+            return False
+    return True
+
+
+def _fits(shape: list[int], want: tuple[int, ...]) -> bool:
+    """Whether a request's shape matches the model's, where -1 takes any length."""
+    if len(shape) != len(want):
+        return False
+    for got, axis in zip(shape, want, strict=True):
+        if axis != -1 and got != axis:
+            return False
+    return True
 
 
 def _requested_outputs(
@@ -231,7 +250,10 @@ def _binary_bytes(arr: np.ndarray) -> bytes:
             data = value.encode() if isinstance(value, str) else bytes(value)
             parts.append(struct.pack("<I", len(data)) + data)
         return b"".join(parts)
-    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+    little = arr.dtype.newbyteorder("<")
+    if arr.dtype != little:  # big-endian (equal on a little-endian host when native)
+        arr = arr.astype(little)
+    return arr.tobytes()  # row-major, whatever the array's own layout
 
 
 def _json_data(arr: np.ndarray) -> tuple[Any, bool]:

@@ -7,6 +7,7 @@ graph that actually runs: V2 datatype names, and -1 for every dynamic axis.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,8 @@ def numpy_to_v2(dtype: np.dtype[Any]) -> str:
         return name
     if dtype.kind in ("O", "U", "S"):
         return "BYTES"
+    if not dtype.isnative:  # the same type in the other byte order
+        return numpy_to_v2(dtype.newbyteorder("="))
     raise ValueError(f"no V2 datatype for numpy dtype {dtype}")
 
 
@@ -69,22 +72,25 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Signature:
+    """Derived values are computed once: every request reads them."""
+
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    @property
+    @cached_property
     def batchable(self) -> bool:
         """True when every input and output has a dynamic first axis, so rows can be merged."""
         specs = self.inputs + self.outputs
         return bool(specs) and all(s.shape and s.shape[0] == -1 for s in specs)
 
-    def input(self, name: str) -> TensorSpec | None:
-        for spec in self.inputs:
-            if spec.name == name:
-                return spec
-        return None
+    @cached_property
+    def _by_name(self) -> dict[str, TensorSpec]:
+        return {spec.name: spec for spec in self.inputs}
 
-    @property
+    def input(self, name: str) -> TensorSpec | None:
+        return self._by_name.get(name)
+
+    @cached_property
     def output_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.outputs)
 
