@@ -248,7 +248,7 @@ SETTINGS: tuple[Setting, ...] = (
        "Secure), for a laptop or a demo.", "bool"),
     _s("serving.host", "127.0.0.1", "Address the inference server listens on.", "str"),
     _s("serving.port", 8001, "TCP port of the inference server.", "int", minimum=0, maximum=65535),
-    _s("serving.max_batch_size", 64,
+    _s("serving.max_batch_size", 256,
        "Most rows one onnxruntime run takes when concurrent requests are merged; also the most "
        "rows one request may send.", "int", minimum=1, maximum=65536),
     _s("serving.max_queue_delay_us", 0,

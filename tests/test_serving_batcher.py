@@ -178,3 +178,36 @@ def test_batches_split_by_shape_and_row_limit_in_order() -> None:
     finally:
         loop.close()
     assert got == [([0, 2], 7), ([3], 2), ([1, 4], 2)]
+
+
+def test_requests_of_many_rows_merge_on_the_thread_up_to_the_limit() -> None:
+    # Four 2-row requests fill a limit of 8 (as four 64-row requests fill the default 256):
+    # one run and one hand-off back serve all four; the fifth request runs next.
+    model = Model(seconds=0.01)
+    rows = np.arange(10, dtype=np.float32).reshape(5, 2, 1) * np.ones((1, 1, 3), np.float32)
+
+    async def run(loop: asyncio.AbstractEventLoop) -> list[Job]:
+        b = batcher(loop, model, compute_us=INLINE_MAX_US * 10)
+        assert not b.on_loop
+        jobs = [job(loop, rows[i]) for i in range(5)]
+        for j in jobs:
+            b.submit(j)
+        await asyncio.gather(*(j.future for j in jobs))
+        b.stop()
+        b.join(5)
+        return jobs
+
+    jobs = scenario(run)
+    assert [r for r, _ in model.runs] == [8, 2]
+    assert all(t != threading.get_ident() for _, t in model.runs)
+    for i, j in enumerate(jobs):  # type: ignore[arg-type]
+        assert j.batch_rows == (8 if i < 4 else 2)
+        np.testing.assert_array_equal(j.outputs["y"], rows[i] * 2)
+
+
+def test_the_default_limit_is_the_configured_default() -> None:
+    from appliance.config import SETTINGS_BY_NAME, parse_config
+    from appliance.serving.engine import EngineSettings
+
+    assert SETTINGS_BY_NAME["serving.max_batch_size"].default == 256
+    assert EngineSettings.from_config(parse_config({})) == EngineSettings()

@@ -45,7 +45,7 @@ log = logging.getLogger("appliance.serving")
 
 @dataclass(frozen=True)
 class EngineSettings:
-    max_batch_size: int = 64
+    max_batch_size: int = 256
     max_queue_delay_us: int = 0
     queue_capacity: int = 1024
     intra_op_threads: int = 0

@@ -7,8 +7,9 @@ child process (``appliance serve``'s server and application, fed by an
 in-memory model source); load comes from wrk on loopback (Debian package
 ``wrk``), keep-alive, a fixed number of connections. Prints ours, raw and the
 ratio for each goal, and the execution provider that ran. This machine's speed drifts
-from minute to minute: ``--repeat`` measures raw and served again in each round and
-prints how many rounds met each goal.
+from minute to minute, so raw is measured just before and just after the served load
+it is compared with (half the time each), and the two are averaged; ``--repeat``
+measures everything again in each round and prints how many rounds met each goal.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +58,8 @@ def serve_child(port_file: str) -> None:
     asyncio.run(main())
 
 
-def raw_figures(seconds: float) -> dict[str, float]:
+def raw_figures(seconds: float, batch: int) -> dict[str, float]:
+    """Raw onnxruntime in this process: rows/s and p50 of one batch size for ``seconds``."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -63,20 +67,26 @@ def raw_figures(seconds: float) -> dict[str, float]:
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(mlp(1), sess_options=opts, providers=["CPUExecutionProvider"])
-    out: dict[str, float] = {}
-    for batch in (1, 64):
-        x = np.random.default_rng(0).standard_normal((batch, 32)).astype(np.float32)
-        for _ in range(200):
-            sess.run(None, {"x": x})
-        times = []
-        end = time.perf_counter() + seconds / 2
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            sess.run(None, {"x": x})
-            times.append(time.perf_counter() - t)
-        out[f"rows_s_b{batch}"] = batch * len(times) / sum(times)
-        out[f"p50_ms_b{batch}"] = float(np.percentile(times, 50) * 1e3)
-    return out
+    x = np.random.default_rng(0).standard_normal((batch, 32)).astype(np.float32)
+    for _ in range(200):
+        sess.run(None, {"x": x})
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        sess.run(None, {"x": x})
+        times.append(time.perf_counter() - t)
+    return {f"rows_s_b{batch}": batch * len(times) / sum(times),
+            f"p50_ms_b{batch}": float(np.percentile(times, 50) * 1e3)}
+
+
+def bracketed(seconds: float, batch: int, served: Callable[[], Any]) -> tuple[dict[str, float], Any]:
+    """Raw figures measured just before and just after ``served()`` runs, averaged, so that
+    the machine's drift from minute to minute moves raw and served alike."""
+    before = raw_figures(seconds / 2, batch)
+    result = served()
+    after = raw_figures(seconds / 2, batch)
+    return {k: (before[k] + after[k]) / 2 for k in before}, result
 
 
 LUA = """
@@ -170,13 +180,15 @@ def main() -> None:
                 time.sleep(0.05)
             port = int(port_file.read_text())
             wrk(port, json_body, 4, 1, {}, tmp)  # warm up
+            bin_headers = {"Inference-Header-Content-Length": str(len(header)),
+                           "Content-Type": "application/octet-stream"}
             for i in range(args.repeat):
-                raw = raw_figures(args.seconds)
-                c1 = wrk(port, json_body, 1, args.seconds, {}, tmp)
-                c32 = wrk(port, json_body, 32, args.seconds, {}, tmp)
-                b64 = wrk(port, bin_body, 8, args.seconds,
-                          {"Inference-Header-Content-Length": str(len(header)),
-                           "Content-Type": "application/octet-stream"}, tmp)
+                raw1, (c1, c32) = bracketed(args.seconds / 2, 1, lambda: (
+                    wrk(port, json_body, 1, args.seconds, {}, tmp),
+                    wrk(port, json_body, 32, args.seconds, {}, tmp)))
+                raw64, b64 = bracketed(args.seconds / 2, 64, lambda: wrk(
+                    port, bin_body, 8, args.seconds, bin_headers, tmp))
+                raw = {**raw1, **raw64}
                 rounds.append((raw, c1, c32, b64))
                 if args.repeat > 1:
                     row = goals(raw, c1, c32, b64)
@@ -193,7 +205,8 @@ def main() -> None:
           f"{', '.join(providers)}); load: wrk on loopback, {args.seconds:g} s each")
     if args.repeat > 1:
         print(f"last of {args.repeat} rounds below; then the median ratio of every round")
-    print(f"raw onnxruntime: batch-1 {raw['rows_s_b1']:,.0f} rows/s (p50 "
+    print(f"raw onnxruntime (before and after each load, averaged): batch-1 "
+          f"{raw['rows_s_b1']:,.0f} rows/s (p50 "
           f"{raw['p50_ms_b1'] * 1e3:.1f} us), batch-64 {raw['rows_s_b64']:,.0f} rows/s")
     print(f"{'goal':46} {'ours':>12} {'raw/base':>12} {'ratio/diff':>11}  target")
     for name, ours, base, ratio, target, ok in goals(raw, c1, c32, b64):
