@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 
+import numpy as np
 import pytest
 from _monitoring import features, log_requests, train_served_model, truth
 
@@ -146,3 +147,29 @@ def test_a_failed_store_leaves_its_audit_entry_and_a_failed_entry(home, served, 
     added, failed = _audit(home, "feedback.add"), _audit(home, "feedback.add.failed")
     assert len(added) == 1 and added[0]["stored"] == 10
     assert failed == [{"sha256": added[0]["sha256"], "error": "database or disk is full"}]
+
+
+def test_production_rows_come_in_request_id_order_not_finishing_order(home, served,
+                                                                      tmp_path) -> None:
+    # The "b" requests finished (were logged) before the "a" ones; the dataset still lists
+    # a-0..a-4 before b-0..b-4, so the same labels always make the same rows and split.
+    start = time.time() - 600
+    fb, fa = features(5, 7), features(5, 8)
+    ids = log_requests(home, served, fb, start=start, prefix="b")
+    ids += log_requests(home, served, fa, start=start + 100, prefix="a")
+    labels = list(truth(fb)) + list(truth(fa))
+    path = tmp_path / "labels.csv"
+    path.write_text("request_id,label\n" + "".join(
+        f"{i},{lab}\n" for i, lab in zip(ids, labels, strict=True)))
+    assert add_feedback(home, "buyer", path, actor="t").stored == 10
+
+    mon = home.monitoring_db()
+    try:
+        rows = production_rows(mon, "buyer", start - 1,
+                               [{"name": "x1", "type": "numeric"},
+                                {"name": "label", "type": "categorical"}], "label")
+    finally:
+        mon.close()
+    want = [float(np.float32(v)) for v in list(fa["x1"]) + list(fb["x1"])]
+    assert [float(r[0]) for r in rows] == pytest.approx(want, rel=1e-6)
+    assert [r[1] for r in rows] == [str(v) for v in list(truth(fa)) + list(truth(fb))]
