@@ -257,6 +257,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("serving.queue_capacity", 1024,
        "Requests queued per model version before new ones get 503 with Retry-After.", "int",
        minimum=1),
+    _s("serving.busy_poll_us", 100,
+       "After each request the built-in server keeps polling its sockets this long before it "
+       "sleeps, so that a request arriving meanwhile skips the wake-up; 0 turns it off.",
+       "int", minimum=0, maximum=10_000),
     _s("serving.max_body_bytes", 64 * 1024 * 1024,
        "Largest request body accepted; a larger one gets 413.", "int", minimum=1024),
     _s("serving.intra_op_threads", 0,

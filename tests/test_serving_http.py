@@ -15,6 +15,7 @@ from appliance.errors import Unauthorized
 from appliance.serving.engine import Engine
 from appliance.serving.http import (
     AuthRequest,
+    BusyPoll,
     ServerThread,
     ServingApp,
     loopback_authorizer,
@@ -407,7 +408,7 @@ def test_a_busy_connection_stops_reading_past_its_limit() -> None:
         return 200, [], b"{}"
 
     app = types.SimpleNamespace(max_body_bytes=1000, in_flight=1, handle=answered)
-    conn = _Connection(app)  # type: ignore[arg-type]
+    conn = _Connection(app, types.SimpleNamespace(touch=lambda: None))  # type: ignore[arg-type]
     transport = Transport()
     conn.transport = transport  # type: ignore[assignment]
     conn.busy = True  # a request is being answered
@@ -425,3 +426,46 @@ def test_a_busy_connection_stops_reading_past_its_limit() -> None:
     asyncio.run(finish())
     assert transport.resumed == 1 and not conn.paused
     assert transport.written.startswith(b"HTTP/1.1 200")
+
+
+def test_busy_poll_keeps_the_loop_polling_for_its_window_then_lets_it_sleep() -> None:
+    async def run(window_us: int) -> tuple[int, bool, bool, float]:
+        loop = asyncio.get_running_loop()
+        poll = BusyPoll(loop, window_us)
+        turns = 0
+        ticking = True
+
+        def tick() -> None:  # counts the loop's turns while something is polling
+            nonlocal turns
+            turns += 1
+            if ticking:
+                loop.call_soon(tick)
+
+        poll.touch()
+        started = time.perf_counter()
+        active_at_start = poll.active
+        while poll.active and time.perf_counter() - started < 5:
+            await asyncio.sleep(0)
+        spun = time.perf_counter() - started
+        ticking = False
+        loop.call_soon(tick)
+        await asyncio.sleep(0.05)  # idle now: nothing re-queues itself
+        return turns, active_at_start, poll.active, spun
+
+    turns, at_start, after, spun = asyncio.run(run(20_000))
+    assert at_start and not after
+    assert 0.02 <= spun < 1.0  # it polled for its window, then stopped
+    assert turns == 1  # and left the loop alone afterwards
+    turns, at_start, after, spun = asyncio.run(run(0))  # 0: off
+    assert not at_start and not after and spun < 0.02
+
+
+def test_busy_poll_window_comes_from_the_configuration(home: Home, source: MemorySource) -> None:
+    from appliance.config import SETTINGS_BY_NAME, parse_config
+    from appliance.serving.http import BUSY_POLL_US, create_app
+
+    assert SETTINGS_BY_NAME["serving.busy_poll_us"].default == BUSY_POLL_US == 100
+    for conf, want in (({}, 100), ({"serving": {"busy_poll_us": 0}}, 0)):
+        app = create_app(parse_config(conf), home=home, source=source,
+                         authorizer=loopback_authorizer(True))
+        assert app.busy_poll_us == want

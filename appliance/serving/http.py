@@ -131,12 +131,51 @@ def _error(exc: ApplianceError) -> Response:
     return _json(exc.status, {"error": exc.message}, extra)
 
 
+BUSY_POLL_US = 100  # serving.busy_poll_us's default
+
+
+class BusyPoll:
+    """Keeps the event loop polling (never sleeping) for a while after the last activity.
+
+    A request that arrives while the loop sleeps in epoll waits for the wake-up of an idle
+    CPU, which on a virtual machine costs about as much as the request itself. For
+    ``window_us`` after each ``touch()`` a callback re-queues itself, so every turn of the
+    loop polls its sockets without blocking; then the loop sleeps as usual. Like
+    onnxruntime's spinning threads, it spends CPU only while traffic flows.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, window_us: int) -> None:
+        self._loop = loop
+        self._window = window_us / 1e6
+        self._last = 0.0
+        self._active = False
+
+    def touch(self) -> None:
+        if self._window <= 0:
+            return
+        self._last = time.perf_counter()
+        if not self._active:
+            self._active = True
+            self._loop.call_soon(self._spin)
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def _spin(self) -> None:
+        if time.perf_counter() - self._last < self._window:
+            self._loop.call_soon(self._spin)
+        else:
+            self._active = False
+
+
 class ServingApp:
     def __init__(self, engine: Engine, *, authorizer: Authorizer, max_body_bytes: int,
-                 home: Home | None = None) -> None:
+                 home: Home | None = None, busy_poll_us: int = BUSY_POLL_US) -> None:
         self.engine = engine
         self.home = home  # where run() keeps the daemon's heartbeat row
         self.authorizer = authorizer
+        self.busy_poll_us = busy_poll_us  # the built-in server's polling window
         # Requests read and not yet answered, over every connection: one alone may run inline.
         self.in_flight = 0
         self.max_body_bytes = max_body_bytes
@@ -349,7 +388,8 @@ def create_app(
     if authorizer is None:
         authorizer = token_authorizer(home, config["serving.anonymous_loopback"])
     return ServingApp(engine, authorizer=authorizer,
-                      max_body_bytes=config["serving.max_body_bytes"], home=home)
+                      max_body_bytes=config["serving.max_body_bytes"], home=home,
+                      busy_poll_us=config["serving.busy_poll_us"])
 
 
 # ---- the built-in HTTP/1.1 server ---------------------------------------------
@@ -360,8 +400,9 @@ _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 class _Connection(asyncio.Protocol):
     """HTTP/1.1 with keep-alive and Content-Length bodies, one request at a time."""
 
-    def __init__(self, app: ServingApp) -> None:
+    def __init__(self, app: ServingApp, poll: BusyPoll) -> None:
         self.app = app
+        self.poll = poll
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.busy = False
@@ -382,6 +423,7 @@ class _Connection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        self.poll.touch()
         self.buf += data
         if not self.busy:
             self._next()
@@ -472,6 +514,7 @@ class _Connection(asyncio.Protocol):
                head: bool = False) -> None:
         if self.transport is None:
             return
+        self.poll.touch()  # the client's next request may be close behind this answer
         lines = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Unknown"))]
         lines.extend(k + b": " + v for k, v in headers)
         lines.append(b"content-length: %d" % len(body))
@@ -492,7 +535,8 @@ async def serve(app: ServingApp, host: str, port: int, *, stop: asyncio.Event,
     """Serve until ``stop`` is set; ``on_ready`` gets the bound port (useful with port 0)."""
     loop = asyncio.get_running_loop()
     await app.startup()
-    server = await loop.create_server(lambda: _Connection(app), host, port, backlog=1024,
+    poll = BusyPoll(loop, app.busy_poll_us)
+    server = await loop.create_server(lambda: _Connection(app, poll), host, port, backlog=1024,
                                       reuse_address=True)
     bound = server.sockets[0].getsockname()[1]
     log.info("serving the V2 inference protocol on http://%s:%d", host, bound)
