@@ -46,6 +46,16 @@ def batcher(loop: asyncio.AbstractEventLoop, model: Model, compute_us: float,
                    on_batch=lambda batch, rows, us: None, compute_us=compute_us)
 
 
+async def answered(b: Batcher, jobs: list[Job]) -> list[Job]:
+    """Submit jobs in one turn, wait for every answer, then stop the batcher."""
+    for j in jobs:
+        b.submit(j)
+    await asyncio.gather(*(j.future for j in jobs))
+    b.stop()
+    b.join(5)
+    return jobs
+
+
 def scenario(fn: Callable[[asyncio.AbstractEventLoop], object]) -> object:
     async def main() -> object:
         return await fn(asyncio.get_running_loop())  # type: ignore[misc]
@@ -120,13 +130,8 @@ def test_a_bad_request_fails_alone(compute_us: float) -> None:
 
     async def run(loop: asyncio.AbstractEventLoop) -> list[Job]:
         b = batcher(loop, model, compute_us=compute_us)
-        jobs = [job(loop), job(loop, np.full((1, 3), np.nan, np.float32)), job(loop)]
-        for j in jobs:
-            b.submit(j)
-        await asyncio.gather(*(j.future for j in jobs))
-        b.stop()
-        b.join(5)
-        return jobs
+        return await answered(
+            b, [job(loop), job(loop, np.full((1, 3), np.nan, np.float32)), job(loop)])
 
     good, bad, also_good = scenario(run)  # type: ignore[misc]
     assert isinstance(bad.error, ValueError) and not bad.outputs
@@ -189,13 +194,7 @@ def test_requests_of_many_rows_merge_on_the_thread_up_to_the_limit() -> None:
     async def run(loop: asyncio.AbstractEventLoop) -> list[Job]:
         b = batcher(loop, model, compute_us=INLINE_MAX_US * 10)
         assert not b.on_loop
-        jobs = [job(loop, rows[i]) for i in range(5)]
-        for j in jobs:
-            b.submit(j)
-        await asyncio.gather(*(j.future for j in jobs))
-        b.stop()
-        b.join(5)
-        return jobs
+        return await answered(b, [job(loop, rows[i]) for i in range(5)])
 
     jobs = scenario(run)
     assert [r for r, _ in model.runs] == [8, 2]
