@@ -15,6 +15,7 @@ measures everything again in each round and prints how many rounds met each goal
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -58,15 +59,21 @@ def serve_child(port_file: str) -> None:
     asyncio.run(main())
 
 
-def raw_figures(seconds: float, batch: int) -> dict[str, float]:
-    """Raw onnxruntime in this process: rows/s and p50 of one batch size for ``seconds``."""
+@functools.cache
+def raw_session() -> Any:
+    """The raw onnxruntime session, made once: the same options as the daemon's sessions."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = THREADS
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(mlp(1), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(mlp(1), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def raw_figures(seconds: float, batch: int) -> dict[str, float]:
+    """Raw onnxruntime in this process: rows/s and p50 of one batch size for ``seconds``."""
+    sess = raw_session()
     x = np.random.default_rng(0).standard_normal((batch, 32)).astype(np.float32)
     for _ in range(200):
         sess.run(None, {"x": x})
