@@ -301,6 +301,26 @@ class Config:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.values)
 
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as plain JSON, for a process that must use it unchanged
+        (a job's child): the values, the file they came from and which keys it set."""
+        return {"values": dict(self.values),
+                "source": str(self.source) if self.source else None,
+                "from_file": sorted(self.from_file)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Config:
+        """The inverse of ``to_json``; each value is checked again as the file's would be."""
+        values = {s.name: s.default for s in SETTINGS}
+        for name, value in data["values"].items():
+            setting = SETTINGS_BY_NAME.get(name)
+            if setting is None:
+                raise ConfigError(f"unknown config key '{name}' handed to this process")
+            values[name] = setting.coerce(value)
+        source = data.get("source")
+        return cls(values=values, source=Path(source) if source else None,
+                   from_file=frozenset(data.get("from_file", ())))
+
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for key, value in data.items():

@@ -13,6 +13,7 @@ from appliance.cli._common import Env, echo_json, pass_env
 from appliance.cli._daemon import StopFlag, setup_logging
 from appliance.errors import BadInput, OperationFailed
 from appliance.gpu.placement import ResourceRequest
+from appliance.jobs import KINDS
 from appliance.queue import jobs as svc
 from appliance.queue.states import JobState
 from appliance.worker.daemon import Worker, WorkerSettings
@@ -91,7 +92,7 @@ def submit(env: Env, kind: str, pairs: tuple[str, ...], params_json: str | None,
     spec = build_spec(kind, pairs, params_json, priority, gpus, gpu_memory_mb, cpus, timeout_s,
                       max_attempts)
     with env.home.db() as db:
-        job_id = svc.submit(db, spec, env.config, actor=env.actor)
+        job_id = svc.submit(db, spec, env.config, kinds=KINDS, actor=env.actor)
         job = svc.get_job(db, job_id)
         while wait and not job.state.terminal:
             time.sleep(0.2)

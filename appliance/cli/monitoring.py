@@ -10,6 +10,8 @@ from appliance.cli._common import Env, echo_json, pass_env
 from appliance.cli.drift import drift_group
 from appliance.drift import MODES, DriftOptions
 from appliance.errors import BadInput
+from appliance.jobs import KINDS
+from appliance.jobs.drift import check_model, trigger_retraining
 from appliance.monitoring import (
     Window,
     acknowledge,
@@ -18,10 +20,8 @@ from appliance.monitoring import (
     list_alerts,
     render_html,
     render_text,
-    run_check,
     set_policy,
     traffic,
-    trigger_retraining,
 )
 
 
@@ -82,7 +82,7 @@ def drift_report(env: Env, name: str, minutes: float | None, since: str | None, 
     Compares the sampled inputs and predictions with the version's reference
     profile. Exits 1 when a breach was found, 0 otherwise.
     """
-    check = run_check(env.home, name, window=_window(env, minutes, since), config=env.config,
+    check = check_model(env.home, name, window=_window(env, minutes, since), config=env.config,
                       options=DriftOptions.from_config(env.config, mode=mode), actor=env.actor,
                       record=not no_record)
     if html_out:
@@ -185,7 +185,7 @@ def monitoring_policy(env: Env, name: str, file: str | None, as_json: bool) -> N
 @pass_env
 def monitoring_retrain(env: Env, name: str | None) -> None:
     """Queue retrain jobs for open alerts now, as the models' retraining policies say."""
-    started = trigger_retraining(env.home, env.config, model=name, actor=env.actor)
+    started = trigger_retraining(env.home, env.config, kinds=KINDS, model=name, actor=env.actor)
     for t in started:
         click.echo(f"alert {t.alert_id} ({t.model} {t.kind}): retrain job {t.job_id} queued")
     if not started:

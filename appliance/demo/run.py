@@ -38,7 +38,9 @@ from appliance.datasets import add_dataset
 from appliance.demo import data as loans
 from appliance.demo.traffic import Client, Outcome, model_inputs, send
 from appliance.errors import ApplianceError, OperationFailed
-from appliance.monitoring import Window, add_feedback_records, list_alerts, run_check
+from appliance.jobs import KINDS
+from appliance.jobs.drift import check_model
+from appliance.monitoring import Window, add_feedback_records, list_alerts
 from appliance.monitoring import set_policy as set_retraining_policy
 from appliance.promotion import advance_rollouts, promote
 from appliance.promotion.policy import set_policy as set_promotion_policy
@@ -212,7 +214,7 @@ class Demo:
 
     def run_job(self, spec: JobSpec, what: str, timeout: float) -> dict[str, Any]:
         with self.home.db() as db:
-            job_id = submit(db, spec, self.config, actor=self.actor)
+            job_id = submit(db, spec, self.config, kinds=KINDS, actor=self.actor)
             self.steps.info(f"job {job_id} ({spec.kind}) queued")
             last = ""
 
@@ -360,8 +362,8 @@ class Demo:
 
     def step_detect(self, summary: DemoSummary, t_data: float, t_concept: float) -> None:
         self.steps.start("detect drift, raise alerts, retrain on recent data")
-        data_check = run_check(self.home, MODEL, window=Window(start=t_data, end=t_concept),
-                               config=self.config, actor=self.actor)
+        data_check = check_model(self.home, MODEL, window=Window(start=t_data, end=t_concept),
+                                 config=self.config, actor=self.actor)
         drift = data_check.drift
         if drift is None or not drift.dataset_drift:
             raise self.steps.fail("the data drift window was not flagged as drifted")
@@ -369,9 +371,9 @@ class Demo:
                                           if c.drifted and c.name in loans.FEATURES)
         self.steps.info(f"data drift in {len(summary.drifted_features)} of "
                         f"{len(loans.FEATURES)} features: {', '.join(summary.drifted_features)}")
-        concept_check = run_check(self.home, MODEL, window=Window(start=t_concept,
-                                                                  end=time.time()),
-                                  config=self.config, actor=self.actor)
+        concept_check = check_model(self.home, MODEL, window=Window(start=t_concept,
+                                                                    end=time.time()),
+                                    config=self.config, actor=self.actor)
         perf = concept_check.performance or {}
         if not concept_check.concept_drift and not any(
                 b.kind in ("performance", "concept_drift") for b in concept_check.breaches):

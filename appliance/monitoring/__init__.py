@@ -1,15 +1,16 @@
 """Production monitoring: traffic and latency from the request log, data quality, delayed
-labels and performance, drift of a served model, alerts, and the retraining trigger.
+labels and performance, drift of a served model, alerts, and retraining policies.
 
 The entry points the CLI, the console and the jobs call:
 
 - ``run_check(home, name, window=, config=, actor=, record=True)``: one monitoring check
-  (drift, quality, traffic, performance, concept drift), stored, alerting, and starting
-  retraining where a policy says so; ``render_text`` / ``render_html``.
+  (drift, quality, traffic, performance, concept drift), stored and alerting;
+  ``render_text`` / ``render_html``. Starting retraining from its alerts combines this
+  with the queue, one layer up: ``appliance.jobs.drift.check_model``.
 - ``add_feedback(home, name, path, actor=)`` and ``add_feedback_records(...)``: delayed labels.
 - ``overview(home, name, window=)``: the console's JSON (traffic per minute, checks, alerts).
 - ``list_alerts``, ``acknowledge`` and ``get_alert`` on appliance.db.
-- ``set_policy``, ``get_policy``, ``trigger_retraining``: retraining policies.
+- ``set_policy``, ``get_policy``: retraining policies.
 """
 
 from appliance.monitoring.alerts import Alert, acknowledge, get_alert, list_alerts
@@ -17,7 +18,7 @@ from appliance.monitoring.check import ModelCheck, check_history, run_check
 from appliance.monitoring.feedback import FeedbackResult, add_feedback, add_feedback_records
 from appliance.monitoring.overview import overview
 from appliance.monitoring.render import render_html, render_text
-from appliance.monitoring.retraining import get_policy, set_policy, trigger_retraining
+from appliance.monitoring.retraining import get_policy, set_policy
 from appliance.monitoring.traffic import Window, traffic
 
 __all__ = [
@@ -38,5 +39,4 @@ __all__ = [
     "run_check",
     "set_policy",
     "traffic",
-    "trigger_retraining",
 ]

@@ -38,7 +38,6 @@ from appliance.monitoring import alerts as alerts_mod
 from appliance.monitoring.alerts import Breach
 from appliance.monitoring.feedback import labelled, performance
 from appliance.monitoring.quality import QualityLimits, QualityReport, assess, feature_kinds
-from appliance.monitoring.retraining import trigger_retraining
 from appliance.monitoring.traffic import Samples, Window, as_float, samples, traffic
 from appliance.registry import ModelVersion, resolve
 from appliance.storage.db import immediate
@@ -324,8 +323,6 @@ def _record(home: Home, result: ModelCheck, evaluated: set[str], config: Config,
     result.resolved_alerts = [a.id for a in resolved]
     if config["monitoring.syslog"]:
         alerts_mod.send_to_syslog(new)
-    result.retrain_jobs = [t.job_id for t in trigger_retraining(home, config, model=result.model,
-                                                                actor=actor)]
 
 
 def check_history(mon: sqlite_utils.Database, model: str, *, limit: int = 200) -> list[dict[str, Any]]:

@@ -1,5 +1,8 @@
 """Retraining policies: when an alert becomes a ``retrain`` job, and what that job builds.
 
+The policy is stored here; ``appliance.jobs.drift.trigger_retraining`` reads it to turn
+open alerts into jobs, and ``appliance.jobs.training`` runs them.
+
 A model has no policy by default, so no alert ever starts training on its
 own. A policy is YAML, set per model (``appliance monitoring policy NAME
 FILE.yaml``); every key is optional::
@@ -33,7 +36,6 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,6 @@ from appliance.datasets import add_dataset, get_dataset_version
 from appliance.errors import BadInput
 from appliance.monitoring.alerts import KINDS
 from appliance.monitoring.feedback import LABELLED_REQUEST
-from appliance.queue.jobs import JobSpec, insert_job
 from appliance.registry import ModelVersion, resolve
 from appliance.storage.db import immediate
 from appliance.storage.home import Home
@@ -124,76 +125,6 @@ def get_policy(db: sqlite_utils.Database, name: str) -> dict[str, Any]:
     """The model's policy, or the default (off)."""
     row = db.execute("SELECT policy FROM retraining_policies WHERE model = ?", [name]).fetchone()
     return {**DEFAULT_POLICY, **json.loads(row[0])} if row else dict(DEFAULT_POLICY)
-
-
-@dataclass(frozen=True)
-class Trigger:
-    alert_id: int
-    model: str
-    kind: str
-    job_id: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _recent_retrain(db: sqlite_utils.Database, model: str, cooldown_minutes: float) -> bool:
-    """A retrain job for the model is queued or running, or was submitted within cooldown."""
-    since = time.time() - cooldown_minutes * 60.0
-    for state, submitted, params in db.execute(
-        "SELECT state, submitted_at, params FROM jobs WHERE kind = 'retrain' ORDER BY id DESC"
-        " LIMIT 200"):
-        if json.loads(params).get("model") != model:
-            continue
-        if state in ("queued", "running"):
-            return True
-        at = _parse_iso(submitted)
-        if at is not None and at >= since:
-            return True
-    return False
-
-
-def _parse_iso(text: str) -> float | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def trigger_retraining(home: Home, config: Config, *, model: str | None = None,
-                       actor: str = "monitoring") -> list[Trigger]:
-    """Turn open alerts into retrain jobs where the model's policy says so.
-
-    One job per model at a time: while one is queued or running, or within the
-    policy's cooldown, further alerts wait. The alert records the job it
-    started, in the same transaction as the job and their audit entries.
-    """
-    db = home.db()
-    started: list[Trigger] = []
-    try:
-        sql = ("SELECT a.id, a.model, a.kind FROM alerts a JOIN retraining_policies p"
-               " ON p.model = a.model WHERE a.state = 'open' AND a.retrain_job_id IS NULL")
-        args: list[Any] = []
-        if model is not None:
-            sql += " AND a.model = ?"
-            args.append(model)
-        candidates = list(db.execute(sql + " ORDER BY a.id", args))
-        for alert_id, name, kind in candidates:
-            policy = get_policy(db, name)
-            if not policy["enabled"] or kind not in policy["triggers"]:
-                continue
-            spec = JobSpec(kind="retrain", params={"model": name, "alert_id": alert_id})
-            with immediate(db):
-                if _recent_retrain(db, name, float(policy["cooldown_minutes"])):
-                    continue
-                job_id = insert_job(db, spec, config, actor=actor)
-                db.execute("UPDATE alerts SET retrain_job_id = ? WHERE id = ?", [job_id, alert_id])
-                audit.append(db, actor=actor, action="alert.retrain", target=f"alert:{alert_id}",
-                             details={"model": name, "kind": kind, "job": job_id})
-            started.append(Trigger(alert_id, name, kind, job_id))
-    finally:
-        db.close()
-    return started
 
 
 # --- what the retrain job builds ----------------------------------------------------

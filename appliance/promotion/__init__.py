@@ -32,7 +32,7 @@ from appliance.promotion.service import (
     promote,
     rollback,
 )
-from appliance.promotion.signing import get_signature, verify_model
+from appliance.registry.signing import get_signature, verify_model
 
 __all__ = [
     "DEFAULT_POLICY",

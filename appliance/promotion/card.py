@@ -72,7 +72,7 @@ def _drift(home: Home, name: str, version: int) -> list[dict[str, Any]]:
 def model_card(home: Home, ref: str) -> dict[str, Any]:
     """Everything the card shows, as data (the console renders it its own way)."""
     from appliance.promotion.service import gate_reports, list_approvals
-    from appliance.promotion.signing import get_signature
+    from appliance.registry.signing import get_signature
 
     with home.db() as db:
         mv = resolve(db, ref)

@@ -20,8 +20,9 @@ import sqlite_utils
 from appliance.datasets import get_dataset_version, load_table
 from appliance.datasets.table import Table
 from appliance.errors import BadInput, OperationFailed
+from appliance.onnxtools.providers import ort_errors
+from appliance.onnxtools.sessions import cpu_session
 from appliance.registry import ModelVersion
-from appliance.serving.providers import ort_errors
 from appliance.storage.home import Home
 from appliance.training import get_run
 from appliance.training.features import compute_metrics, label_strings, labelled_rows
@@ -75,20 +76,9 @@ def feeds_for(signature: dict[str, Any], table: Table, rows: np.ndarray) -> dict
     return feeds
 
 
-def session_for(data: bytes) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def score(data: bytes, signature: dict[str, Any], es: EvalSet) -> dict[str, float]:
     """A model's metrics on the evaluation set, as training computes them."""
-    session = session_for(data)
+    session = cpu_session(data)
     feeds = feeds_for(signature, es.table, es.rows)
     failures: tuple[type[BaseException], ...] = (*ort_errors(), ValueError, KeyError)
     try:
@@ -153,7 +143,7 @@ def _zeros(signature: dict[str, Any]) -> dict[str, np.ndarray]:
 def load_test(data: bytes, signature: dict[str, Any], es: EvalSet | None, *, requests: int,
               warmup: int) -> dict[str, float]:
     """Time ``requests`` single-row runs of one session; p50/p99 in milliseconds."""
-    session = session_for(data)
+    session = cpu_session(data)
     outputs = [o["name"] for o in signature.get("outputs", [])] or None
     if es is not None and len(es.rows):
         rows = [feeds_for(signature, es.table, es.rows[i:i + 1])

@@ -22,7 +22,6 @@ from appliance.errors import BadInput, Conflict, NotFound, OperationFailed
 from appliance.promotion import rollout as rollouts
 from appliance.promotion.gates import GateReport, run_gates
 from appliance.promotion.policy import get_policy
-from appliance.promotion.signing import sign_in_transaction
 from appliance.registry import (
     AliasMove,
     ModelVersion,
@@ -31,6 +30,7 @@ from appliance.registry import (
     parse_ref,
     resolve,
 )
+from appliance.registry.signing import sign_in_transaction
 from appliance.storage.db import immediate
 from appliance.storage.home import Home
 from appliance.training import get_run

@@ -1,6 +1,7 @@
 """The process a job runs in: ``python -m appliance.queue.child JOBDIR``.
 
-The worker writes ``JOBDIR/job.json`` and starts this module in a new process
+The worker writes ``JOBDIR/job.json`` (the job, its handler and the worker's
+configuration, parsed once when the worker started) and starts this module in a new process
 group, with ``JOBDIR/work`` as its directory and ``JOBDIR/job.log`` as its
 output. It imports the kind's handler, calls it with a ``JobContext``, and
 leaves ``result.json`` (success) or ``error.json`` (failure) beside the log.
@@ -20,6 +21,7 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+from appliance.config import Config
 from appliance.queue.context import JobCancelled, JobContext
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
@@ -37,7 +39,7 @@ def run(jobdir: Path) -> int:
     ctx = JobContext(
         job_id=int(spec["job_id"]), kind=spec["kind"], params=spec["params"],
         attempt=int(spec["attempt"]), workdir=jobdir / "work", home=Path(spec["home"]),
-        gpus=tuple(spec.get("gpus", ())),
+        config=Config.from_json(spec["config"]), gpus=tuple(spec.get("gpus", ())),
     )
 
     def on_term(signum: int, frame: FrameType | None) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.config import Config
+
 PROGRESS_FILE = "progress.json"
 
 
@@ -27,6 +29,7 @@ class JobContext:
     attempt: int
     workdir: Path
     home: Path
+    config: Config
     gpus: tuple[int, ...] = ()
     _cancelled: bool = field(default=False, repr=False)
 

@@ -21,7 +21,7 @@ from appliance.config import Config
 from appliance.errors import BadInput, Conflict, NotFound
 from appliance.gpu.placement import ResourceRequest
 from appliance.queue import states
-from appliance.queue.kinds import check_submittable
+from appliance.queue.kinds import Kinds, check_submittable
 from appliance.queue.states import JobState
 from appliance.storage.db import immediate
 from appliance.storage.home import Home
@@ -125,7 +125,8 @@ class Job:
         }
 
 
-def check_spec(spec: JobSpec, config: Config) -> tuple[int, float]:
+def check_spec(spec: JobSpec, config: Config, *, kinds: Kinds) -> tuple[int, float]:
+    """Refuse a bad job before it is queued; return its attempts and timeout."""
     if not isinstance(spec.params, dict):
         raise BadInput("params must be a JSON object")
     try:
@@ -149,7 +150,7 @@ def check_spec(spec: JobSpec, config: Config) -> tuple[int, float]:
     timeout = spec.timeout_s if spec.timeout_s is not None else config["queue.timeout_s"]
     if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise BadInput("timeout must be a number of seconds > 0")
-    check_submittable(spec.kind, spec.params)
+    check_submittable(kinds, spec.kind, spec.params)
     return int(attempts), float(timeout)
 
 
@@ -158,12 +159,13 @@ def insert_job(
     spec: JobSpec,
     config: Config,
     *,
+    kinds: Kinds,
     actor: str,
     schedule_id: int | None = None,
     fire_time: str | None = None,
 ) -> int:
     """Queue a job inside the caller's transaction (a schedule firing uses this)."""
-    limits = check_spec(spec, config)
+    limits = check_spec(spec, config, kinds=kinds)
     return _insert(db, spec, limits, actor=actor, schedule_id=schedule_id, fire_time=fire_time)
 
 
@@ -194,9 +196,10 @@ def _insert(
     return job_id
 
 
-def submit(db: sqlite_utils.Database, spec: JobSpec, config: Config, *, actor: str) -> int:
+def submit(db: sqlite_utils.Database, spec: JobSpec, config: Config, *, kinds: Kinds,
+           actor: str) -> int:
     """Queue a job; return its id."""
-    limits = check_spec(spec, config)  # before the write lock: it may import a validator
+    limits = check_spec(spec, config, kinds=kinds)  # before the write lock: it may import a validator
     with immediate(db):
         return _insert(db, spec, limits, actor=actor)
 

@@ -1,5 +1,10 @@
 """Job kinds: a name, the handler that runs it, and an optional parameter check.
 
+The queue only stores and hands out jobs by kind name. Which kinds exist is
+``appliance.jobs.KINDS``, one table above the services the handlers combine;
+the queue's functions take that table as ``kinds=``, so the queue never
+reaches up to find it.
+
 The handler contract
 --------------------
 A handler is a plain function named by a dotted path ``"package.module:function"``.
@@ -21,21 +26,23 @@ The worker's child process imports it and calls it with one argument, a
 - ``CUDA_VISIBLE_DEVICES`` names the GPUs the queue placed it on (``ctx.gpus``).
 - It opens the data directory itself when it needs it (``ctx.home``); a long
   job must not hold a write transaction across its work.
+- ``ctx.config`` is the configuration the worker was started with (its
+  ``--config`` file, parsed once); a handler never reads the file again.
 - Raising fails the job with the exception's message; the traceback goes to
   the log. A failed job is not retried: retries are for lost workers.
 - ``validate`` (optional), named the same way, runs in the submitting process
   with the parameters dict and raises ``BadInput`` naming the bad field, so
   a bad request is refused at submit time rather than failing later.
 
-Adding a kind is one line in ``KINDS``. A kind whose module is absent from
-this installation is refused at submit time with a clear message.
+Adding a kind is one line in ``appliance.jobs.KINDS``. A kind whose module is
+absent from this installation is refused at submit time with a clear message.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,40 +57,13 @@ class JobKind:
     validate: str | None = None
 
 
-KINDS: dict[str, JobKind] = {
-    k.name: k
-    for k in (
-        JobKind("noop", "appliance.queue.builtin:noop",
-                "does nothing and reports where it ran (pid, GPUs, directory)"),
-        JobKind("sleep", "appliance.queue.builtin:sleep",
-                "sleeps params.seconds (default 1), optionally in params.children "
-                "extra processes", "appliance.queue.builtin:validate_sleep"),
-        JobKind("fail", "appliance.queue.builtin:fail",
-                "fails with params.message, to check alerting and the failure path"),
-        JobKind("echo", "appliance.queue.builtin:echo",
-                "returns its parameters as its result"),
-        JobKind("train", "appliance.training.jobs:run_train_job",
-                "trains a model from a recipe", "appliance.training.jobs:validate_train_params"),
-        JobKind("retrain", "appliance.training.jobs:run_retrain_job",
-                "retrains a registered model on newer data",
-                "appliance.training.jobs:validate_retrain_params"),
-        JobKind("reproduce", "appliance.training.jobs:run_reproduce_job",
-                "re-runs a recorded run and compares the results",
-                "appliance.training.jobs:validate_reproduce_params"),
-        JobKind("drift-check", "appliance.drift.jobs:run_drift_check_job",
-                "computes drift for a served model against its reference",
-                "appliance.drift.jobs:validate_drift_check_params"),
-        JobKind("rollout-advance", "appliance.promotion.jobs:run_rollout_job",
-                "advances or rolls back staged rollouts from the request log",
-                "appliance.promotion.jobs:validate_rollout_params"),
-    )
-}
+Kinds = Mapping[str, JobKind]
 
 
-def get_kind(name: str) -> JobKind:
-    kind = KINDS.get(name)
+def get_kind(kinds: Kinds, name: str) -> JobKind:
+    kind = kinds.get(name)
     if kind is None:
-        raise BadInput(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(KINDS))}")
+        raise BadInput(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(kinds))}")
     return kind
 
 
@@ -111,9 +91,9 @@ def load(path: str) -> Callable[..., Any]:
     return fn
 
 
-def check_submittable(name: str, params: dict[str, Any]) -> JobKind:
+def check_submittable(kinds: Kinds, name: str, params: dict[str, Any]) -> JobKind:
     """Refuse an unknown or unavailable kind, or parameters its validator rejects."""
-    kind = get_kind(name)
+    kind = get_kind(kinds, name)
     if not available(kind):
         raise BadInput(
             f"job kind {name!r} is not available on this installation "

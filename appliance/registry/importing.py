@@ -8,7 +8,7 @@ from pathlib import Path
 import sqlite_utils
 
 from appliance.errors import BadInput
-from appliance.registry.onnxinfo import check_model, probe_inference, signature_of
+from appliance.onnxtools.models import check_model, probe_inference, signature_of
 from appliance.registry.refs import check_name
 from appliance.registry.versions import ModelVersion, insert_version
 from appliance.storage.blobs import BlobStore

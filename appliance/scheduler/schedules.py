@@ -25,6 +25,7 @@ from appliance.audit import append
 from appliance.audit.log import now_iso
 from appliance.config import Config
 from appliance.errors import BadInput, Conflict, NotFound
+from appliance.jobs import KINDS
 from appliance.queue.jobs import JobSpec, check_spec, insert_job
 from appliance.scheduler.cron import next_after, parse_cron
 from appliance.storage.db import immediate
@@ -113,7 +114,7 @@ def add_schedule(
             "starting with a letter or digit"
         )
     parse_cron(cron, timezone_name)
-    check_spec(spec, config)
+    check_spec(spec, config, kinds=KINDS)
     stamp = _iso(now or utcnow())
     with immediate(db):
         if db.execute("SELECT 1 FROM schedules WHERE name = ?", [name]).fetchone():
@@ -221,7 +222,7 @@ def fire_due(
             fire_time, missed = due
             try:
                 job_id = insert_job(
-                    db, JobSpec.from_template(current.template), config, actor=actor,
+                    db, JobSpec.from_template(current.template), config, kinds=KINDS, actor=actor,
                     schedule_id=current.id, fire_time=_iso(fire_time),
                 )
             except BadInput as exc:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from appliance.errors import Unavailable
-from appliance.serving.providers import ort_errors
+from appliance.onnxtools.providers import ort_errors
 
 
 @dataclass(slots=True, eq=False)

@@ -32,10 +32,10 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.errors import ApplianceError, BadInput, NotFound, OperationFailed, Unavailable
+from appliance.onnxtools.providers import ort_errors
 from appliance.serving.batcher import Batcher, Job
 from appliance.serving.codec import InferRequest, decode_request
 from appliance.serving.metrics import Metrics
-from appliance.serving.providers import ort_errors
 from appliance.serving.requestlog import Entry, RequestLog
 from appliance.serving.signature import V2_TO_NUMPY, Signature, from_session
 from appliance.serving.source import ModelSource, Route
@@ -462,7 +462,7 @@ def _run_error(name: str, exc: BaseException) -> ApplianceError:
 
 def _detect_providers() -> tuple[str, ...]:
     from appliance.gpu.inventory import NvmlSource
-    from appliance.serving.providers import check_providers
+    from appliance.onnxtools.providers import check_providers
 
     return check_providers(NvmlSource().read()).usable
 

@@ -17,8 +17,8 @@ from collections.abc import Hashable
 import sqlite_utils
 
 from appliance.errors import BadInput
-from appliance.promotion.signing import verify_model
 from appliance.registry import alias_fingerprint, list_aliases, resolve
+from appliance.registry.signing import verify_model
 from appliance.serving.source import Resolved, Route
 from appliance.storage.home import Home
 

@@ -128,7 +128,7 @@ def _gpus(source: InventorySource) -> tuple[Check, Any]:
 
 
 def _providers(inventory: Any) -> Check:
-    from appliance.serving.providers import check_providers
+    from appliance.onnxtools.providers import check_providers
 
     result = check_providers(inventory)
     ok = "CPUExecutionProvider" in result.usable

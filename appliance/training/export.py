@@ -17,7 +17,7 @@ from typing import Any, cast
 import numpy as np
 
 from appliance.errors import OperationFailed
-from appliance.registry.onnxinfo import cpu_session
+from appliance.onnxtools.sessions import cpu_session
 from appliance.training.features import Encoding
 from appliance.training.templates import output_names
 

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from appliance.errors import BadInput, OperationFailed
-from appliance.registry.onnxinfo import check_model, probe_inference, signature_of
+from appliance.onnxtools.models import check_model, probe_inference, signature_of
 from appliance.training.export import weights_digest
 from appliance.training.recipe import Recipe
 from appliance.training.trainer import Outcome, Progress

@@ -19,7 +19,7 @@ import numpy as np
 
 from appliance.datasets.table import Table
 from appliance.errors import BadInput, OperationFailed
-from appliance.registry.onnxinfo import signature_of
+from appliance.onnxtools.models import signature_of
 from appliance.training import features as feat
 from appliance.training.export import export_onnx, parity, weights_digest
 from appliance.training.recipe import Recipe

@@ -25,9 +25,10 @@ from appliance.config import Config
 from appliance.errors import BadInput, Conflict, NotFound, StorageError
 from appliance.gpu.inventory import InventorySource
 from appliance.gpu.placement import inventory_source
+from appliance.jobs import KINDS
 from appliance.queue import liveness, states
 from appliance.queue.jobs import Job
-from appliance.queue.kinds import get_kind
+from appliance.queue.kinds import Kinds, get_kind
 from appliance.queue.lease import ClaimLimits, claim, renew
 from appliance.storage.db import immediate
 from appliance.storage.home import Home
@@ -80,9 +81,11 @@ class Worker:
         settings: WorkerSettings | None = None,
         executor: Executor | None = None,
         inventory: InventorySource | None = None,
+        kinds: Kinds = KINDS,
     ) -> None:
         self.home = home
         self.config = config
+        self.kinds = kinds
         self.settings = settings or WorkerSettings.from_config(config)
         self.executor = executor or LocalProcessExecutor()
         self.inventory = inventory or inventory_source(self.settings.inventory_file)
@@ -120,9 +123,10 @@ class Worker:
             return False
         try:
             launch = Launch(
-                job_id=job.id, kind=job.kind, handler=get_kind(job.kind).handler,
+                job_id=job.id, kind=job.kind, handler=get_kind(self.kinds, job.kind).handler,
                 params=job.params, attempt=job.attempts, gpus=job.gpu_indices,
                 jobdir=self.home.job_dir(job.id), home=self.home.root, worker=self.id,
+                config=self.config,
             )
             handle = self.executor.start(launch)
         except (BadInput, OSError) as exc:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from appliance.config import Config
 from appliance.queue.child import ERROR_FILE, RESULT_FILE, SPEC_FILE
 from appliance.queue.context import PROGRESS_FILE
 from appliance.queue.jobs import LOG_FILE
@@ -42,6 +43,7 @@ class Launch:
     jobdir: Path
     home: Path
     worker: str
+    config: Config
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ class LocalProcessExecutor:
         spec = {
             "job_id": launch.job_id, "kind": launch.kind, "handler": launch.handler,
             "params": launch.params, "attempt": launch.attempt, "gpus": list(launch.gpus),
-            "home": str(launch.home),
+            "home": str(launch.home), "config": launch.config.to_json(),
         }
         tmp = jobdir / (SPEC_FILE + ".tmp")
         tmp.write_text(json.dumps(spec))

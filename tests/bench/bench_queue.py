@@ -22,6 +22,7 @@ from pathlib import Path
 
 from appliance.config import parse_config
 from appliance.gpu.inventory import StaticSource
+from appliance.jobs import KINDS
 from appliance.queue import states
 from appliance.queue.jobs import JobSpec, submit
 from appliance.queue.lease import ClaimLimits, claim
@@ -45,7 +46,7 @@ def _ours(root: str, n: int, start: float, out: mp.Queue) -> None:
     began = time.time()
     for _ in range(n):
         t0 = time.perf_counter()
-        submit(db, spec, config, actor="bench")
+        submit(db, spec, config, kinds=KINDS, actor="bench")
         job = claim(db, worker=worker, limits=limits, inventory=inventory)
         if job is None:
             raise RuntimeError("claim found nothing although a job was just queued")

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from appliance.gpu.inventory import NvmlSource
-from appliance.serving.providers import check_providers
-from tests.serving_helpers import MemorySource, mlp
+from appliance.onnxtools.providers import check_providers
+from tests.helpers.serving import MemorySource, mlp
 
 THREADS = 1
 

@@ -24,6 +24,7 @@ from appliance.console import charts, security, web
 from appliance.console.apidoc import api
 from appliance.console.security import requires
 from appliance.errors import BadInput
+from appliance.jobs.drift import check_model
 from appliance.monitoring.quality import feature_kinds
 from appliance.monitoring.traffic import Window, as_float, samples
 
@@ -214,7 +215,7 @@ def _hours() -> int:
 
 
 def _run_check(name: str) -> monitoring.ModelCheck:
-    return monitoring.run_check(web.home(), name, config=web.config(), actor=security.actor())
+    return check_model(web.home(), name, config=web.config(), actor=security.actor())
 
 
 # --- pages ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from appliance.console import security, web
 from appliance.console.apidoc import api
 from appliance.console.security import requires
 from appliance.errors import BadInput
+from appliance.jobs import KINDS
 from appliance.queue import jobs
 
 bp = Blueprint("training", __name__)
@@ -71,7 +72,7 @@ def cancel_form(job_id: int) -> Response:
 @requires(TRAIN)
 def submit_form() -> Response:
     spec = recipe_spec(web.form_field("recipe"))
-    job_id = jobs.submit(web.get_db(), spec, web.config(), actor=security.actor())
+    job_id = jobs.submit(web.get_db(), spec, web.config(), kinds=KINDS, actor=security.actor())
     return redirect(url_for("training.job_page", job_id=job_id), 303)
 
 
@@ -124,7 +125,7 @@ def api_submit() -> Response:
     if not isinstance(priority, int):
         raise BadInput("field 'priority' must be an integer")
     spec = jobs.JobSpec(kind=body["kind"], params=params, priority=priority)
-    job_id = jobs.submit(web.get_db(), spec, web.config(), actor=security.actor())
+    job_id = jobs.submit(web.get_db(), spec, web.config(), kinds=KINDS, actor=security.actor())
     return jsonify({"id": job_id})
 
 

@@ -1,0 +1,50 @@
+"""Every job kind the worker runs, registered in one place.
+
+A handler combines the services below it (training, monitoring, promotion,
+drift) for one unit of queued work; it gets the worker's configuration in
+``ctx.config`` and never reads the configuration file itself. The queue
+stores jobs by kind name and takes this table as ``kinds=`` wherever it needs
+one (submitting, running), so it never reaches up for it. The handler
+contract is in ``appliance.queue.kinds``.
+
+- ``builtin``: noop, sleep, fail, echo (diagnostics of the queue itself)
+- ``training``: train, retrain, reproduce
+- ``drift``: drift-check, and ``check_model``, a monitoring check that may
+  start a retrain job (the CLI, the console and the demo call it too)
+- ``rollout``: rollout-advance
+"""
+
+from __future__ import annotations
+
+from appliance.queue.kinds import JobKind
+
+KINDS: dict[str, JobKind] = {
+    k.name: k
+    for k in (
+        JobKind("noop", "appliance.jobs.builtin:noop",
+                "does nothing and reports where it ran (pid, GPUs, directory)"),
+        JobKind("sleep", "appliance.jobs.builtin:sleep",
+                "sleeps params.seconds (default 1), optionally in params.children "
+                "extra processes", "appliance.jobs.builtin:validate_sleep"),
+        JobKind("fail", "appliance.jobs.builtin:fail",
+                "fails with params.message, to check alerting and the failure path"),
+        JobKind("echo", "appliance.jobs.builtin:echo",
+                "returns its parameters as its result"),
+        JobKind("train", "appliance.jobs.training:run_train_job",
+                "trains a model from a recipe", "appliance.jobs.training:validate_train_params"),
+        JobKind("retrain", "appliance.jobs.training:run_retrain_job",
+                "retrains a registered model on newer data",
+                "appliance.jobs.training:validate_retrain_params"),
+        JobKind("reproduce", "appliance.jobs.training:run_reproduce_job",
+                "re-runs a recorded run and compares the results",
+                "appliance.jobs.training:validate_reproduce_params"),
+        JobKind("drift-check", "appliance.jobs.drift:run_drift_check_job",
+                "computes drift for a served model against its reference",
+                "appliance.jobs.drift:validate_drift_check_params"),
+        JobKind("rollout-advance", "appliance.jobs.rollout:run_rollout_job",
+                "advances or rolls back staged rollouts from the request log",
+                "appliance.jobs.rollout:validate_rollout_params"),
+    )
+}
+
+__all__ = ["KINDS"]

@@ -1,0 +1,134 @@
+"""Helpers of the console tests: a data directory with users of every role, a
+registered model, a dataset, a queued job and the audit key; logging in; CSRF tokens.
+The fixtures built on them are in ``tests/console/conftest.py``.
+
+Hashing a password with Argon2id takes a noticeable fraction of a second, so the data
+directory is built once per test module (users added, one session opened per role
+through ``appliance.auth``) and copied for each test; each test then changes only its
+own copy.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from onnx import TensorProto, helper
+
+from appliance.audit.service import ensure_key
+from appliance.auth import sessions, users
+from appliance.auth.permissions import Principal, Role
+from appliance.config import parse_config
+from appliance.console import create_app
+from appliance.datasets import add_dataset
+from appliance.jobs import KINDS
+from appliance.promotion import set_policy
+from appliance.queue import jobs
+from appliance.registry import insert_version, set_alias
+from appliance.storage.db import immediate
+from appliance.storage.home import Home, init_home
+
+ROLES = ("admin", "operator", "approver", "viewer")
+PASSWORD = "correct horse battery staple"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+SESSION_COOKIE = "appliance-session"
+# A policy whose gates an imported model can pass: no held-out metrics, no evaluation set.
+OPEN_POLICY = "gates: {metrics: [], data_quality: null, latency: {max_p99_ms: 1000}}\n"
+SIGNATURE = {"inputs": [{"name": "age", "datatype": "FP32", "shape": [-1, 1]}],
+             "outputs": [{"name": "prediction", "datatype": "FP32", "shape": [-1, 1]}],
+             "feature_names": ["age"]}
+
+
+def tiny_model(scale: float) -> bytes:
+    """prediction = age * scale: a real ONNX graph that loads and runs in milliseconds."""
+    node = helper.make_node("Mul", ["age", "scale"], ["prediction"])
+    graph = helper.make_graph(
+        [node], "tiny",
+        [helper.make_tensor_value_info("age", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor("scale", TensorProto.FLOAT, [1], [scale])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def open_policy(home: Home, name: str = "churn") -> None:
+    db = home.db()
+    try:
+        set_policy(db, name, OPEN_POLICY, actor="test")
+    finally:
+        db.close()
+
+
+@dataclass(frozen=True)
+class Template:
+    root: Path
+    sessions: dict[str, str]  # role -> session id, valid in every copy
+
+
+def seed(home: Home) -> dict[str, str]:
+    """One user per role (each with an open session), a model with two versions
+    (production on the first; both real ONNX graphs whose reference profile is the
+    dataset's), a dataset, a queued job and the audit signing key."""
+    init_home(home)
+    ensure_key(home, "test")
+    db = home.db()
+    try:
+        opened = {}
+        for role in ROLES:
+            users.add_user(db, role, role, PASSWORD, actor="test")
+            opened[role] = sessions.create_session(db, Principal(name=role, role=Role(role)))
+        csv = home.root / "customers.csv"
+        csv.write_text("age,plan,churned\n" + "".join(
+            f"{20 + i % 50},{'ab'[i % 2]},{i % 3 == 0}\n" for i in range(200)))
+        dv, _ = add_dataset(db, home.blobs, "customers", csv, actor="test", target="churned")
+        with immediate(db):
+            for scale in (1.0, 2.0):
+                insert_version(db, name="churn", onnx_digest=home.blobs.put_bytes(
+                    tiny_model(scale)), signature=SIGNATURE, actor="test", source="import",
+                    profile_digest=dv.profile_digest, dataset_version_id=dv.id,
+                    metrics={"auc": 0.9})
+        set_alias(db, "churn", 1, "production", "test")
+        jobs.submit(db, jobs.JobSpec(kind="noop"), parse_config({}), kinds=KINDS,
+                    actor="test")
+    finally:
+        db.close()
+    return opened
+
+
+def make_app(home: Home, **settings: Any) -> Flask:
+    return create_app({"home": str(home.root), **settings})
+
+
+def login_csrf(client: FlaskClient) -> str:
+    page = client.get("/login")
+    match = CSRF.search(page.get_data(as_text=True))
+    assert match, "the login page carries a CSRF token"
+    return match.group(1)
+
+
+def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
+    """Log in through the form, as a browser does (one Argon2id verification)."""
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": login_csrf(client), "next": "/"})
+
+
+def csrf_of(client: FlaskClient, url: str = "/account/password") -> str:
+    match = CSRF.search(client.get(url).get_data(as_text=True))
+    assert match, f"{url} carries a CSRF token"
+    return match.group(1)
+
+
+def client_with_session(app: Flask, session_id: str) -> FlaskClient:
+    c = app.test_client()
+    c.set_cookie(SESSION_COOKIE, session_id)
+    return c
+
+
+def session_token(client: FlaskClient) -> str | None:
+    cookie = client.get_cookie(SESSION_COOKIE)
+    return cookie.value if cookie else None
