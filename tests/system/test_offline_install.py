@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path.home() / ".cache" / "appliance-test-wheelhouse"
-SUITE_SUBSET = ["tests/test_storage.py", "tests/test_config_cli.py", "tests/test_backup.py",
-                "tests/test_audit_tamper.py", "tests/test_serving_http.py",
-                "tests/test_queue_worker.py"]
+SUITE_SUBSET = ["tests/storage/test_storage.py", "tests/system/test_config_cli.py",
+                "tests/system/test_backup.py", "tests/audit/test_audit_tamper.py",
+                "tests/serving/test_serving_http.py", "tests/queue/test_queue_worker.py"]
 
 
 def _namespace_works() -> bool:
