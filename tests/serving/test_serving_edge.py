@@ -135,6 +135,7 @@ def test_a_poisoned_request_is_refused_and_later_requests_are_logged(
      400),
     (b"POST /v2/models/mlp/infer HTTP/1.1\r\nContent-Length : 2\r\n\r\n{}", 400),
     (b"GET /v2/health/live HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n", 400),  # obs-fold
+    (b"GET /v2/health/live HTTP/1.1\r\nX-A: a\r\n Connection: close\r\n\r\n", 400),
     (b"GET /v2/health/live HTTP/1.1\nHost: a\n\n", 400),  # bare LF
     (b"GET /v2/health/live HTTP/1.1\r\nHost: a\n\r\n", 400),
     (b"GET /v2/health/live HTTP/9.9\r\n\r\n", 505),

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import httptools
 
@@ -204,7 +204,8 @@ class Connection(asyncio.Protocol):
     # ---- asyncio.Protocol -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        transport = cast(asyncio.Transport, transport)  # a stream server's: it writes
+        self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -218,13 +219,13 @@ class Connection(asyncio.Protocol):
                 [(b"retry-after", b"1"), (b"connection", b"close")])
             lines = [b"HTTP/1.1 503 Service Unavailable", *(k + b": " + v for k, v in headers),
                      b"content-length: %d" % len(body)]
-            self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+            transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
             # Half-close, so the client reads the answer before the reset that closing with
             # its request unread would send; the descriptor goes a moment later.
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
+            if transport.can_write_eof():
+                transport.write_eof()
             self.closing = True
-            asyncio.get_running_loop().call_later(REFUSED_LINGER_S, self.transport.close)
+            asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
             return
         self.state.connections.add(self)
         self._arm("idle", self.limits.header_timeout_s)
