@@ -405,8 +405,11 @@ def test_a_busy_connection_stops_reading_past_its_limit() -> None:
         def close(self) -> None:
             pass
 
-    async def answered(*request: object) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def answer() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         return 200, [], b"{}"
+
+    def answered(*request: object) -> object:
+        return answer()
 
     async def scenario() -> tuple[Transport, Connection]:
         app = types.SimpleNamespace(max_body_bytes=1000, in_flight=1, request=answered)
@@ -424,7 +427,7 @@ def test_a_busy_connection_stops_reading_past_its_limit() -> None:
         assert transport.paused == 1  # paused once, not again
         conn.held.clear()
         conn.busy = False
-        await conn._answer("POST", b"/v2/models/m/infer", {}, b"{}", keep=True)
+        await conn._answer("POST", answer(), keep=True)
         return transport, conn
 
     transport, conn = asyncio.run(scenario())

@@ -22,7 +22,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
@@ -202,10 +202,16 @@ class ServingApp:
                                                 f"{self.max_body_bytes} bytes"})
         return None
 
-    async def request(self, method: str, target: bytes, headers: Mapping[bytes, bytes],
-                      body: bytes, client: str | None) -> Response:
-        """Answer one request read in full; never raises."""
+    def request(self, method: str, target: bytes, headers: Mapping[bytes, bytes],
+                body: bytes, client: str | None) -> Coroutine[Any, Any, Response]:
+        """Answer one request read in full; never raises. Counted in flight from this call,
+        not from when the answer starts: requests read in one turn of the loop all count
+        before the first runs, so none of them is taken to be alone (and run unmerged)."""
         self.in_flight += 1
+        return self._request(method, target, headers, body, client)
+
+    async def _request(self, method: str, target: bytes, headers: Mapping[bytes, bytes],
+                       body: bytes, client: str | None) -> Response:
         try:
             try:
                 parts = decode_target(target)

@@ -29,7 +29,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
@@ -367,14 +367,14 @@ class Connection(asyncio.Protocol):
         if self.last_request and not self.ready:
             keep = False
         self.busy = True
-        self.task = asyncio.get_running_loop().create_task(
-            self._answer(method, target, headers, body, keep))
+        # Handed to the application now, not when the task starts, so that it counts in
+        # flight at once: requests read in the same turn of the loop then merge into one run.
+        answer = self.app.request(method, target, headers, body, self.client)
+        self.task = asyncio.get_running_loop().create_task(self._answer(method, answer, keep))
 
-    async def _answer(self, method: str, target: bytes, headers: dict[bytes, bytes],
-                      body: bytes, keep: bool) -> None:
+    async def _answer(self, method: str, answer: Awaitable[Response], keep: bool) -> None:
         try:
-            status, response_headers, response = await self.app.request(
-                method, target, headers, body, self.client)
+            status, response_headers, response = await answer
         finally:
             self.busy = False
         if status >= 500 and status != 503:
