@@ -530,6 +530,20 @@ def test_tritonclient_statistics_configuration_and_index(
         with pytest.raises(triton.InferenceServerException, match="alias"):
             client.unload_model("mlp")
         assert client.get_server_metadata()["extensions"][:1] == ["binary_tensor_data"]
+        # the rest of the client: settings in force, and no shared memory
+        assert client.get_log_settings()["log_error"] is True
+        with pytest.raises(triton.InferenceServerException, match="configuration file"):
+            client.update_log_settings({"log_verbose_level": 1})
+        assert client.get_trace_settings()["trace_level"] == ["OFF"]
+        assert client.get_trace_settings("mlp")["trace_level"] == ["OFF"]
+        with pytest.raises(triton.InferenceServerException, match="not offered"):
+            client.update_trace_settings(settings={"trace_level": ["TIMESTAMPS"]})
+        assert client.get_system_shared_memory_status() == []
+        assert client.get_cuda_shared_memory_status() == []
+        with pytest.raises(triton.InferenceServerException, match="not offered"):
+            client.register_system_shared_memory("r", "/r", 64)
+        client.unregister_system_shared_memory()
+        client.unregister_cuda_shared_memory()
     finally:
         client.close()
     assert call(server, "GET", "/v2/models/nope/stats")[0] == 404
@@ -646,3 +660,86 @@ def test_the_asgi_entry_shares_the_adapter(source: MemorySource) -> None:
         return got
 
     assert asyncio.run(scenario()) == [413, 500]
+
+
+EMFILE_CHILD = r"""
+import logging, os, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from helpers.serving import MemorySource, mlp
+from appliance.serving.engine import Engine, EngineSettings
+from appliance.serving.http import Limits, ServerThread, ServingApp, loopback_authorizer
+
+logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+source = MemorySource()
+source.add("mlp", 1, mlp(1))
+source.promote("mlp", 1)
+engine = Engine(source, EngineSettings(intra_op_threads=1, sample_rate=0.0),
+                providers=("CPUExecutionProvider",))
+app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 20)
+server = ServerThread(app, limits=Limits(header_timeout_s=30, keepalive_timeout_s=30)).start()
+filler = []
+try:
+    while True:
+        filler.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+for fd in filler[-2:]:  # room for two connections, no more
+    os.close(fd)
+del filler[-2:]
+print(server.port, flush=True)
+sys.stdin.readline()  # the parent's clients are connected, and accept() fails for some
+deadline = time.monotonic() + 30
+while server.state.accept_errors < 3 and time.monotonic() < deadline:
+    time.sleep(0.05)  # asyncio retries a failed accept() each second
+for fd in filler:
+    os.close(fd)
+print(server.state.accept_errors, flush=True)
+sys.stdin.readline()
+server.stop()
+"""
+
+
+def test_descriptors_running_out_is_logged_once_and_the_server_recovers(
+    tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    child = subprocess.Popen([sys.executable, "-c", EMFILE_CHILD, tests_dir],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    held = []
+    log_text = ""
+    try:
+        port = int(child.stdout.readline())
+        for _ in range(30):  # more than the server has descriptors for: accept() fails
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        failures = int(child.stdout.readline())
+        for conn in held:
+            conn.close()
+        held.clear()
+        server = type("S", (), {"host": "127.0.0.1", "port": port})()
+        deadline = time.monotonic() + 20
+        status = 0
+        while time.monotonic() < deadline and status != 200:
+            try:
+                status = call(server, "POST", "/v2/models/mlp/infer", infer_body())[0]  # type: ignore[arg-type]
+            except OSError:
+                time.sleep(0.1)
+        assert status == 200
+        log_text = child.communicate("stop\n", timeout=30)[1]
+    finally:
+        for conn in held:
+            conn.close()
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=10)
+    assert failures >= 3, log_text
+    assert log_text.count("accept() failed") == 1, log_text
+    assert "out of system resource" not in log_text, log_text

@@ -259,6 +259,9 @@ class ServingApp:
             return json_response(200, {"ready": True})
         if parts[1] == "repository":
             return await self._repository(method, parts[2:], path, headers, body, client)
+        if parts[1] in ("logging", "trace", "systemsharedmemory", "cudasharedmemory"):
+            self.authorizer(AuthRequest(client, headers, path, "infer", ""))
+            return self._unoffered(method, parts[1:], path)
         if parts[1] != "models" or len(parts) < 3 or not parts[2]:
             raise NotFound(f"no such endpoint: {path}")
         if parts[2:] == ["stats"]:
@@ -273,6 +276,9 @@ class ServingApp:
                 raise NotFound(f"no such endpoint: {path}")
             version = parse_version(name, rest[1])
             rest = rest[2:]
+        if rest == ["trace", "setting"]:
+            self.authorizer(AuthRequest(client, headers, path, "infer", name))
+            return self._unoffered(method, ["trace", "setting"], path)
         action = rest[0] if rest else ""
         if len(rest) > 1 or action not in ("", "ready", "infer", "config", "stats"):
             raise NotFound(f"no such endpoint: {path}")
@@ -391,6 +397,46 @@ class ServingApp:
                 return json_response(200, {})  # served already: loading is done
             raise BadInput(f"model '{name}': the server loads and unloads models by their "
                            "registry aliases; promote a version or move its alias instead")
+        raise NotFound(f"no such endpoint: {path}")
+
+    @staticmethod
+    def _unoffered(method: str, rest: list[str], path: str) -> Response:
+        """Triton's logging, trace and shared-memory endpoints, answered truthfully: the
+        settings in force, and no shared-memory regions (tensors travel in the body)."""
+        if rest == ["logging"]:
+            if method == "POST":
+                raise BadInput("the log level is set in the configuration file (log_level), "
+                               "not by a client")
+            ServingApp._only(method, "GET")
+            level = log.getEffectiveLevel()
+            return json_response(200, {
+                "log_file": "", "log_info": level <= logging.INFO,
+                "log_warning": level <= logging.WARNING, "log_error": level <= logging.ERROR,
+                "log_verbose_level": 1 if level <= logging.DEBUG else 0,
+                "log_format": "default"})
+        if rest == ["trace", "setting"]:
+            if method == "POST":
+                raise BadInput("request tracing is not offered; see /metrics and the "
+                               "request log")
+            ServingApp._only(method, "GET")
+            return json_response(200, {"trace_level": ["OFF"], "trace_rate": "1000",
+                                       "trace_count": "-1", "log_frequency": "0",
+                                       "trace_file": "", "trace_mode": "triton"})
+        kind = rest[0]
+        if rest[1:] == ["status"]:
+            ServingApp._only(method, "GET")
+            return json_response(200, [])
+        if len(rest) == 4 and rest[1] == "region" and rest[3] == "status":
+            ServingApp._only(method, "GET")
+            raise NotFound(f"no {kind} region '{rest[2]}' is registered")
+        if len(rest) == 4 and rest[1] == "region" and rest[3] == "register":
+            ServingApp._only(method, "POST")
+            raise BadInput("shared memory is not offered; send tensors in the request body "
+                           "(binary tensors avoid JSON's cost)")
+        if rest[1:] == ["unregister"] or (len(rest) == 4 and rest[1] == "region"
+                                           and rest[3] == "unregister"):
+            ServingApp._only(method, "POST")
+            return json_response(200, {})  # none is registered: nothing to undo
         raise NotFound(f"no such endpoint: {path}")
 
     def _index(self, ready_only: bool) -> list[dict[str, str]]:
