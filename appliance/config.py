@@ -277,6 +277,23 @@ SETTINGS: tuple[Setting, ...] = (
     _s("serving.log_queue_capacity", 100_000,
        "Request-log rows held in memory for the background writer; beyond it rows are dropped "
        "and counted.", "int", minimum=100),
+    _s("serving.header_timeout_s", 10.0,
+       "How long a client may take to send a request's line and headers, and the longest "
+       "pause while it sends a body; past it the connection is closed.", "float",
+       minimum=0.1, maximum=3600.0),
+    _s("serving.keepalive_timeout_s", 60.0,
+       "How long an idle keep-alive connection stays open between requests.", "float",
+       minimum=0.1, maximum=86400.0),
+    _s("serving.max_connections", 4096,
+       "Open client connections the built-in server keeps; one more is answered 503 and "
+       "closed. Lowered at start to fit the process's open-file limit.", "int", minimum=1,
+       maximum=1_000_000),
+    _s("serving.max_header_count", 100,
+       "Most header lines one request may send; more gets 431.", "int", minimum=8,
+       maximum=10_000),
+    _s("serving.max_header_bytes", 65536,
+       "Most bytes of a request's line and headers together; more gets 431.", "int",
+       minimum=1024, maximum=16 * 1024 * 1024),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -9,6 +9,7 @@ binary tensors after the JSON header (``Inference-Header-Content-Length``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -72,9 +73,76 @@ def _bytes_elements(chunk: memoryview, name: str) -> list[str]:
         pos += 4
         if pos + n > len(chunk):
             raise BadInput(f"input '{name}': BYTES element runs past its binary data")
-        items.append(bytes(chunk[pos : pos + n]).decode("utf-8", errors="surrogateescape"))
+        try:
+            items.append(bytes(chunk[pos : pos + n]).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadInput(f"input '{name}': BYTES element {len(items)} is not UTF-8 text"
+                           ) from None
         pos += n
     return items
+
+
+# The JSON types each datatype takes (Open Inference Protocol: BOOL is true/false, the
+# integer types take integers, the floating types numbers, BYTES strings).
+_INTEGERS = frozenset({int})
+_NUMBERS = frozenset({int, float})
+_ALLOWED: dict[str, frozenset[type]] = {
+    "BOOL": frozenset({bool}), "BYTES": frozenset({str}),
+    "FP16": _NUMBERS, "FP32": _NUMBERS, "FP64": _NUMBERS,
+    **{t: _INTEGERS for t in ("UINT8", "UINT16", "UINT32", "UINT64",
+                              "INT8", "INT16", "INT32", "INT64")},
+}
+_JSON_NAMES = {type(None): "null", bool: "a boolean", int: "an integer", float: "a number",
+               str: "a string", list: "a list", dict: "an object"}
+
+
+def _leaves(data: Any) -> list[Any]:
+    """The values of flat or nested lists, row-major (a ragged nesting keeps its lists,
+    which then fail the type check or the shape check)."""
+    if type(data) is not list:
+        return [data]
+    flat = data
+    while flat and type(flat[0]) is list:
+        nested = flat
+        if any(type(x) is not list for x in nested):
+            break
+        flat = list(itertools.chain.from_iterable(nested))
+    return flat
+
+
+def _json_array(data: Any, name: str, datatype: str, dtype: np.dtype[Any]) -> np.ndarray:
+    """One input's JSON ``data`` as an array, each element of the datatype's own JSON type
+    (no null, no true for a number, no "1" for a number, no number for a string)."""
+    leaves = _leaves(data)
+    allowed = _ALLOWED[datatype]
+    if not set(map(type, leaves)) <= allowed:
+        for index, value in enumerate(leaves):
+            if type(value) not in allowed:
+                raise BadInput(
+                    f"input '{name}': element {index} is "
+                    f"{_JSON_NAMES.get(type(value), type(value).__name__)}, not a "
+                    f"{datatype} value")
+    if datatype == "BYTES":
+        for index, value in enumerate(leaves):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadInput(f"input '{name}': element {index} is not valid Unicode text "
+                               "(a lone surrogate)") from None
+        arr = np.empty(len(leaves), dtype=object)
+        arr[:] = leaves
+        return arr
+    try:
+        return np.asarray(leaves, dtype=dtype)
+    except OverflowError:
+        limits = np.iinfo(dtype) if dtype.kind in "iu" else None
+        for index, value in enumerate(leaves):
+            if limits is not None and not limits.min <= value <= limits.max:
+                raise BadInput(f"input '{name}': element {index} ({value}) is out of the "
+                               f"range of {datatype}") from None
+        raise BadInput(f"input '{name}': a value is out of the range of {datatype}") from None
+    except (ValueError, TypeError) as exc:
+        raise BadInput(f"input '{name}': data is not {datatype} values: {exc}") from exc
 
 
 def _array(
@@ -109,10 +177,7 @@ def _array(
     else:
         if "data" not in item:
             raise BadInput(f"input '{name}' has neither 'data' nor binary_data_size")
-        try:
-            arr = np.asarray(item["data"], dtype=dtype)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise BadInput(f"input '{name}': data is not {datatype} values: {exc}") from exc
+        arr = _json_array(item["data"], name, datatype, dtype)
     if arr.size != count:
         raise BadInput(
             f"input '{name}': {arr.size} values do not fill shape {_shape_text(shape)}"
@@ -138,8 +203,11 @@ def decode_request(
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadInput("request needs a non-empty 'inputs' list")
     request_id = doc.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise BadInput("request 'id' must be a string")
+    if request_id is not None:
+        if not isinstance(request_id, str):
+            raise BadInput("request 'id' must be a string")
+        if not _is_text(request_id):
+            raise BadInput("request 'id' is not valid Unicode text (a lone surrogate)")
 
     inputs: dict[str, np.ndarray] = {}
     offset = 0
@@ -194,6 +262,14 @@ def decode_request(
     all_binary = bool(isinstance(params, dict) and params.get("binary_data_output"))
     outputs, binary_outputs = _requested_outputs(doc.get("outputs"), signature, all_binary)
     return InferRequest(request_id, inputs, rows, outputs, binary_outputs)
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_shape(shape: Any) -> TypeGuard[list[int]]:

@@ -69,8 +69,9 @@ class LoadedModel:
     """One version's session, signature and batcher."""
 
     def __init__(self, name: str, version: int, session: Any, signature: Signature,
-                 provider: str) -> None:
+                 provider: str, signed: bool = False) -> None:
         self.name = name
+        self.signed = signed  # passed promotion: may be named by version
         self.version = version
         self.session = session
         self.signature = signature
@@ -177,10 +178,12 @@ class Engine:
 
     # ---- loading and hot swap ---------------------------------------------
 
-    def _load(self, name: str, version: int | None) -> LoadedModel:
+    def _load(self, name: str, version: int | None, explicit: bool = False) -> LoadedModel:
         import onnxruntime as ort
 
         resolved = self.source.resolve(name, version)
+        if explicit and not resolved.signed:
+            raise NotFound(_unsigned(name, resolved.version))
         existing = self.models.get((name, resolved.version))
         if existing is not None and not existing.retired:
             return existing
@@ -202,7 +205,8 @@ class Engine:
         started = time.perf_counter()
         session.run(list(outputs), warm)
         warm_us = (time.perf_counter() - started) * 1e6
-        model = LoadedModel(name, resolved.version, session, signature, session.get_providers()[0])
+        model = LoadedModel(name, resolved.version, session, signature,
+                            session.get_providers()[0], signed=resolved.signed)
         if self._loop is None:
             raise RuntimeError("the engine is not started")
         model.batcher = Batcher(
@@ -302,17 +306,20 @@ class Engine:
         return route, self.models[(name, route.primary)]
 
     async def version(self, name: str, version: int) -> LoadedModel:
-        """A version named explicitly, loaded on first use."""
+        """A version named explicitly, loaded on first use; only one that passed promotion
+        (signed), so that naming a version is no way around the gates."""
         model = self.models.get((name, version))
         if model is None or model.retired:
             model = await asyncio.to_thread(self._load_explicit, name, version)
+        if not model.signed:
+            raise NotFound(_unsigned(name, version))
         model.last_used = time.monotonic()
         return model
 
     def _load_explicit(self, name: str, version: int) -> LoadedModel:
         with self._lock:
             try:
-                return self._load(name, version)
+                return self._load(name, version, explicit=True)
             except ApplianceError:
                 raise
             except self._errors as exc:
@@ -421,7 +428,8 @@ class Engine:
     def _batch_done(self, model: LoadedModel, batch: list[Job], compute_us: int) -> None:
         rows = sum(j.rows for j in batch if j.error is None)
         queue_us = sum(j.queue_us for j in batch)
-        self.metrics.batch_done(model.key, rows, queue_us, compute_us)
+        self.metrics.batch_done(model.key, rows, queue_us, compute_us, requests=len(batch),
+                                batch_rows=sum(j.rows for j in batch))
 
     def _failed(self, model: LoadedModel, request: InferRequest | None, kind: str,
                 exc: ApplianceError, arrived: float, job: Job | None = None,
@@ -451,6 +459,11 @@ class Engine:
             "failures": [{"model": f.name, "version": f.version, "error": f.error, "at": f.at}
                          for f in self.failures.values()],
         }
+
+
+def _unsigned(name: str, version: int) -> str:
+    return (f"model '{name}' version {version} is not served by version: it never passed "
+            "promotion (it has no model signature)")
 
 
 def _run_error(name: str, exc: BaseException) -> ApplianceError:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
            0.25, 0.5, 1.0, 2.5, 5.0)
@@ -54,6 +56,14 @@ class Metrics:
         self.pending: dict[Key, int] = defaultdict(int)
         self.latency: dict[Key, Histogram] = defaultdict(Histogram)
         self.shadow_count: dict[Key, int] = defaultdict(int)
+        # For Triton's statistics extension (GET /v2/models/.../stats).
+        self.fail_count: dict[Key, int] = defaultdict(int)
+        self.fail_us: dict[Key, int] = defaultdict(int)
+        self.queue_count: dict[Key, int] = defaultdict(int)
+        self.request_compute_count: dict[Key, int] = defaultdict(int)
+        self.request_compute_us: dict[Key, int] = defaultdict(int)
+        self.batch_stats: dict[tuple[Key, int], list[int]] = defaultdict(lambda: [0, 0])
+        self.last_inference_ms: dict[Key, int] = {}
         # Written by the model-loading thread, hence the lock.
         self._lock = threading.Lock()
         self.loaded: dict[Key, str] = {}  # -> execution provider
@@ -61,21 +71,75 @@ class Metrics:
         self.swaps: dict[str, int] = defaultdict(int)
         self.log_dropped = 0
         self.log_written = 0
+        self.log_unstorable = 0  # of log_dropped: rows the database could not take
 
     def request_done(self, key: Key, seconds: float) -> None:
         self.success[key] += 1
         self.request_us[key] += int(seconds * 1e6)
         self.latency[key].observe(seconds)
+        self.last_inference_ms[key] = int(time.time() * 1000)
 
     def request_failed(self, key: Key, reason: str, seconds: float) -> None:
         self.failure[(key[0], key[1], reason)] += 1
+        self.fail_count[key] += 1
+        self.fail_us[key] += int(seconds * 1e6)
         self.latency[key].observe(seconds)
 
-    def batch_done(self, key: Key, rows: int, queue_us: int, compute_us: int) -> None:
+    def batch_done(self, key: Key, rows: int, queue_us: int, compute_us: int,
+                   requests: int = 1, batch_rows: int | None = None) -> None:
+        """One onnxruntime run of ``requests`` requests (``batch_rows`` rows, ``rows`` of
+        them answered), which waited ``queue_us`` in all and ran for ``compute_us``."""
         self.exec_count[key] += 1
         self.inference_count[key] += rows
         self.queue_us[key] += queue_us
         self.compute_us[key] += compute_us
+        self.queue_count[key] += requests
+        # Triton counts a run once for each request in it, with the run's whole duration.
+        self.request_compute_count[key] += requests
+        self.request_compute_us[key] += compute_us * requests
+        stat = self.batch_stats[(key, batch_rows if batch_rows is not None else rows)]
+        stat[0] += 1
+        stat[1] += compute_us
+
+    def stat_keys(self) -> set[Key]:
+        """Every model version with statistics, or loaded now."""
+        with self._lock:
+            loaded = set(self.loaded)
+        return (loaded | set(self.success) | set(self.fail_count) | set(self.exec_count))
+
+    def triton_stats(self, key: Key) -> dict[str, Any]:
+        """One version's figures in the shape of Triton's statistics extension."""
+
+        def duration(count: int, us: int) -> dict[str, int]:
+            return {"count": count, "ns": us * 1000}
+
+        success = self.success.get(key, 0)
+        zero = duration(0, 0)
+        batches = sorted((size, stat) for (k, size), stat in list(self.batch_stats.items())
+                         if k == key)
+        return {
+            "name": key[0],
+            "version": key[1],
+            "last_inference": self.last_inference_ms.get(key, 0),
+            "inference_count": self.inference_count.get(key, 0),
+            "execution_count": self.exec_count.get(key, 0),
+            "inference_stats": {
+                "success": duration(success, self.request_us.get(key, 0)),
+                "fail": duration(self.fail_count.get(key, 0), self.fail_us.get(key, 0)),
+                "queue": duration(self.queue_count.get(key, 0), self.queue_us.get(key, 0)),
+                "compute_input": zero,
+                "compute_infer": duration(self.request_compute_count.get(key, 0),
+                                          self.request_compute_us.get(key, 0)),
+                "compute_output": zero,
+                "cache_hit": zero,
+                "cache_miss": zero,
+            },
+            "batch_stats": [{"batch_size": size,
+                             "compute_input": duration(n, 0),
+                             "compute_infer": duration(n, us),
+                             "compute_output": duration(n, 0)} for size, (n, us) in batches],
+            "memory_usage": [],
+        }
 
     def model_loaded(self, key: Key, provider: str) -> None:
         with self._lock:
@@ -163,4 +227,8 @@ class Metrics:
         family("appliance_request_log_dropped_total", "counter",
                "Request-log rows dropped because the writer's queue was full or failed.",
                [("", self.log_dropped)])
+        family("appliance_request_log_unstorable_total", "counter",
+               "Request-log rows dropped because the database could not store them "
+               "(also counted in appliance_request_log_dropped_total).",
+               [("", self.log_unstorable)])
         return "\n".join(out) + "\n"

@@ -92,5 +92,6 @@ class RegistrySource:
         data = self._home.blobs.read_bytes(mv.onnx_digest, verify=True)
         with self._lock:
             # A promoted (signed) version loads only when its bytes verify.
-            verify_model(self._conn(), self._home.keys_dir, mv, data)
-        return Resolved(name=mv.name, version=mv.version, model=data, signature=mv.signature)
+            signed = verify_model(self._conn(), self._home.keys_dir, mv, data)
+        return Resolved(name=mv.name, version=mv.version, model=data, signature=mv.signature,
+                        signed=signed)

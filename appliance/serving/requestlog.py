@@ -4,7 +4,9 @@ The event loop appends a tuple to a bounded in-memory queue and moves on; a
 background thread takes everything queued every ``flush_interval`` seconds
 (or sooner when many rows wait) and inserts it in one transaction. When the
 queue is full, or a write fails, rows are dropped and counted, never waited
-for: serving must not slow down because the disk did.
+for: serving must not slow down because the disk did. A row the database can
+not take (a value no request should carry) is dropped, counted and logged on
+its own; the rows beside it are written and the thread goes on.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class RequestLog:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name="request-log", daemon=True)
         self._started = False
+        self._unlogged = 0  # unstorable rows not yet named in the log
+        self._last_logged = -UNSTORABLE_LOG_INTERVAL_S
 
     def start(self) -> None:
         if not self._started:
@@ -131,13 +135,21 @@ class RequestLog:
             batch: list[tuple[Any, ...]] = []
             while self._queue and len(batch) < 5000:
                 e = self._queue.popleft()
-                batch.append((e.ts, int(e.ts // 60), e.model, e.version, e.route, e.request_id,
-                              e.status, e.latency_us, e.queue_us, e.batch_size, e.rows, e.error,
-                              _tensors_json(e.inputs), _tensors_json(e.outputs)))
+                try:
+                    batch.append(_row(e))
+                except _ROW_ERRORS as exc:
+                    self._unstorable(1, exc)
+            if not batch:
+                continue
             started = time.perf_counter()
             try:
                 with immediate(db):
                     db.conn.executemany(_INSERT, batch)
+            except _ROW_ERRORS:
+                # One row the database can not take (text that is no valid UTF-8, a number
+                # too large for SQLite): store the others one by one, drop and count it.
+                self._store_one_by_one(db, batch)
+                continue
             except (StorageError, sqlite3.DatabaseError) as exc:
                 log.error("request log: dropped %d rows: %s", len(batch), exc)
                 self._metrics.log_dropped += len(batch)
@@ -145,3 +157,42 @@ class RequestLog:
             self._metrics.log_written += len(batch)
             log.debug("request log: wrote %d rows in %.1f ms", len(batch),
                       (time.perf_counter() - started) * 1e3)
+
+    def _store_one_by_one(self, db: sqlite_utils.Database, batch: list[tuple[Any, ...]]) -> None:
+        try:
+            with immediate(db):
+                for row in batch:
+                    try:
+                        db.conn.execute(_INSERT, row)
+                    except _ROW_ERRORS as exc:
+                        self._unstorable(1, exc)
+                    else:
+                        self._metrics.log_written += 1
+        except (StorageError, sqlite3.DatabaseError) as exc:
+            log.error("request log: dropped %d rows: %s", len(batch), exc)
+            self._metrics.log_dropped += len(batch)
+
+    def _unstorable(self, n: int, exc: BaseException) -> None:
+        """Count rows that can not be stored; log them at most once per interval."""
+        self._metrics.log_dropped += n
+        self._metrics.log_unstorable += n
+        self._unlogged += n
+        now = time.monotonic()
+        if now - self._last_logged >= UNSTORABLE_LOG_INTERVAL_S:
+            log.error("request log: %d rows could not be stored and were dropped (last: %s: %s)",
+                      self._unlogged, type(exc).__name__, exc)
+            self._unlogged = 0
+            self._last_logged = now
+
+
+# What one row's values can raise on their way into SQLite: text that is no valid UTF-8
+# (a lone surrogate), an integer beyond 64 bits, a value of a type SQLite does not take.
+_ROW_ERRORS = (UnicodeError, OverflowError, ValueError, TypeError, sqlite3.InterfaceError,
+               sqlite3.IntegrityError, sqlite3.DataError)
+UNSTORABLE_LOG_INTERVAL_S = 10.0
+
+
+def _row(e: Entry) -> tuple[Any, ...]:
+    return (e.ts, int(e.ts // 60), e.model, e.version, e.route, e.request_id, e.status,
+            e.latency_us, e.queue_us, e.batch_size, e.rows, e.error,
+            _tensors_json(e.inputs), _tensors_json(e.outputs))

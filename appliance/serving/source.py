@@ -6,7 +6,8 @@ The engine asks three things of a model source:
   every ``serving.poll_interval_s``; only when it changes is anything else read;
 - ``list_served()``: for each model with a ``production`` alias, its ``Route``;
 - ``resolve(name, version)``: the ONNX bytes (or file) of one version, or of the
-  ``production`` version when ``version`` is None; ``NotFound`` when there is none.
+  ``production`` version when ``version`` is None; ``NotFound`` when there is none;
+  ``signed`` says whether the version passed promotion (the version path serves no other).
 
 A ``Route`` is the data structure promotion drives: the production version, an
 optional canary that takes a weighted, per-request-id stable share of traffic,
@@ -70,6 +71,9 @@ class Resolved:
     version: int
     model: bytes | Path  # ONNX bytes, or a file onnxruntime can open
     signature: Mapping[str, Any] = field(default_factory=dict)  # as the registry records it
+    # Whether the version passed its promotion gates (its signature verified): only such a
+    # version is served to a request that names it by number.
+    signed: bool = False
 
 
 class ModelSource(Protocol):

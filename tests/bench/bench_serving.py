@@ -2,11 +2,15 @@
 
     .venv/bin/python -m tests.bench.bench_serving [--seconds 5] [--repeat N]
 
-The model is the small MLP (32 -> 256 -> 256 -> 2). The daemon runs in a
-child process (``appliance serve``'s server and application, fed by an
-in-memory model source); load comes from wrk on loopback (Debian package
-``wrk``), keep-alive, a fixed number of connections. Prints ours, raw and the
-ratio for each goal, and the execution provider that ran. This machine's speed drifts
+The model is the small MLP (32 -> 256 -> 256 -> 2), and beside it a larger one
+(512 -> 2048 -> 2048 -> 10) whose latency overhead over raw onnxruntime is shown
+next to the small one's. The daemon runs in a child process (``appliance serve``'s
+server and application, fed by an in-memory model source); load comes from wrk on
+loopback (Debian package ``wrk``), keep-alive, a fixed number of connections. A
+do-nothing asyncio HTTP server (one fixed answer, no parsing beyond the length) runs
+in another child under the same load, so our p99 is also judged against what this
+machine's asyncio does at best. Prints ours, raw and the ratio for each goal, and
+the execution provider that ran. This machine's speed drifts
 from minute to minute, so raw is measured just before and just after the served load
 it is compared with (half the time each), and the two are averaged; ``--repeat``
 measures everything again in each round and prints how many rounds met each goal.
@@ -35,6 +39,7 @@ from appliance.onnxtools.providers import check_providers
 from tests.helpers.serving import MemorySource, mlp
 
 THREADS = 1
+BIG = (512, 2048, 2048, 10)
 
 
 def serve_child(port_file: str) -> None:
@@ -48,6 +53,8 @@ def serve_child(port_file: str) -> None:
     source = MemorySource()
     source.add("mlp", 1, mlp(1))
     source.promote("mlp", 1)
+    source.add("big", 1, mlp(1, sizes=BIG))
+    source.promote("big", 1)
     engine = Engine(source, EngineSettings(intra_op_threads=THREADS, sample_rate=0.0))
     app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 26)
     async def main() -> None:
@@ -59,8 +66,51 @@ def serve_child(port_file: str) -> None:
     asyncio.run(main())
 
 
+def baseline_child(port_file: str) -> None:
+    """Child process: a do-nothing asyncio HTTP/1.1 server, one fixed answer per request."""
+    import asyncio
+    import signal
+    import socket
+
+    answer = json.dumps({"model_name": "mlp", "model_version": "1", "outputs": [
+        {"name": "y", "datatype": "FP32", "shape": [1, 2], "data": [0.5, 1.5]}]}).encode()
+    response = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d"
+                b"\r\n\r\n%s" % (len(answer), answer))
+
+    class Nothing(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.buf = b""
+            transport.get_extra_info("socket").setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            while True:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                m = re.search(rb"(?i)content-length:\s*(\d+)", self.buf[:end])
+                total = end + 4 + (int(m.group(1)) if m else 0)
+                if len(self.buf) < total:
+                    return
+                self.buf = self.buf[total:]
+                self.transport.write(response)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        server = await loop.create_server(Nothing, "127.0.0.1", 0, backlog=1024)
+        Path(port_file).write_text(str(server.sockets[0].getsockname()[1]))
+        await stop.wait()
+        server.close()
+
+    asyncio.run(main())
+
+
 @functools.cache
-def raw_session() -> Any:
+def raw_session(sizes: tuple[int, ...] = (32, 256, 256, 2)) -> Any:
     """The raw onnxruntime session, made once: the same options as the daemon's sessions."""
     import onnxruntime as ort
 
@@ -68,13 +118,15 @@ def raw_session() -> Any:
     opts.intra_op_num_threads = THREADS
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(mlp(1), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(mlp(1, sizes=sizes), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
 
 
-def raw_figures(seconds: float, batch: int) -> dict[str, float]:
+def raw_figures(seconds: float, batch: int,
+                sizes: tuple[int, ...] = (32, 256, 256, 2)) -> dict[str, float]:
     """Raw onnxruntime in this process: rows/s and p50 of one batch size for ``seconds``."""
-    sess = raw_session()
-    x = np.random.default_rng(0).standard_normal((batch, 32)).astype(np.float32)
+    sess = raw_session(sizes)
+    x = np.random.default_rng(0).standard_normal((batch, sizes[0])).astype(np.float32)
     for _ in range(200):
         sess.run(None, {"x": x})
     times = []
@@ -87,12 +139,13 @@ def raw_figures(seconds: float, batch: int) -> dict[str, float]:
             f"p50_ms_b{batch}": float(np.percentile(times, 50) * 1e3)}
 
 
-def bracketed(seconds: float, batch: int, served: Callable[[], Any]) -> tuple[dict[str, float], Any]:
+def bracketed(seconds: float, batch: int, served: Callable[[], Any],
+              sizes: tuple[int, ...] = (32, 256, 256, 2)) -> tuple[dict[str, float], Any]:
     """Raw figures measured just before and just after ``served()`` runs, averaged, so that
     the machine's drift from minute to minute moves raw and served alike."""
-    before = raw_figures(seconds / 2, batch)
+    before = raw_figures(seconds / 2, batch, sizes)
     result = served()
-    after = raw_figures(seconds / 2, batch)
+    after = raw_figures(seconds / 2, batch, sizes)
     return {k: (before[k] + after[k]) / 2 for k in before}, result
 
 
@@ -106,14 +159,14 @@ f:close()
 
 
 def wrk(port: int, body: bytes, conns: int, seconds: float, headers: dict[str, str],
-        tmp: Path) -> dict[str, float]:
+        tmp: Path, model: str = "mlp") -> dict[str, float]:
     bpath = tmp / f"body{len(body)}"
     bpath.write_bytes(body)
     hdr = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
     script = tmp / "post.lua"
     script.write_text(LUA.format(body=bpath, headers=hdr))
     cmd = ["wrk", "-t", str(min(conns, 2)), "-c", str(conns), "-d", f"{max(1, round(seconds))}s", "--latency",
-           "-s", str(script), f"http://127.0.0.1:{port}/v2/models/mlp/infer"]
+           "-s", str(script), f"http://127.0.0.1:{port}/v2/models/{model}/infer"]
     text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
     def ms(label: str) -> float:
@@ -129,7 +182,8 @@ def wrk(port: int, body: bytes, conns: int, seconds: float, headers: dict[str, s
 
 
 def goals(raw: dict[str, float], c1: dict[str, float], c32: dict[str, float],
-          b64: dict[str, float]) -> list[tuple[str, float, float, float, str, bool]]:
+          b64: dict[str, float], base1: dict[str, float], base32: dict[str, float],
+          big: dict[str, float]) -> list[tuple[str, float, float, float, str, bool]]:
     """(goal, ours, raw or base, ratio or difference, target, met) for each goal of the issue."""
     return [
         ("throughput, JSON batch-1, 32 conns (rows/s)", c32["req_s"], raw["rows_s_b1"],
@@ -143,6 +197,13 @@ def goals(raw: dict[str, float], c1: dict[str, float], c32: dict[str, float],
         ("binary batch-64, 8 conns (rows/s)", 64 * b64["req_s"], raw["rows_s_b64"],
          64 * b64["req_s"] / raw["rows_s_b64"], ">= 0.50 of raw",
          64 * b64["req_s"] / raw["rows_s_b64"] >= 0.5),
+        ("p99 over do-nothing asyncio p99, 1 conn", c1["p99_ms"], base1["p99_ms"],
+         c1["p99_ms"] / base1["p99_ms"], "<= 1.5", c1["p99_ms"] <= 1.5 * base1["p99_ms"]),
+        ("p99 over do-nothing asyncio p99, 32 conns", c32["p99_ms"], base32["p99_ms"],
+         c32["p99_ms"] / base32["p99_ms"], "<= 1.5", c32["p99_ms"] <= 1.5 * base32["p99_ms"]),
+        ("p50 latency, 1 conn, 512-2048-2048-10 (ms)", big["p50_ms"], raw["p50_ms_big"],
+         big["p50_ms"] - raw["p50_ms_big"], "<= raw + 0.3 ms",
+         big["p50_ms"] - raw["p50_ms_big"] <= 0.3),
     ]
 
 
@@ -153,9 +214,13 @@ def main() -> None:
                         help="Rounds of raw and served measurements against one server; with "
                              "more than one, each round's ratios and their medians are printed.")
     parser.add_argument("--serve-child", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_child:
         serve_child(args.serve_child)
+        return
+    if args.baseline_child:
+        baseline_child(args.baseline_child)
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed for the load: apt-get install -y wrk")
@@ -172,40 +237,54 @@ def main() -> None:
                          "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}
                         ).encode()
     bin_body = header + x64.tobytes()
+    xb = np.random.default_rng(3).standard_normal((1, BIG[0])).astype(np.float32)
+    big_body = json.dumps({"inputs": [{"name": "x", "shape": [1, BIG[0]], "datatype": "FP32",
+                                       "data": xb.ravel().tolist()}]}).encode()
 
     rounds = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        port_file = tmp / "port"
-        child = subprocess.Popen([sys.executable, "-m", "tests.bench.bench_serving",
-                                  "--serve-child", str(port_file)], env=os.environ.copy())
+        children = []
         try:
-            deadline = time.monotonic() + 60
-            while not port_file.exists() or not port_file.read_text():
-                if time.monotonic() > deadline or child.poll() is not None:
-                    sys.exit("the server did not start")
-                time.sleep(0.05)
-            port = int(port_file.read_text())
+            ports = []
+            for flag, name in (("--serve-child", "port"), ("--baseline-child", "base")):
+                port_file = tmp / name
+                children.append(subprocess.Popen(
+                    [sys.executable, "-m", "tests.bench.bench_serving", flag, str(port_file)],
+                    env=os.environ.copy()))
+                deadline = time.monotonic() + 60
+                while not port_file.exists() or not port_file.read_text():
+                    if time.monotonic() > deadline or children[-1].poll() is not None:
+                        sys.exit("a server did not start")
+                    time.sleep(0.05)
+                ports.append(int(port_file.read_text()))
+            port, base_port = ports
             wrk(port, json_body, 4, 1, {}, tmp)  # warm up
+            wrk(port, big_body, 1, 1, {}, tmp, model="big")
             bin_headers = {"Inference-Header-Content-Length": str(len(header)),
                            "Content-Type": "application/octet-stream"}
             for i in range(args.repeat):
-                raw1, (c1, c32) = bracketed(args.seconds / 2, 1, lambda: (
+                raw1, (c1, c32, base1, base32) = bracketed(args.seconds / 2, 1, lambda: (
                     wrk(port, json_body, 1, args.seconds, {}, tmp),
-                    wrk(port, json_body, 32, args.seconds, {}, tmp)))
+                    wrk(port, json_body, 32, args.seconds, {}, tmp),
+                    wrk(base_port, json_body, 1, args.seconds, {}, tmp),
+                    wrk(base_port, json_body, 32, args.seconds, {}, tmp)))
                 raw64, b64 = bracketed(args.seconds / 2, 64, lambda: wrk(
                     port, bin_body, 8, args.seconds, bin_headers, tmp))
-                raw = {**raw1, **raw64}
-                rounds.append((raw, c1, c32, b64))
+                rawbig, big = bracketed(args.seconds / 2, 1, lambda: wrk(
+                    port, big_body, 1, args.seconds, {}, tmp, model="big"), sizes=BIG)
+                raw = {**raw1, **raw64, "p50_ms_big": rawbig["p50_ms_b1"]}
+                rounds.append((raw, c1, c32, b64, base1, base32, big))
                 if args.repeat > 1:
-                    row = goals(raw, c1, c32, b64)
+                    row = goals(*rounds[-1])
                     print(f"round {i + 1}: " + ", ".join(
                         f"{r[3]:.3f}{'' if r[5] else ' MISSED'}" for r in row), flush=True)
         finally:
-            child.terminate()
-            child.wait(30)
+            for child in children:
+                child.terminate()
+                child.wait(30)
 
-    raw, c1, c32, b64 = rounds[-1]
+    raw, c1, c32, b64, base1, base32, big = rounds[-1]
     cpus = os.cpu_count()
     print(f"serving benchmark: MLP 32-256-256-2, {cpus} CPUs, onnxruntime intra-op threads "
           f"{THREADS}, provider {providers[0] if providers else 'none'} (usable: "
@@ -216,11 +295,15 @@ def main() -> None:
           f"{raw['rows_s_b1']:,.0f} rows/s (p50 "
           f"{raw['p50_ms_b1'] * 1e3:.1f} us), batch-64 {raw['rows_s_b64']:,.0f} rows/s")
     print(f"{'goal':46} {'ours':>12} {'raw/base':>12} {'ratio/diff':>11}  target")
-    for name, ours, base, ratio, target, ok in goals(raw, c1, c32, b64):
+    for name, ours, base, ratio, target, ok in goals(*rounds[-1]):
         print(f"{name:46} {ours:12,.3f} {base:12,.3f} {ratio:11.3f}  {target:16} "
               f"{'met' if ok else 'MISSED'}")
     print(f"(ours at 1 conn: {c1['req_s']:,.0f} req/s, p99 {c1['p99_ms']:.3f} ms; at 32 conns: "
-          f"p50 {c32['p50_ms']:.3f} ms; non-2xx: {int(c1['non2xx'] + c32['non2xx'] + b64['non2xx'])})")
+          f"p50 {c32['p50_ms']:.3f} ms; non-2xx: "
+          f"{int(c1['non2xx'] + c32['non2xx'] + b64['non2xx'] + big['non2xx'])}; the 32-256-256-2 "
+          f"model's p50 over raw at 1 conn: {c1['p50_ms'] - raw['p50_ms_b1']:+.3f} ms, the "
+          f"512-2048-2048-10 model's: {big['p50_ms'] - raw['p50_ms_big']:+.3f} ms; do-nothing "
+          f"asyncio p99: {base1['p99_ms']:.3f} ms at 1 conn, {base32['p99_ms']:.3f} ms at 32)")
     if args.repeat > 1:
         every = [goals(*r) for r in rounds]
         print(f"{'goal':46} {'median':>11}  {'met in':>8}")

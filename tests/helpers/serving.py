@@ -15,7 +15,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from appliance.errors import NotFound
 from appliance.serving.engine import Engine, EngineSettings
-from appliance.serving.http import Authorizer, ServerThread, ServingApp, loopback_authorizer
+from appliance.serving.http import (
+    Authorizer,
+    Limits,
+    ServerThread,
+    ServingApp,
+    loopback_authorizer,
+)
 from appliance.serving.metrics import Metrics
 from appliance.serving.requestlog import RequestLog
 from appliance.serving.source import Resolved, Route
@@ -114,10 +120,16 @@ class MemorySource:
         self._models: dict[str, dict[int, bytes]] = {}
         self._routes: dict[str, Route] = {}
         self._moves = 0
+        self._unsigned: set[tuple[str, int]] = set()
 
-    def add(self, name: str, version: int, data: bytes) -> None:
+    def add(self, name: str, version: int, data: bytes, signed: bool = True) -> None:
+        """``signed=False``: a version that never passed promotion."""
         with self._lock:
             self._models.setdefault(name, {})[version] = data
+            if signed:
+                self._unsigned.discard((name, version))
+            else:
+                self._unsigned.add((name, version))
 
     def route(self, route: Route) -> None:
         with self._lock:
@@ -145,7 +157,18 @@ class MemorySource:
             data = self._models.get(name, {}).get(version)
         if data is None:
             raise NotFound(f"model {name}@{version} does not exist")
-        return Resolved(name=name, version=version, model=data)
+        return Resolved(name=name, version=version, model=data,
+                        signed=(name, version) not in self._unsigned)
+
+
+def text_model(version: int = 1) -> bytes:
+    """s BYTES [-1, 1] -> Identity -> t BYTES [-1, 1]: a model of string tensors."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["t"])], "text",
+        [helper.make_tensor_value_info("s", TensorProto.STRING, ["n", 1])],
+        [helper.make_tensor_value_info("t", TensorProto.STRING, ["n", 1])],
+    )
+    return _finish(graph)
 
 
 FAST = EngineSettings(poll_interval_s=0.05, intra_op_threads=1, sample_rate=1.0)
@@ -157,14 +180,15 @@ class Servers:
         self.running: list[ServerThread] = []
 
     def __call__(self, source: MemorySource, authorizer: Authorizer | None = None,
-                 max_body_bytes: int = 1 << 20, **settings: Any) -> ServerThread:
+                 max_body_bytes: int = 1 << 20, limits: Limits | None = None,
+                 **settings: Any) -> ServerThread:
         metrics = Metrics()
         engine = Engine(source, replace(FAST, **settings), metrics=metrics,
                         request_log=RequestLog(self.home.monitoring_db, metrics, 10_000,
                                                flush_interval=0.05))
         app = ServingApp(engine, authorizer=authorizer or loopback_authorizer(True),
                          max_body_bytes=max_body_bytes)
-        server = ServerThread(app).start()
+        server = ServerThread(app, limits=limits).start()
         self.running.append(server)
         return server
 

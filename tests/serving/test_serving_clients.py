@@ -80,6 +80,9 @@ def test_gunicorn_asgi_worker_serves_the_registry_and_swaps(home: Home, tmp_path
                         break
                 except OSError:
                     time.sleep(0.1)
+            # the one request adapter: the same path decoding as the built-in server
+            assert call(server, "GET", "/v2/health/%6Cive")[0] == 200  # type: ignore[arg-type]
+            assert call(server, "GET", "/v2/models/fraud/versions/1_0")[0] == 400  # type: ignore[arg-type]
             x = np.ones((2, 32), dtype=np.float32)
             body = {"inputs": [{"name": "x", "shape": [2, 32], "datatype": "FP32",
                                 "data": x.tolist()}]}
