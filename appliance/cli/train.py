@@ -7,7 +7,16 @@ from typing import Any
 import click
 
 from appliance.cli._common import Env, echo_json, pass_env
-from appliance.training import get_run, list_runs, reproduce_run, run_training
+from appliance.training import (
+    get_run,
+    list_runs,
+    read_artifact,
+    reproduce_run,
+    run_artifacts,
+    run_log,
+    run_steps,
+    run_training,
+)
 
 
 def _printer(verbose: bool, run_id_to_stderr: bool = False) -> Any:
@@ -25,7 +34,11 @@ def _printer(verbose: bool, run_id_to_stderr: bool = False) -> Any:
         elif kind == "parity":
             click.echo(f"parity: max |onnxruntime - torch| = {event['max_abs_diff']:.3g}")
         elif kind == "script":
-            click.echo(f"running {event['script']}")
+            click.echo(f"running {event['script']} with {event['python']}")
+        elif kind == "output":
+            click.echo(f"| {event['line']}")
+        elif kind == "note":
+            click.echo(str(event["message"]))
 
     return show
 
@@ -81,11 +94,16 @@ def runs_list(env: Env, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @pass_env
 def runs_show(env: Env, run: str, as_json: bool) -> None:
-    """Show a run: recipe, data and code hashes, environment, metrics and its model version."""
+    """Show a run: recipe, data and code hashes, environment, metrics, step metrics,
+    artifacts and its model version."""
     with env.home.db() as db:
         record = get_run(db, run)
+        curves = run_steps(db, record.id)
+        artifacts = run_artifacts(db, record.id)
     if as_json:
-        echo_json(record.as_dict())
+        echo_json({**record.as_dict(), "steps": {k: [list(p) for p in v]
+                                                 for k, v in curves.items()},
+                   "artifacts": artifacts})
         return
     click.echo(f"run {record.id}: {record.status}  by {record.actor}")
     click.echo(f"started {record.started_at}  ended {record.ended_at or '-'}")
@@ -97,9 +115,47 @@ def runs_show(env: Env, run: str, as_json: bool) -> None:
         click.echo(f"model version {record.model_version}  weights sha256:{record.weights_digest}")
     if record.error:
         click.echo(f"error: {record.error}")
+    script_python = record.environment.get("script_python")
+    if script_python:
+        click.echo(f"script python {script_python.get('executable')} "
+                   f"({script_python.get('python')}, "
+                   f"{len(script_python.get('packages', {}))} packages)")
     for split, values in record.metrics.items():
         if isinstance(values, dict):
             click.echo(f"{split}: " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        elif isinstance(values, (int, float)):
+            click.echo(f"{split}: {values:.4g}")
+    for name, points in curves.items():
+        click.echo(f"curve {name}: {len(points)} steps, last {points[-1][1]:.4g} "
+                   f"at step {points[-1][0]}")
+    for item in artifacts:
+        click.echo(f"artifact {item['path']}  {item['size_bytes']} bytes  "
+                   f"sha256:{item['digest']}")
+
+
+@runs_group.command("logs")
+@click.argument("run")
+@pass_env
+def runs_logs(env: Env, run: str) -> None:
+    """Print a finished run's log: the appliance's events and the script's own output."""
+    text = run_log(env.home, run)
+    click.echo(text, nl=not text.endswith("\n"))
+
+
+@runs_group.command("artifact")
+@click.argument("run")
+@click.argument("path")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write to this file instead of standard output.")
+@pass_env
+def runs_artifact(env: Env, run: str, path: str, output: str | None) -> None:
+    """Write one of RUN's artifacts (a file its script left under artifacts/)."""
+    data = read_artifact(env.home, run, path)
+    if output is None:
+        click.echo(data, nl=False)
+    else:
+        with open(output, "wb") as f:
+            f.write(data)
 
 
 @runs_group.command("reproduce")

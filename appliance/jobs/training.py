@@ -29,7 +29,7 @@ from appliance.promotion import PromotionRefused, promote
 from appliance.queue.context import JobCancelled, JobContext
 from appliance.registry import resolve
 from appliance.storage.home import Home
-from appliance.training.recipe import parse_recipe
+from appliance.training.recipe import parse_recipe, recorded_recipe
 from appliance.training.runs import get_run
 from appliance.training.service import reproduce_run, run_training
 
@@ -63,6 +63,8 @@ def _progress(ctx: JobContext, start: float = 0.0, span: float = 1.0) -> Callabl
             ctx.progress(start + span * 0.92, "exporting to ONNX")
         elif kind == "parity":
             ctx.log(f"parity max abs diff {event.get('max_abs_diff')}")
+        elif kind == "output":
+            ctx.log(f"| {event.get('line')}")  # the training script's own line, as it comes
         else:
             ctx.log(" ".join(f"{k}={v}" for k, v in event.items()))
 
@@ -157,9 +159,7 @@ def retrain(home: Home, name: str, *, actor: str, config: Config,
     if data.production_rows < int(policy["min_labelled_rows"]):
         raise BadInput(f"only {data.production_rows} labelled production rows; the policy "
                        f"asks for {policy['min_labelled_rows']} (min_labelled_rows)")
-    script_sha = run.recipe.get("script_sha256")
-    recipe = parse_recipe(run.recipe, script_bytes=home.blobs.read_bytes(script_sha)
-                          if script_sha else None).with_dataset(data.dataset)
+    recipe = recorded_recipe(run.recipe, home.blobs.read_bytes).with_dataset(data.dataset)
     features = mv.signature.get("feature_names")
     if features and recipe.script is None:
         # The same inputs as the version it replaces: a column the new data adds, or one

@@ -85,11 +85,18 @@ def _require_running(db: sqlite_utils.Database, run_id: int) -> None:
 def finish_run(db: sqlite_utils.Database, run_id: int, *, metrics: dict[str, Any],
                log_digest: str, onnx_digest: str, weights_digest: str,
                signature: dict[str, Any], profile_digest: str | None,
-               dataset_version_id: int, device: str, actor: str) -> ModelVersion:
-    """Mark the run succeeded (recording the device it really ran on) and register its
-    model version, in one transaction."""
+               dataset_version_id: int, device: str, actor: str,
+               steps: list[tuple[int, str, float]] | None = None,
+               artifacts: dict[str, tuple[str, int]] | None = None) -> ModelVersion:
+    """Mark the run succeeded (recording the device it really ran on), store its step
+    metrics and artifact list, and register its model version, in one transaction."""
     with immediate(db):
         _require_running(db, run_id)
+        _insert_steps(db, run_id, steps or [])
+        db.conn.executemany(
+            "INSERT INTO run_artifacts (run_id, path, digest, size_bytes) VALUES (?, ?, ?, ?)",
+            [(run_id, path, digest, size) for path, (digest, size) in
+             sorted((artifacts or {}).items())])
         name = db.execute("SELECT model_name FROM runs WHERE id = ?", [run_id]).fetchone()[0]
         db.execute(
             "UPDATE runs SET status = ?, metrics = ?, log_digest = ?, onnx_digest = ?,"
@@ -98,12 +105,45 @@ def finish_run(db: sqlite_utils.Database, run_id: int, *, metrics: dict[str, Any
              onnx_digest, weights_digest, device, now_iso(), run_id])
         audit.append(db, actor=actor, action="run.record", target=f"run:{run_id}",
                      details={"onnx": f"sha256:{onnx_digest}", "weights": weights_digest,
-                              "metrics": metrics})
+                              "metrics": metrics,
+                              "artifacts": {p: f"sha256:{d}" for p, (d, _n) in
+                                            sorted((artifacts or {}).items())}})
         return insert_version(
             db, name=name, onnx_digest=onnx_digest, signature=signature, actor=actor,
             source="run", profile_digest=profile_digest, run_id=run_id,
             dataset_version_id=dataset_version_id, metrics=metrics,
         )
+
+
+def _insert_steps(db: sqlite_utils.Database, run_id: int,
+                  steps: list[tuple[int, str, float]]) -> None:
+    # A name logged twice at one step keeps its last value, as a plot would show it.
+    latest = {(name, step): value for step, name, value in steps}
+    db.conn.executemany(
+        "INSERT INTO run_metrics (run_id, step, name, value) VALUES (?, ?, ?, ?)",
+        [(run_id, step, name, value) for (name, step), value in sorted(latest.items())])
+
+
+def record_steps(db: sqlite_utils.Database, run_id: int,
+                 steps: list[tuple[int, str, float]]) -> None:
+    """Keep the step metrics of a run that is about to fail, for the curves up to there."""
+    with immediate(db):
+        _require_running(db, run_id)
+        _insert_steps(db, run_id, steps)
+
+
+def run_steps(db: sqlite_utils.Database, run_id: int) -> dict[str, list[tuple[int, float]]]:
+    """Each step metric of a run as its curve: name -> [(step, value), ...]."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for row in db.execute("SELECT name, step, value FROM run_metrics WHERE run_id = ?"
+                          " ORDER BY name, step", [run_id]).fetchall():
+        curves.setdefault(row[0], []).append((int(row[1]), row[2]))
+    return curves
+
+
+def run_artifacts(db: sqlite_utils.Database, run_id: int) -> list[dict[str, Any]]:
+    return list(db.query("SELECT path, digest, size_bytes FROM run_artifacts WHERE run_id = ?"
+                         " ORDER BY path", [run_id]))
 
 
 def fail_run(db: sqlite_utils.Database, run_id: int, *, error: str, log_digest: str | None,
