@@ -349,11 +349,41 @@ def store_code(recipe: Recipe, put: Callable[[bytes], str]) -> None:
         put(recipe.script_bytes)
 
 
-def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any]) -> Recipe:
-    """A recipe from a YAML file's path or an already parsed mapping."""
-    if isinstance(source, Mapping):
-        return parse_recipe(source)
-    path = Path(source)
+MAX_SWEEP_POINTS = 256
+
+
+def sweep_points(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The grid of ``sweep: {param: [values], ...}``: one params mapping per point, the
+    last parameter varying fastest."""
+    grid = data.get("sweep")
+    if not isinstance(grid, Mapping) or not grid:
+        raise BadInput("recipe field 'sweep' must map parameter names to lists of values")
+    axes: list[tuple[str, list[Any]]] = []
+    for name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise BadInput(f"recipe field 'sweep.{name}' must be a non-empty list of values")
+        axes.append((str(name), values))
+    points: list[dict[str, Any]] = [{}]
+    for name, values in axes:
+        points = [{**point, name: value} for point in points for value in values]
+        if len(points) > MAX_SWEEP_POINTS:
+            raise BadInput(f"recipe field 'sweep': more than {MAX_SWEEP_POINTS} points")
+    return points
+
+
+def with_point(data: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe of one sweep point: its values over the recipe's params, no 'sweep'."""
+    out = {k: v for k, v in data.items() if k != "sweep"}
+    model = out.get("model")
+    if isinstance(model, Mapping):
+        out["model"] = {**model, "params": {**(model.get("params") or {}), **point}}
+    else:
+        out["params"] = {**(out.get("params") or {}), **point}
+    return out
+
+
+def read_recipe_file(path: Path) -> Any:
+    """A recipe file's parsed YAML; BadInput naming the file and the place."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -361,9 +391,29 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any]) -> Recipe:
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: can not be read: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise BadInput(f"{path} is not valid YAML{at}") from exc
-    return parse_recipe(data, base_dir=path.parent)
+
+
+def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], *,
+                point: Mapping[str, Any] | None = None) -> Recipe:
+    """A recipe from a YAML file's path or an already parsed mapping; ``point`` picks
+    one point of a sweep recipe."""
+    base_dir = None
+    if isinstance(source, Mapping):
+        data: Any = source
+    else:
+        data = read_recipe_file(Path(source))
+        base_dir = Path(source).parent
+    if isinstance(data, Mapping) and "sweep" in data:
+        if point is None:
+            raise BadInput("recipe field 'sweep': a sweep recipe queues one train job per "
+                           "point; run it with 'appliance train RECIPE' and a worker")
+        sweep_points(data)
+        data = with_point(data, point)
+    elif point is not None:
+        raise BadInput("a sweep point was given for a recipe without 'sweep'")
+    return parse_recipe(data, base_dir=base_dir)

@@ -50,6 +50,7 @@ class Run:
     error: str | None
     actor: str
     model_version: str | None
+    sweep_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,15 +59,16 @@ class Run:
 def start_run(db: sqlite_utils.Database, *, model_name: str, recipe: dict[str, Any],
               code_hash: str, dataset_version_id: int, dataset_digest: str,
               params: dict[str, Any], environment: dict[str, Any], env_hash: str,
-              seed: int, device: str, actor: str) -> int:
+              seed: int, device: str, actor: str, sweep_id: int | None = None) -> int:
     with immediate(db):
         cur = db.execute(
             "INSERT INTO runs (status, model_name, recipe, code_hash, dataset_version_id,"
-            " dataset_digest, params, environment, env_hash, seed, device, started_at, actor)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " dataset_digest, params, environment, env_hash, seed, device, started_at, actor,"
+            " sweep_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [RunStatus.RUNNING.value, model_name, json.dumps(recipe, sort_keys=True), code_hash,
              dataset_version_id, dataset_digest, json.dumps(params, sort_keys=True),
-             json.dumps(environment, sort_keys=True), env_hash, seed, device, now_iso(), actor])
+             json.dumps(environment, sort_keys=True), env_hash, seed, device, now_iso(), actor,
+             sweep_id])
         run_id = int(cur.lastrowid or 0)
         audit.append(db, actor=actor, action="run.start", target=f"run:{run_id}",
                      details={"model": model_name, "code_hash": code_hash,
@@ -179,7 +181,7 @@ def get_run(db: sqlite_utils.Database, run_id: int | str) -> Run:
         env_hash=r["env_hash"], seed=r["seed"], device=r["device"],
         started_at=r["started_at"], ended_at=r["ended_at"], log_digest=r["log_digest"],
         onnx_digest=r["onnx_digest"], weights_digest=r["weights_digest"], error=r["error"],
-        actor=r["actor"], model_version=r["model_version"],
+        actor=r["actor"], model_version=r["model_version"], sweep_id=r["sweep_id"],
     )
 
 

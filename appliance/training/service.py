@@ -107,6 +107,7 @@ def run_training(
     *,
     config: Config | None = None,
     progress: Progress | None = None,
+    sweep_id: int | None = None,
 ) -> RunResult:
     """Train ``recipe`` and register its model version; raise if any step fails.
 
@@ -140,7 +141,7 @@ def run_training(
             db, model_name=recipe.name, recipe=recipe.record(), code_hash=recipe.code_hash(),
             dataset_version_id=dv.id, dataset_digest=dv.digest, params=recipe.params,
             environment=env, env_hash=environment.env_hash(env), seed=recipe.seed,
-            device=recipe.device, actor=actor)
+            device=recipe.device, actor=actor, sweep_id=sweep_id)
         report({"event": "started", "run_id": run_id})
         try:
             outcome = _train(home, dv, recipe, config, report)

@@ -344,3 +344,32 @@ def test_bad_script_fields_name_the_field(runner, points, tmp_path, fields, mess
     r = runner("train", str(path))
     assert r.exit_code == 2, r.output
     assert message in r.output
+
+
+def test_the_train_job_logs_each_script_line_as_it_comes(home, points, tmp_path):
+    from appliance.config import parse_config
+    from appliance.jobs.training import run_train_job
+    from appliance.queue.context import JobContext
+
+    flag = tmp_path / "seen"
+    path = script_recipe(tmp_path / "s", fixed(
+        "print('first', flush=True)\n"
+        "import time\n"
+        "deadline = time.monotonic() + 60\n"
+        f"while not os.path.exists({str(flag)!r}):\n"
+        "    if time.monotonic() > deadline: sys.exit('never seen')\n"
+        "    time.sleep(0.05)\n"))
+    logged: list[str] = []
+
+    class Recording(JobContext):
+        def log(self, message: str) -> None:
+            logged.append(message)
+            if message == "| first":
+                flag.touch()
+
+    (tmp_path / "job" / "work").mkdir(parents=True)
+    ctx = Recording(job_id=1, kind="train", params={"recipe": str(path)}, attempt=1,
+                    workdir=tmp_path / "job" / "work", home=home.root, config=parse_config({}))
+    result = run_train_job(ctx)
+    assert result["model_version"] == "points@1"
+    assert "| first" in logged
