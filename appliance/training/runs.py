@@ -191,3 +191,16 @@ def list_runs(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]
         " (SELECT m.name || '@' || mv.version FROM model_versions mv JOIN models m"
         "  ON m.id = mv.model_id WHERE mv.run_id = r.id) AS model_version"
         " FROM runs r ORDER BY r.id DESC LIMIT ?", [limit]))
+
+
+def run_reproductions(db: sqlite_utils.Database, run_id: int) -> list[dict[str, Any]]:
+    """Every ``runs reproduce`` verdict on a run, oldest first, from the audit log."""
+    out = []
+    for row in db.query("SELECT ts, actor, entry FROM audit_log WHERE action = 'run.reproduce'"
+                        " AND target = ? ORDER BY seq", [f"run:{run_id}"]):
+        entry = row["entry"]
+        details = json.loads(entry.decode() if isinstance(entry, bytes) else entry).get(
+            "details", {})
+        out.append({"at": row["ts"], "actor": row["actor"], "verdict": details.get("verdict"),
+                    "differences": details.get("differences", [])})
+    return out
