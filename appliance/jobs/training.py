@@ -13,10 +13,13 @@ policy says (see ``appliance.monitoring.retraining``).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from appliance import audit
+from appliance.audit.log import now_iso
 from appliance.auth import Principal, Role
 from appliance.config import Config
 from appliance.errors import BadInput
@@ -27,9 +30,17 @@ from appliance.monitoring.retraining import (
 )
 from appliance.promotion import PromotionRefused, promote
 from appliance.queue.context import JobCancelled, JobContext
+from appliance.queue.jobs import JobSpec, insert_job
+from appliance.queue.kinds import Kinds
 from appliance.registry import resolve
+from appliance.storage.db import immediate
 from appliance.storage.home import Home
-from appliance.training.recipe import parse_recipe
+from appliance.training.recipe import (
+    load_recipe,
+    read_recipe_file,
+    recorded_recipe,
+    sweep_points,
+)
 from appliance.training.runs import get_run
 from appliance.training.service import reproduce_run, run_training
 
@@ -63,6 +74,8 @@ def _progress(ctx: JobContext, start: float = 0.0, span: float = 1.0) -> Callabl
             ctx.progress(start + span * 0.92, "exporting to ONNX")
         elif kind == "parity":
             ctx.log(f"parity max abs diff {event.get('max_abs_diff')}")
+        elif kind == "output":
+            ctx.log(f"| {event.get('line')}")  # the training script's own line, as it comes
         else:
             ctx.log(" ".join(f"{k}={v}" for k, v in event.items()))
 
@@ -73,22 +86,69 @@ def _progress(ctx: JobContext, start: float = 0.0, span: float = 1.0) -> Callabl
 
 
 def validate_train_params(params: dict[str, Any]) -> None:
-    unknown = set(params) - {"recipe", "actor"}
+    unknown = set(params) - {"recipe", "actor", "point", "sweep"}
     if unknown:
-        raise BadInput(f"train: unknown parameter '{sorted(unknown)[0]}' (takes 'recipe')")
+        raise BadInput(f"train: unknown parameter '{sorted(unknown)[0]}' (takes 'recipe', "
+                       "'point', 'sweep')")
     recipe = params.get("recipe")
+    point = params.get("point")
+    if point is not None and not isinstance(point, Mapping):
+        raise BadInput("train: 'point' must map parameter names to values")
+    sweep = params.get("sweep")
+    if sweep is not None and (isinstance(sweep, bool) or not isinstance(sweep, int)):
+        raise BadInput("train: 'sweep' must be a sweep number")
     if isinstance(recipe, Mapping):
-        parse_recipe(recipe)
+        load_recipe(recipe, point=point)
     elif not isinstance(recipe, str) or not recipe:
         raise BadInput("train: 'recipe' must be a recipe mapping or the path of a recipe file")
 
 
 def run_train_job(ctx: JobContext) -> dict[str, Any]:
     validate_train_params(ctx.params)
-    result = run_training(_home(ctx), ctx.params["recipe"], _actor(ctx), config=ctx.config,
-                          progress=_progress(ctx))
+    recipe = load_recipe(ctx.params["recipe"], point=ctx.params.get("point"))
+    result = run_training(_home(ctx), recipe, _actor(ctx), config=ctx.config,
+                          progress=_progress(ctx), sweep_id=ctx.params.get("sweep"))
     ctx.progress(1.0, f"registered {result.model_version}")
     return result.as_dict()
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    id: int
+    points: list[dict[str, Any]]
+    jobs: list[int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def submit_sweep(home: Home, path: str | Path, *, actor: str, config: Config,
+                 kinds: Kinds) -> Sweep:
+    """Queue one ``train`` job per point of a sweep recipe's grid, with the sweep's record,
+    in one transaction: every point's recipe is checked first, so a bad one queues none."""
+    path = Path(path).absolute()
+    data = read_recipe_file(path)
+    if not isinstance(data, Mapping) or "sweep" not in data:
+        raise BadInput(f"{path}: not a sweep recipe (no 'sweep' field)")
+    points = sweep_points(data)
+    first = None
+    for point in points:
+        recipe = load_recipe(path, point=point)
+        first = first or recipe
+    specs = [JobSpec("train", {"recipe": str(path), "point": point}) for point in points]
+    with home.db() as db, immediate(db):
+        cur = db.execute(
+            "INSERT INTO sweeps (model_name, recipe_path, grid, points, jobs, created_at,"
+            " created_by) VALUES (?, ?, ?, ?, '[]', ?, ?)",
+            [first.name if first else "", str(path), json.dumps(data["sweep"], sort_keys=True),
+             len(points), now_iso(), actor])
+        sweep_id = int(cur.lastrowid or 0)
+        jobs = [insert_job(db, JobSpec(s.kind, {**s.params, "sweep": sweep_id}), config,
+                           kinds=kinds, actor=actor) for s in specs]
+        db.execute("UPDATE sweeps SET jobs = ? WHERE id = ?", [json.dumps(jobs), sweep_id])
+        audit.append(db, actor=actor, action="sweep.submit", target=f"sweep:{sweep_id}",
+                     details={"recipe": str(path), "grid": data["sweep"], "jobs": jobs})
+    return Sweep(id=sweep_id, points=points, jobs=jobs)
 
 
 # --- reproduce ----------------------------------------------------------------------
@@ -157,9 +217,7 @@ def retrain(home: Home, name: str, *, actor: str, config: Config,
     if data.production_rows < int(policy["min_labelled_rows"]):
         raise BadInput(f"only {data.production_rows} labelled production rows; the policy "
                        f"asks for {policy['min_labelled_rows']} (min_labelled_rows)")
-    script_sha = run.recipe.get("script_sha256")
-    recipe = parse_recipe(run.recipe, script_bytes=home.blobs.read_bytes(script_sha)
-                          if script_sha else None).with_dataset(data.dataset)
+    recipe = recorded_recipe(run.recipe, home.blobs.read_bytes).with_dataset(data.dataset)
     features = mv.signature.get("feature_names")
     if features and recipe.script is None:
         # The same inputs as the version it replaces: a column the new data adds, or one

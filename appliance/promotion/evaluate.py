@@ -19,13 +19,12 @@ import sqlite_utils
 
 from appliance.datasets import get_dataset_version, load_table
 from appliance.datasets.table import Table
-from appliance.errors import BadInput, OperationFailed
-from appliance.onnxtools.providers import ort_errors
+from appliance.errors import BadInput
 from appliance.onnxtools.sessions import cpu_session
 from appliance.registry import ModelVersion
 from appliance.storage.home import Home
-from appliance.training import get_run
-from appliance.training.features import compute_metrics, label_strings, labelled_rows
+from appliance.training import get_run, scoring
+from appliance.training.features import labelled_rows
 from appliance.training.trainer import split_rows
 
 
@@ -59,42 +58,12 @@ def evaluation_set(home: Home, db: sqlite_utils.Database, mv: ModelVersion) -> E
 
 def feeds_for(signature: dict[str, Any], table: Table, rows: np.ndarray) -> dict[str, np.ndarray]:
     """The model's raw inputs from the table's columns; OperationFailed when one is absent."""
-    feeds: dict[str, np.ndarray] = {}
-    for spec in signature.get("inputs", []):
-        name = spec["name"]
-        if name not in table.columns:
-            raise OperationFailed(f"the evaluation set has no column '{name}' that the model "
-                                  "takes")
-        column = table.columns[name]
-        if spec["datatype"] == "BYTES":
-            feeds[name] = np.array([column[i] or "" if isinstance(column[i], str) or
-                                    column[i] is None else format(float(column[i]), "g")
-                                    for i in rows], dtype=object).reshape(-1, 1)
-        else:
-            feeds[name] = np.asarray(column, dtype=np.float64)[rows].astype(
-                np.float32).reshape(-1, 1)
-    return feeds
+    return scoring.feeds_for(signature, table, rows)
 
 
 def score(data: bytes, signature: dict[str, Any], es: EvalSet) -> dict[str, float]:
     """A model's metrics on the evaluation set, as training computes them."""
-    session = cpu_session(data)
-    feeds = feeds_for(signature, es.table, es.rows)
-    failures: tuple[type[BaseException], ...] = (*ort_errors(), ValueError, KeyError)
-    try:
-        if es.task == "classification":
-            (probabilities,) = session.run(["probabilities"], feeds)
-            classes = [str(c) for c in signature.get("classes", [])]
-            index = {c: i for i, c in enumerate(classes)}
-            labels = label_strings(es.table, es.target)
-            y = np.array([index.get(labels[i] or "", -1) for i in es.rows], dtype=np.int64)
-            return compute_metrics("classification", y, np.asarray(probabilities), None)
-        (prediction,) = session.run(["prediction"], feeds)
-    except failures as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise OperationFailed(f"the model could not be scored: {text}") from exc
-    y_reg = np.asarray(es.table.columns[es.target], dtype=np.float64)[es.rows]
-    return compute_metrics("regression", y_reg, np.asarray(prediction).reshape(-1), None)
+    return scoring.score(data, signature, es.table, es.rows, es.task, es.target)
 
 
 def data_quality(signature: dict[str, Any], profile: dict[str, Any] | None,
@@ -104,12 +73,11 @@ def data_quality(signature: dict[str, Any], profile: dict[str, Any] | None,
     worst_range, worst_range_col = 0.0, ""
     n = max(1, len(es.rows))
     columns = (profile or {}).get("columns", {})
-    for spec in signature.get("inputs", []):
-        name = spec["name"]
+    for name in scoring.input_columns(signature):
         if name not in es.table.columns:
             continue
         column = es.table.columns[name]
-        if spec["datatype"] == "BYTES":
+        if es.table.types.get(name) == "categorical":
             missing = sum(1 for i in es.rows if column[i] in (None, ""))
         else:
             values = np.asarray(column, dtype=np.float64)[es.rows]

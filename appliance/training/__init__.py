@@ -2,11 +2,20 @@
 check, run records and reproduction."""
 
 from appliance.training.recipe import Recipe, load_recipe, parse_recipe
-from appliance.training.runs import Run, RunStatus, get_run, list_runs
+from appliance.training.runs import (
+    Run,
+    RunStatus,
+    get_run,
+    list_runs,
+    run_artifacts,
+    run_steps,
+)
 from appliance.training.service import (
     ReproduceResult,
     RunResult,
+    read_artifact,
     reproduce_run,
+    run_log,
     run_training,
 )
 
@@ -20,6 +29,10 @@ __all__ = [
     "list_runs",
     "load_recipe",
     "parse_recipe",
+    "read_artifact",
     "reproduce_run",
+    "run_artifacts",
+    "run_log",
+    "run_steps",
     "run_training",
 ]

@@ -14,18 +14,21 @@ seed: 42
 device: auto                 # auto, cpu or cuda
 ```
 
-Instead of ``model.template`` a recipe may name ``script: train.py`` (relative
-to the recipe file) with ``params``; see ``appliance.training.script`` for
-its contract. The recipe's canonical JSON plus the script's bytes are the
-run's code hash.
+Instead of ``model.template`` a recipe may name ``script: train.py`` with
+``params``, and optionally ``code: DIR`` (the folder snapshotted with it; the
+script's path is then inside it), ``python:`` (an interpreter or virtual
+environment on this machine), ``task`` and ``classes``; see
+``appliance.training.script`` and docs/training.md for the contract. The
+recipe's canonical JSON plus the code's bytes are the run's code hash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +51,16 @@ METRICS = {
 }
 COMMON_PARAMS: dict[str, Any] = {"epochs": 20, "batch_size": 64, "lr": 0.01, "weight_decay": 0.0}
 MLP_PARAMS: dict[str, Any] = {"hidden": [32]}
-KEYS = ("name", "dataset", "target", "features", "model", "script", "params", "split",
-        "metrics", "seed", "device")
+KEYS = ("name", "dataset", "target", "features", "model", "script", "code", "python", "task",
+        "classes", "params", "split", "metrics", "seed", "device")
+TASKS = ("classification", "regression")
+# A code folder is copied into the database's blob store with every run: keep it to code.
+MAX_CODE_BYTES = 20 * 1024 * 1024
+MAX_CODE_FILES = 2000
+SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache",
+                          ".pytest_cache", ".ruff_cache"})
+# Recorded fields that are derived from the code, not written by a user.
+RECORDED = ("script_sha256", "code_manifest_sha256")
 
 
 @dataclass(frozen=True)
@@ -66,10 +77,21 @@ class Recipe:
     seed: int
     device: str
     script_bytes: bytes | None = field(default=None, repr=False)
+    declared_task: str | None = None
+    classes: list[str] | None = None
+    code: str | None = None
+    python: str | None = None
+    # The snapshot of ``code``: relative path -> bytes (the script's path among them).
+    code_files: dict[str, bytes] | None = field(default=None, repr=False)
 
     @property
     def task(self) -> str | None:
-        return TEMPLATES.get(self.template or "")
+        return TEMPLATES.get(self.template or "") or self.declared_task
+
+    def code_manifest(self) -> dict[str, str]:
+        """Relative path -> SHA-256 of every file in the code snapshot."""
+        return {path: hashlib.sha256(data).hexdigest()
+                for path, data in sorted((self.code_files or {}).items())}
 
     def record(self) -> dict[str, Any]:
         """The canonical form stored with a run and hashed into its code hash."""
@@ -83,11 +105,22 @@ class Recipe:
         if self.script_bytes is not None:
             out["script"] = self.script
             out["script_sha256"] = hashlib.sha256(self.script_bytes).hexdigest()
+        for key in ("code", "python", "classes"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.declared_task is not None:
+            out["task"] = self.declared_task
+        if self.code is not None:
+            out["code_manifest_sha256"] = hashlib.sha256(
+                canonical_json(self.code_manifest())).hexdigest()
         return out
 
     def code_hash(self) -> str:
         hasher = hashlib.sha256(canonical_json(self.record()))
-        if self.script_bytes is not None:
+        if self.code is not None:
+            for path, data in sorted((self.code_files or {}).items()):
+                hasher.update(path.encode() + b"\0" + data)
+        elif self.script_bytes is not None:
             hasher.update(self.script_bytes)
         return hasher.hexdigest()
 
@@ -145,13 +178,74 @@ def _split(value: Any) -> dict[str, float]:
     return split
 
 
+def snapshot_code(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative POSIX path -> bytes), caches and VCS left out;
+    BadInput naming the field when it is missing or too large."""
+    if not folder.is_dir():
+        raise BadInput(f"recipe field 'code': {folder} is not a folder")
+    root = folder.resolve()
+    files: dict[str, bytes] = {}
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if name.endswith(".pyc") or not path.is_file():
+                continue
+            if not path.resolve().is_relative_to(root):
+                raise BadInput(f"recipe field 'code': {path} links outside {folder}")
+            data = path.read_bytes()
+            total += len(data)
+            if total > MAX_CODE_BYTES or len(files) >= MAX_CODE_FILES:
+                raise BadInput(f"recipe field 'code': {folder} holds more than "
+                               f"{MAX_CODE_BYTES // (1024 * 1024)} MiB or {MAX_CODE_FILES} "
+                               "files; keep data and outputs out of the code folder")
+            files[path.relative_to(root).as_posix()] = data
+    return files
+
+
+def _script_fields(data: Mapping[str, Any], template: str | None) -> dict[str, Any]:
+    """Validate task, classes and python (with any recipe) and return them."""
+    task = data.get("task")
+    if task is not None:
+        if task not in TASKS:
+            raise BadInput(f"recipe field 'task': {task!r} is not one of {', '.join(TASKS)}")
+        if template is not None and TEMPLATES[template] != task:
+            raise BadInput(f"recipe field 'task': {template} is a {TEMPLATES[template]} "
+                           f"template, not {task}")
+    classes = data.get("classes")
+    if classes is not None:
+        if (task or TEMPLATES.get(template or "")) != "classification":
+            raise BadInput("recipe field 'classes' needs 'task: classification'")
+        if template is not None:
+            raise BadInput("recipe field 'classes': a template learns its classes from the data")
+        if (not isinstance(classes, list) or len(classes) < 2
+                or not all(isinstance(c, (str, int)) and not isinstance(c, bool)
+                           for c in classes)):
+            raise BadInput("recipe field 'classes' must be a list of at least 2 class labels")
+        classes = [str(c) for c in classes]
+        if len(set(classes)) != len(classes):
+            raise BadInput("recipe field 'classes' names a class twice")
+    python = data.get("python")
+    if python is not None:
+        if template is not None:
+            raise BadInput("recipe field 'python' is for scripts; templates run in the "
+                           "appliance's own Python")
+        if not isinstance(python, str) or not python:
+            raise BadInput("recipe field 'python' must be the path of a Python interpreter or "
+                           "a virtual environment")
+    return {"declared_task": task if template is None else None, "classes": classes,
+            "python": python}
+
+
 def parse_recipe(
-    data: Any, *, base_dir: Path | None = None, script_bytes: bytes | None = None
+    data: Any, *, base_dir: Path | None = None, script_bytes: bytes | None = None,
+    code_files: dict[str, bytes] | None = None,
 ) -> Recipe:
-    """Validate a recipe mapping; ``script_bytes`` supplies a recorded script's bytes."""
+    """Validate a recipe mapping; ``script_bytes`` or ``code_files`` supply recorded code."""
     if not isinstance(data, Mapping):
         raise BadInput("a recipe must be a mapping of fields (name, dataset, model, ...)")
-    unknown = sorted(set(data) - set(KEYS) - {"script_sha256"})
+    unknown = sorted(set(data) - set(KEYS) - set(RECORDED))
     if unknown:
         raise BadInput(f"recipe: unknown fields {unknown}; accepted: {', '.join(KEYS)}")
     for key in ("name", "dataset"):
@@ -172,6 +266,8 @@ def parse_recipe(
     template: str | None = None
     if (model is None) == (script is None):
         raise BadInput("recipe: give exactly one of 'model' (with 'template') or 'script'")
+    if model is not None and data.get("code") is not None:
+        raise BadInput("recipe field 'code' is for scripts, not templates")
     if model is not None:
         if not isinstance(model, Mapping) or set(model) - {"template", "params"}:
             raise BadInput("recipe field 'model': expected {template, params}")
@@ -190,7 +286,17 @@ def parse_recipe(
         if not isinstance(params, Mapping):
             raise BadInput("recipe field 'params' must be a mapping")
         params = dict(params)
-        if script_bytes is None:
+        code = data.get("code")
+        if code is not None:
+            if not isinstance(code, str) or not code:
+                raise BadInput("recipe field 'code' must be the name of a folder")
+            if code_files is None:
+                code_files = snapshot_code(Path(code) if base_dir is None else base_dir / code)
+            script_bytes = code_files.get(Path(script).as_posix())
+            if script_bytes is None:
+                raise BadInput(f"recipe field 'script': {script} is not in the code folder "
+                               f"{code} (the script's path is relative to it)")
+        elif script_bytes is None:
             path = Path(script) if base_dir is None else base_dir / script
             try:
                 script_bytes = path.read_bytes()
@@ -200,8 +306,8 @@ def parse_recipe(
     if metrics is not None:
         if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
             raise BadInput("recipe field 'metrics' must be a list of metric names")
-        task = TEMPLATES.get(template or "")
-        if task:
+        task = TEMPLATES.get(template or "") or data.get("task")
+        if task in METRICS:
             bad = [m for m in metrics if m not in METRICS[task]]
             if bad:
                 raise BadInput(f"recipe field 'metrics': {bad} are not {task} metrics; "
@@ -210,19 +316,74 @@ def parse_recipe(
     device = data.get("device", "auto")
     if device not in ("auto", "cpu", "cuda"):
         raise BadInput(f"recipe field 'device': {device!r} is not one of auto, cpu, cuda")
+    extra = _script_fields(data, template)
     return Recipe(
         name=name, dataset=data["dataset"], target=target, features=features,
         template=template, script=script if template is None else None, params=dict(params),
         split=_split(data.get("split")), metrics=metrics, seed=int(seed), device=device,
         script_bytes=script_bytes if template is None else None,
+        code=data.get("code") if template is None else None,
+        code_files=code_files if template is None and data.get("code") is not None else None,
+        **extra,
     )
 
 
-def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any]) -> Recipe:
-    """A recipe from a YAML file's path or an already parsed mapping."""
-    if isinstance(source, Mapping):
-        return parse_recipe(source)
-    path = Path(source)
+def recorded_recipe(record: Mapping[str, Any], read: Callable[[str], bytes]) -> Recipe:
+    """A run's recorded recipe with its code read back from the blob store (``read``)."""
+    manifest_sha = record.get("code_manifest_sha256")
+    if manifest_sha:
+        manifest = json.loads(read(str(manifest_sha)))
+        files = {path: read(digest) for path, digest in manifest.items()}
+        return parse_recipe(record, code_files=files)
+    script_sha = record.get("script_sha256")
+    return parse_recipe(record, script_bytes=read(str(script_sha)) if script_sha else None)
+
+
+def store_code(recipe: Recipe, put: Callable[[bytes], str]) -> None:
+    """Put the recipe's code (each file, and the manifest of a folder) into the blob store."""
+    if recipe.code_files is not None:
+        for data in recipe.code_files.values():
+            put(data)
+        put(canonical_json(recipe.code_manifest()))
+    elif recipe.script_bytes is not None:
+        put(recipe.script_bytes)
+
+
+MAX_SWEEP_POINTS = 256
+
+
+def sweep_points(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The grid of ``sweep: {param: [values], ...}``: one params mapping per point, the
+    last parameter varying fastest."""
+    grid = data.get("sweep")
+    if not isinstance(grid, Mapping) or not grid:
+        raise BadInput("recipe field 'sweep' must map parameter names to lists of values")
+    axes: list[tuple[str, list[Any]]] = []
+    for name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise BadInput(f"recipe field 'sweep.{name}' must be a non-empty list of values")
+        axes.append((str(name), values))
+    points: list[dict[str, Any]] = [{}]
+    for name, values in axes:
+        points = [{**point, name: value} for point in points for value in values]
+        if len(points) > MAX_SWEEP_POINTS:
+            raise BadInput(f"recipe field 'sweep': more than {MAX_SWEEP_POINTS} points")
+    return points
+
+
+def with_point(data: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe of one sweep point: its values over the recipe's params, no 'sweep'."""
+    out = {k: v for k, v in data.items() if k != "sweep"}
+    model = out.get("model")
+    if isinstance(model, Mapping):
+        out["model"] = {**model, "params": {**(model.get("params") or {}), **point}}
+    else:
+        out["params"] = {**(out.get("params") or {}), **point}
+    return out
+
+
+def read_recipe_file(path: Path) -> Any:
+    """A recipe file's parsed YAML; BadInput naming the file and the place."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -230,9 +391,29 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any]) -> Recipe:
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: can not be read: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise BadInput(f"{path} is not valid YAML{at}") from exc
-    return parse_recipe(data, base_dir=path.parent)
+
+
+def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], *,
+                point: Mapping[str, Any] | None = None) -> Recipe:
+    """A recipe from a YAML file's path or an already parsed mapping; ``point`` picks
+    one point of a sweep recipe."""
+    base_dir = None
+    if isinstance(source, Mapping):
+        data: Any = source
+    else:
+        data = read_recipe_file(Path(source))
+        base_dir = Path(source).parent
+    if isinstance(data, Mapping) and "sweep" in data:
+        if point is None:
+            raise BadInput("recipe field 'sweep': a sweep recipe queues one train job per "
+                           "point; run it with 'appliance train RECIPE' and a worker")
+        sweep_points(data)
+        data = with_point(data, point)
+    elif point is not None:
+        raise BadInput("a sweep point was given for a recipe without 'sweep'")
+    return parse_recipe(data, base_dir=base_dir)

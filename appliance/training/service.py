@@ -17,12 +17,19 @@ from typing import Any
 from appliance import audit
 from appliance.config import Config, parse_config
 from appliance.datasets.service import DatasetVersion, get_dataset_version, load_table
-from appliance.errors import BadInput, Conflict, OperationFailed
+from appliance.errors import BadInput, Conflict, NotFound, OperationFailed
 from appliance.storage.db import immediate
 from appliance.storage.home import Home
 from appliance.training import environment
-from appliance.training.recipe import Recipe, load_recipe, parse_recipe
-from appliance.training.runs import fail_run, finish_run, get_run, start_run
+from appliance.training.recipe import Recipe, load_recipe, recorded_recipe, store_code
+from appliance.training.runs import (
+    fail_run,
+    finish_run,
+    get_run,
+    record_steps,
+    run_artifacts,
+    start_run,
+)
 from appliance.training.script import run_script
 from appliance.training.trainer import Outcome, Progress, train_template
 
@@ -70,12 +77,22 @@ def _target(recipe: Recipe, dv: DatasetVersion) -> str | None:
     return target
 
 
+def _environment(recipe: Recipe) -> dict[str, Any]:
+    """The appliance's environment, and for a script the interpreter it runs under."""
+    env = environment.capture()
+    if recipe.script is not None:
+        env["script_python"] = environment.describe_python(
+            environment.python_path(recipe.python))
+    return env
+
+
 def _train(home: Home, dv: DatasetVersion, recipe: Recipe, config: Config,
            progress: Progress) -> Outcome:
     target = _target(recipe, dv)
-    if recipe.script_bytes is not None:
-        return run_script(home.blobs.read_bytes(dv.digest), recipe, target, dv.ref, progress)
     table = load_table(home.blobs, dv)
+    if recipe.script_bytes is not None:
+        return run_script(home.blobs.read_bytes(dv.digest), table, recipe, target, dv.ref,
+                          progress, parity_tolerance=config["training.parity_tolerance"])
     if target is None:
         raise BadInput("recipe has no target")
     return train_template(table, recipe, target, threads=config["training.threads"],
@@ -90,6 +107,7 @@ def run_training(
     *,
     config: Config | None = None,
     progress: Progress | None = None,
+    sweep_id: int | None = None,
 ) -> RunResult:
     """Train ``recipe`` and register its model version; raise if any step fails.
 
@@ -101,44 +119,74 @@ def run_training(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     log: list[str] = []
+    steps: list[tuple[int, str, float]] = []
 
     def report(event: dict[str, Any]) -> None:
-        log.append(" ".join(f"{k}={v}" for k, v in event.items()))
+        if event.get("event") == "output":
+            log.append(str(event["line"]))  # the script's own line, as it wrote it
+        else:
+            log.append(" ".join(f"{k}={v}" for k, v in event.items()))
+        if event.get("event") == "epoch":
+            steps.extend((int(event["epoch"]), name, float(event[name]))
+                         for name in ("loss", "val_loss") if name in event)
         (progress or _quiet)(event)
 
     with home.db() as db:
         dv = get_dataset_version(db, recipe.dataset)
         recipe = recipe.with_dataset(dv.ref)
         _target(recipe, dv)
-        if recipe.script_bytes is not None:
-            home.blobs.put_bytes(recipe.script_bytes)
-        env = environment.capture()
+        env = _environment(recipe)
+        store_code(recipe, home.blobs.put_bytes)
         run_id = start_run(
             db, model_name=recipe.name, recipe=recipe.record(), code_hash=recipe.code_hash(),
             dataset_version_id=dv.id, dataset_digest=dv.digest, params=recipe.params,
             environment=env, env_hash=environment.env_hash(env), seed=recipe.seed,
-            device=recipe.device, actor=actor)
+            device=recipe.device, actor=actor, sweep_id=sweep_id)
         report({"event": "started", "run_id": run_id})
         try:
             outcome = _train(home, dv, recipe, config, report)
         except BaseException as exc:
             log.append(f"failed: {exc}")
+            record_steps(db, run_id, steps)
             fail_run(db, run_id, error=str(exc) or type(exc).__name__,
                      log_digest=home.blobs.put_bytes("\n".join(log).encode()), actor=actor)
             raise
-        log.extend(outcome.log)
         metrics = dict(outcome.metrics)
         if outcome.parity_max_abs_diff is not None:
             metrics["parity_max_abs_diff"] = outcome.parity_max_abs_diff
         onnx_digest = home.blobs.put_bytes(outcome.onnx)
+        artifacts = {path: (home.blobs.put_bytes(data), len(data))
+                     for path, data in outcome.artifacts.items()}
         version = finish_run(
             db, run_id, metrics=metrics, log_digest=home.blobs.put_bytes("\n".join(log).encode()),
             onnx_digest=onnx_digest, weights_digest=outcome.weights_digest,
             signature=outcome.signature, profile_digest=dv.profile_digest,
-            dataset_version_id=dv.id, device=outcome.device, actor=actor)
+            dataset_version_id=dv.id, device=outcome.device, actor=actor,
+            steps=steps + outcome.steps, artifacts=artifacts)
     return RunResult(run_id=run_id, model_version=version.ref, onnx_digest=onnx_digest,
                      weights_digest=outcome.weights_digest, metrics=metrics,
                      parity_max_abs_diff=outcome.parity_max_abs_diff)
+
+
+def run_log(home: Home, run_id: int | str) -> str:
+    """The run's log: the appliance's events and a script's own output, line by line."""
+    with home.db() as db:
+        run = get_run(db, run_id)
+    if run.log_digest is None:
+        raise Conflict(f"run {run.id} is {run.status} and has no log yet; a running job's "
+                       "output is in 'appliance jobs logs JOB --follow'")
+    return home.blobs.read_bytes(run.log_digest).decode("utf-8", errors="replace")
+
+
+def read_artifact(home: Home, run_id: int | str, path: str) -> bytes:
+    """One artifact a run's script left under ``artifacts/``, hash-verified."""
+    with home.db() as db:
+        run = get_run(db, run_id)
+        found = {a["path"]: a["digest"] for a in run_artifacts(db, run.id)}
+    if path not in found:
+        listed = ", ".join(sorted(found)) or "none"
+        raise NotFound(f"run {run.id} has no artifact '{path}' (artifacts: {listed})")
+    return home.blobs.read_bytes(found[path], verify=True)
 
 
 def _metric_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> float:
@@ -172,12 +220,10 @@ def reproduce_run(
         differences: list[str] = []
         if dv.digest != run.dataset_digest:
             differences.append("data: the dataset version's bytes are not those the run used")
-        script_sha = run.recipe.get("script_sha256")
-        script_bytes = home.blobs.read_bytes(script_sha) if script_sha else None
-        recipe = parse_recipe(run.recipe, script_bytes=script_bytes)
+        recipe = recorded_recipe(run.recipe, home.blobs.read_bytes)
         if recipe.code_hash() != run.code_hash:
             differences.append("code: the recipe or script hashes differently")
-        env = environment.capture()
+        env = _environment(recipe)
         changes = {k: {"recorded": run.environment.get(k), "now": env.get(k)}
                    for k in sorted(set(env) | set(run.environment))
                    if env.get(k) != run.environment.get(k)}

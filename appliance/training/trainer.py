@@ -39,6 +39,9 @@ class Outcome:
     device: str
     parity_max_abs_diff: float | None = None
     log: list[str] = field(default_factory=list)
+    # (step, name, value): a script's metrics.jsonl; a template's are its epoch events.
+    steps: list[tuple[int, str, float]] = field(default_factory=list)
+    artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
 @contextlib.contextmanager

@@ -68,6 +68,8 @@ ROUTES = {
     "POST /api/models/<name>/versions/<int:version>/promote": "models.promote",
     "GET /api/openapi.json": "public",
     "GET /api/overview": "models.read",
+    "GET /api/runs": "runs.read",
+    "GET /api/runs/<int:run_id>": "runs.read",
     "GET /api/schedules": "jobs.read",
     "GET /api/settings": "monitoring.read",
     "POST /api/tokens": "users.admin",
@@ -97,6 +99,10 @@ ROUTES = {
     "GET /monitoring": "monitoring.read",
     "GET /monitoring/<model>": "monitoring.read",
     "POST /monitoring/<model>/check": "train",
+    "GET /runs": "runs.read",
+    "GET /runs/<int:run_id>": "runs.read",
+    "GET /runs/<int:run_id>/artifacts/<path:path>": "runs.read",
+    "GET /runs/compare": "runs.read",
     "GET /settings": "monitoring.read",
     "GET /static/<path:filename>": "public",
     "GET /training": "jobs.read",
@@ -113,7 +119,7 @@ ROUTES = {
 # Values for the URL variables, naming objects the fixture created.
 VALUES = {"name": "churn", "version": "1", "job_id": "1", "model": "churn",
           "username": "nobody", "token_id": "999", "filename": "console.css",
-          "alert_id": "999"}
+          "alert_id": "999", "run_id": "1", "path": "notes.txt"}
 DATASET_RULES = {"/datasets/<name>", "/datasets/<name>/<int:version>",
                  "/api/datasets/<name>", "/api/datasets/<name>/versions/<int:version>"}
 

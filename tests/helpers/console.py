@@ -31,6 +31,7 @@ from appliance.queue import jobs
 from appliance.registry import insert_version, set_alias
 from appliance.storage.db import immediate
 from appliance.storage.home import Home, init_home
+from appliance.training.runs import fail_run, start_run
 
 ROLES = ("admin", "operator", "approver", "viewer")
 PASSWORD = "correct horse battery staple"
@@ -73,7 +74,8 @@ class Template:
 def seed(home: Home) -> dict[str, str]:
     """One user per role (each with an open session), a model with two versions
     (production on the first; both real ONNX graphs whose reference profile is the
-    dataset's), a dataset, a queued job and the audit signing key."""
+    dataset's), a dataset, a failed run with one artifact, a queued job and the audit
+    signing key."""
     init_home(home)
     ensure_key(home, "test")
     db = home.db()
@@ -93,6 +95,16 @@ def seed(home: Home) -> dict[str, str]:
                     profile_digest=dv.profile_digest, dataset_version_id=dv.id,
                     metrics={"auc": 0.9})
         set_alias(db, "churn", 1, "production", "test")
+        # A run that failed after leaving one artifact, for the Runs pages.
+        run_id = start_run(db, model_name="churn", recipe={}, code_hash="0" * 64,
+                           dataset_version_id=dv.id, dataset_digest=dv.digest, params={},
+                           environment={}, env_hash="0" * 64, seed=0, device="cpu",
+                           actor="test")
+        note = b"seeded\n"
+        db.execute("INSERT INTO run_artifacts (run_id, path, digest, size_bytes)"
+                   " VALUES (?, 'notes.txt', ?, ?)", [run_id, home.blobs.put_bytes(note),
+                                                      len(note)])
+        fail_run(db, run_id, error="seeded", log_digest=None, actor="test")
         jobs.submit(db, jobs.JobSpec(kind="noop"), parse_config({}), kinds=KINDS,
                     actor="test")
     finally:

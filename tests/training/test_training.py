@@ -116,9 +116,10 @@ def test_a_nondeterministic_script_is_not_reproducible(runner, home, dataset, tm
         "import onnx\n"
         "from onnx import TensorProto, helper\n"
         "p = argparse.ArgumentParser()\n"
-        "for a in ('--data', '--params', '--output'): p.add_argument(a)\n"
+        "for a in ('--data', '--params', '--run', '--output'): p.add_argument(a)\n"
         "args = p.parse_args()\n"
         "params = json.load(open(args.params))\n"
+        "run = json.load(open(args.run))\n"
         "rows = sum(1 for _ in open(args.data)) - 1\n"
         "scale = float(int.from_bytes(os.urandom(4), 'big'))\n"
         "x = helper.make_tensor_value_info('x1', TensorProto.FLOAT, ['n', 1])\n"
@@ -128,14 +129,16 @@ def test_a_nondeterministic_script_is_not_reproducible(runner, home, dataset, tm
         "m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])\n"
         "m.ir_version = 8\n"
         "onnx.save(m, os.path.join(args.output, 'model.onnx'))\n"
-        "json.dump({'test': {'score': scale, 'rows': rows, 'seed': params['seed']}},\n"
-        "          open(os.path.join(args.output, 'metrics.json'), 'w'))\n"
+        "line = {'step': 0, 'score': scale, 'data_rows': rows, 'seed': run['seed'],"
+        " 'k': params['k']}\n"
+        "open(os.path.join(args.output, 'metrics.jsonl'), 'w').write(json.dumps(line))\n"
     )
     path = recipe(tmp_path, model=None, script="train.py", params={"k": 1})
     r = runner("train", str(path), "--wait", "--json")
     assert r.exit_code == 0, r.output
     done = json.loads(r.stdout)
-    assert done["metrics"]["test"]["rows"] == 240 and done["metrics"]["test"]["seed"] == 7
+    logged = done["metrics"]["script"]
+    assert logged["data_rows"] == 240 and logged["seed"] == 7 and logged["k"] == 1
     r = runner("runs", "reproduce", str(done["run_id"]), "--json")
     assert r.exit_code == 1
     verdict = json.loads(r.stdout)

@@ -9,6 +9,7 @@ from appliance.console.views import (
     monitoring,
     overview,
     promotion,
+    runs,
     session,
     settings,
     training,
@@ -16,6 +17,6 @@ from appliance.console.views import (
 )
 
 BLUEPRINTS = [
-    session.bp, overview.bp, models.bp, promotion.bp, training.bp, datasets.bp, monitoring.bp, alerts.bp,
+    session.bp, overview.bp, models.bp, promotion.bp, training.bp, runs.bp, datasets.bp, monitoring.bp, alerts.bp,
     audit.bp, users.bp, settings.bp, meta.bp,
 ]
