@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -62,6 +63,17 @@ def feedback_add(env: Env, name: str, file: str, strict: bool, as_json: bool) ->
                   else ""))
 
 
+def _check_writable(path: Path) -> None:
+    """Refuse a report path that can not be written before anything is recorded."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise BadInput(f"{path} is a directory; give a file name for the HTML report")
+    if not parent.is_dir():
+        raise BadInput(f"{path}: can not be written: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or path.exists() and not os.access(path, os.W_OK):
+        raise BadInput(f"{path}: can not be written: permission denied")
+
+
 @drift_group.command("report")
 @click.argument("name")
 @click.option("--window", "minutes", type=float, default=None,
@@ -82,6 +94,8 @@ def drift_report(env: Env, name: str, minutes: float | None, since: str | None, 
     Compares the sampled inputs and predictions with the version's reference
     profile. Exits 1 when a breach was found, 0 otherwise.
     """
+    if html_out:
+        _check_writable(Path(html_out))
     check = check_model(env.home, name, window=_window(env, minutes, since), config=env.config,
                       options=DriftOptions.from_config(env.config, mode=mode), actor=env.actor,
                       record=not no_record)
