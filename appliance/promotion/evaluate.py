@@ -20,9 +20,10 @@ import sqlite_utils
 from appliance.datasets import get_dataset_version, load_table
 from appliance.datasets.table import Table
 from appliance.errors import BadInput, OperationFailed
+from appliance.onnxtools.models import NUMPY_TYPES
 from appliance.onnxtools.providers import ort_errors
 from appliance.onnxtools.sessions import cpu_session
-from appliance.registry import ModelVersion
+from appliance.registry import ModelVersion, output_name
 from appliance.storage.home import Home
 from appliance.training import get_run
 from appliance.training.features import compute_metrics, label_strings, labelled_rows
@@ -41,10 +42,10 @@ class EvalSet:
 
 
 def evaluation_set(home: Home, db: sqlite_utils.Database, mv: ModelVersion) -> EvalSet:
-    """The candidate's test split; BadInput when the version was not trained here."""
+    """The candidate's test split, or the labelled rows of an imported version's evaluation
+    dataset; BadInput when it has neither."""
     if mv.run_id is None:
-        raise BadInput(f"{mv.ref} was imported, not trained here: it has no held-out "
-                       "evaluation set")
+        return _imported_set(home, db, mv)
     run = get_run(db, mv.run_id)
     target = mv.signature.get("target")
     task = mv.signature.get("task")
@@ -57,6 +58,19 @@ def evaluation_set(home: Home, db: sqlite_utils.Database, mv: ModelVersion) -> E
     return EvalSet(dataset=run.dataset, table=table, rows=rows, target=target, task=task)
 
 
+def _imported_set(home: Home, db: sqlite_utils.Database, mv: ModelVersion) -> EvalSet:
+    target = mv.signature.get("target")
+    task = mv.signature.get("task")
+    if mv.dataset is None or not target or task not in ("classification", "regression"):
+        raise BadInput(f"{mv.ref} was imported without an evaluation set; give it one with "
+                       f"'appliance models attach {mv.ref} --eval DATASET' (a dataset "
+                       "registered with --target)")
+    dv = get_dataset_version(db, mv.dataset)
+    table = load_table(home.blobs, dv)
+    return EvalSet(dataset=dv.ref, table=table, rows=labelled_rows(table, target, task),
+                   target=target, task=task)
+
+
 def feeds_for(signature: dict[str, Any], table: Table, rows: np.ndarray) -> dict[str, np.ndarray]:
     """The model's raw inputs from the table's columns; OperationFailed when one is absent."""
     feeds: dict[str, np.ndarray] = {}
@@ -66,13 +80,17 @@ def feeds_for(signature: dict[str, Any], table: Table, rows: np.ndarray) -> dict
             raise OperationFailed(f"the evaluation set has no column '{name}' that the model "
                                   "takes")
         column = table.columns[name]
+        shape = (-1,) if len(spec.get("shape", [-1, 1])) == 1 else (-1, 1)
         if spec["datatype"] == "BYTES":
             feeds[name] = np.array([column[i] or "" if isinstance(column[i], str) or
                                     column[i] is None else format(float(column[i]), "g")
-                                    for i in rows], dtype=object).reshape(-1, 1)
+                                    for i in rows], dtype=object).reshape(shape)
         else:
-            feeds[name] = np.asarray(column, dtype=np.float64)[rows].astype(
-                np.float32).reshape(-1, 1)
+            dtype = NUMPY_TYPES.get(spec["datatype"], np.float32)
+            values = np.asarray(column, dtype=np.float64)[rows]
+            if not np.issubdtype(dtype, np.floating):
+                values = np.nan_to_num(values)
+            feeds[name] = values.astype(dtype).reshape(shape)
     return feeds
 
 
@@ -83,18 +101,32 @@ def score(data: bytes, signature: dict[str, Any], es: EvalSet) -> dict[str, floa
     failures: tuple[type[BaseException], ...] = (*ort_errors(), ValueError, KeyError)
     try:
         if es.task == "classification":
-            (probabilities,) = session.run(["probabilities"], feeds)
+            (probabilities,) = session.run([output_name(signature, "probabilities")], feeds)
             classes = [str(c) for c in signature.get("classes", [])]
             index = {c: i for i, c in enumerate(classes)}
             labels = label_strings(es.table, es.target)
             y = np.array([index.get(labels[i] or "", -1) for i in es.rows], dtype=np.int64)
-            return compute_metrics("classification", y, np.asarray(probabilities), None)
-        (prediction,) = session.run(["prediction"], feeds)
+            return compute_metrics("classification", y, _finite(np.asarray(probabilities)),
+                                   None)
+        (prediction,) = session.run([output_name(signature, "prediction")], feeds)
     except failures as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise OperationFailed(f"the model could not be scored: {text}") from exc
     y_reg = np.asarray(es.table.columns[es.target], dtype=np.float64)[es.rows]
-    return compute_metrics("regression", y_reg, np.asarray(prediction).reshape(-1), None)
+    predicted = np.asarray(prediction, dtype=np.float64).reshape(-1)
+    # A row the model answers with NaN (a missing input it does not impute) is scored as
+    # the mean target: no better than knowing nothing, never a NaN metric.
+    predicted = np.where(np.isfinite(predicted), predicted, float(y_reg.mean()))
+    return compute_metrics("regression", y_reg, predicted, None)
+
+
+def _finite(probabilities: np.ndarray) -> np.ndarray:
+    """Rows of NaN or infinite probabilities (a missing input the model does not impute)
+    scored as a uniform guess: wrong unless by chance, never a NaN metric."""
+    out = probabilities.astype(np.float64)
+    bad = ~np.isfinite(out).all(axis=1)
+    out[bad] = 1.0 / max(1, out.shape[1])
+    return out
 
 
 def data_quality(signature: dict[str, Any], profile: dict[str, Any] | None,
