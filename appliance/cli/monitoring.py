@@ -21,6 +21,7 @@ from appliance.monitoring import (
     list_alerts,
     render_html,
     render_text,
+    run_retention,
     set_policy,
     traffic,
 )
@@ -169,6 +170,29 @@ def monitoring_traffic(env: Env, name: str, minutes: float | None, since: str | 
         click.echo(f"{r['minute']} v{r['version']} {r['route']:<6} {r['requests']:>6} req "
                    f"{r['failures']:>4} failed  p50 {r['p50_ms'] or 0:.1f} p95 "
                    f"{r['p95_ms'] or 0:.1f} p99 {r['p99_ms'] or 0:.1f} ms")
+
+
+@monitoring_group.command("retention")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+@pass_env
+def monitoring_retention(env: Env, as_json: bool) -> None:
+    """Roll the request log up into per-minute aggregates and prune it now.
+
+    Raw rows past monitoring.retention_days are deleted once rolled up; kept inputs and
+    outputs past monitoring.input_retention_days are emptied. The scheduler does the same
+    every monitoring.retention_interval_minutes.
+    """
+    with env.home.monitoring_db() as mon:
+        report = run_retention(mon, env.config)
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    click.echo(f"rolled up {report.rolled_rows} request rows into {report.minutes_written} "
+               f"minute aggregate(s); deleted {report.deleted_rows} rows past "
+               f"{env.config['monitoring.retention_days']:g} days; emptied the inputs of "
+               f"{report.emptied_inputs} rows past "
+               f"{env.config['monitoring.input_retention_days']:g} days "
+               f"({report.seconds:.1f} s)")
 
 
 @monitoring_group.command("policy")
