@@ -127,3 +127,38 @@ def test_a_zipmap_classifier_with_integer_classes_is_evaluated_on_a_boolean_targ
     assert mv.signature["classes"] == ["false", "true"]
     assert mv.signature["roles"] == {"probabilities": "probabilities", "label": "label"}
     assert mv.metrics["test"]["accuracy"] > 0.8
+
+
+def test_drift_of_an_imported_model_is_measured_against_its_reference(
+        runner, tmp_path, home, data) -> None:
+    import time
+
+    import numpy as np
+
+    from appliance.config import parse_config
+    from appliance.serving.requestlog import COLUMNS
+    from appliance.storage.db import immediate
+
+    r = runner("models", "import", "m", model(tmp_path, GOOD), "--reference", "shop@1")
+    assert r.exit_code == 0, r.output
+    rng = np.random.default_rng(4)
+    now = time.time()
+    rows = []
+    for i in range(200):
+        x1, x2 = float(rng.normal(2.5)), float(rng.normal())  # x1 moved by 2.5 sd
+        p = 1 / (1 + np.exp(-(2 * x1 + x2 - 0.2)))
+        ts = now - 600 + i
+        rows.append((ts, int(ts // 60), "m", 1, "primary", f"r{i}", 200, 1500, 5, 1, 1, None,
+                     json.dumps({"x1": [[x1]], "x2": [[x2]]}),
+                     json.dumps({"probabilities": [[1 - p, p]], "label": [int(p > 0.5)]})))
+    mon = home.monitoring_db()
+    with immediate(mon):
+        mon.conn.executemany(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES "
+                             f"({', '.join('?' for _ in COLUMNS)})", rows)
+    mon.close()
+    check = run_check(home, "m", record=False, config=parse_config({}))
+    assert check.drift is not None and check.quality is not None
+    drifted = {c.name for c in check.drift.columns if c.drifted}
+    assert "x1" in drifted and "x2" not in drifted
+    assert check.drift.prediction is not None and check.drift.prediction.name == "label"
+    assert not any("no reference data" in n for n in check.notes)
