@@ -201,6 +201,17 @@ SETTINGS: tuple[Setting, ...] = (
     _s("monitoring.max_error_rate", 0.05,
        "Share of failed requests (5xx) in the window above which an errors alert is raised.",
        "float", minimum=0.0, maximum=1.0),
+    _s("monitoring.retention_days", 30.0,
+       "Raw request-log rows older than this many days are deleted once rolled up into "
+       "per-minute aggregates (kept for good); 0 keeps every row.", "float", minimum=0.0),
+    _s("monitoring.input_retention_days", 7.0,
+       "The inputs and outputs the request log kept are emptied after this many days (drift, "
+       "quality and labels need them); 0 keeps them as long as their rows.", "float",
+       minimum=0.0),
+    _s("monitoring.retention_interval_minutes", 10.0,
+       "How often the scheduler daemon rolls the request log up and prunes it; 0 leaves it "
+       "to a schedule of the monitoring-retention job or to 'monitoring retention'.",
+       "float", minimum=0.0, maximum=1440.0),
     _s("monitoring.syslog", True,
        "Send each new alert to the local syslog socket /dev/log (never the network).", "bool"),
     # --- promotion ---

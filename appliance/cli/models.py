@@ -1,4 +1,4 @@
-"""``appliance models import|list|show|alias|unalias|history|tag|describe``."""
+"""``appliance models import|attach|list|show|alias|unalias|history|tag|describe``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from appliance import registry
 from appliance.cli._common import Env, echo_json, pass_env
 from appliance.cli._promotion import PROMOTION_COMMANDS
 from appliance.errors import BadInput
+from appliance.promotion.imported import attach, import_with_data
 from appliance.training import get_run
 
 
@@ -18,24 +19,65 @@ def models_group() -> None:
     """The model registry: versions, aliases and their history, tags."""
 
 
+_REFERENCE_HELP = ("Dataset (NAME@VERSION) whose profile becomes the drift reference: "
+                   "the model's training data.")
+_EVAL_HELP = ("Dataset (NAME@VERSION, registered with --target) the appliance scores the "
+              "model on: its test metrics and the rows of its metric gates.")
+
+
+def _echo_version(mv: registry.ModelVersion, as_json: bool, note: str = "") -> None:
+    if as_json:
+        echo_json(mv.as_dict())
+        return
+    click.echo(mv.ref + (f"  ({note})" if note else ""))
+    test = mv.metrics.get("test")
+    if isinstance(test, dict) and test:
+        click.echo(f"test on {mv.dataset}: " + " ".join(
+            f"{k}={v:.4g}" for k, v in test.items() if isinstance(v, (int, float))))
+
+
 @models_group.command("import")
 @click.argument("name")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--description", default="", help="What this version is, for the registry.")
+@click.option("--reference", default=None, metavar="DATASET", help=_REFERENCE_HELP)
+@click.option("--eval", "evaluation", default=None, metavar="DATASET", help=_EVAL_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
 @pass_env
-def models_import(env: Env, name: str, file: str, description: str, as_json: bool) -> None:
+def models_import(env: Env, name: str, file: str, description: str, reference: str | None,
+                  evaluation: str | None, as_json: bool) -> None:
     """Register an ONNX model made elsewhere as the next version of NAME.
 
     It must pass onnx.checker and one inference on zeros; prints NAME@VERSION.
+    The same file imported again gives back the version it already is. With
+    --reference and --eval it gets a drift profile and metric gates like a
+    trained model; each model input must be a column of those datasets, by name.
     """
     with env.home.db() as db:
-        mv = registry.import_model(db, env.home.blobs, name, file, actor=env.actor,
-                                   description=description)
-    if as_json:
-        echo_json(mv.as_dict())
-    else:
-        click.echo(mv.ref)
+        mv, created = import_with_data(env.home, db, name, file, actor=env.actor,
+                                       description=description, reference=reference,
+                                       evaluation=evaluation)
+    _echo_version(mv, as_json, "" if created else "already registered: the same file")
+
+
+@models_group.command("attach")
+@click.argument("ref")
+@click.option("--reference", default=None, metavar="DATASET", help=_REFERENCE_HELP)
+@click.option("--eval", "evaluation", default=None, metavar="DATASET", help=_EVAL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
+@pass_env
+def models_attach(env: Env, ref: str, reference: str | None, evaluation: str | None,
+                  as_json: bool) -> None:
+    """Give an imported version REF its reference and/or evaluation dataset, once each.
+
+    The reference gives drift and quality checks their baseline; the evaluation
+    set is scored by the appliance on the ONNX file and feeds the metric gates.
+    """
+    with env.home.db() as db:
+        mv = attach(env.home, db, ref, actor=env.actor, reference=reference,
+                    evaluation=evaluation)
+    _echo_version(mv, as_json, f"reference {mv.signature.get('reference_dataset') or '-'}, "
+                  f"evaluation {mv.dataset or '-'}")
 
 
 @models_group.command("list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -20,6 +21,7 @@ from appliance.monitoring import (
     list_alerts,
     render_html,
     render_text,
+    run_retention,
     set_policy,
     traffic,
 )
@@ -62,6 +64,17 @@ def feedback_add(env: Env, name: str, file: str, strict: bool, as_json: bool) ->
                   else ""))
 
 
+def _check_writable(path: Path) -> None:
+    """Refuse a report path that can not be written before anything is recorded."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise BadInput(f"{path} is a directory; give a file name for the HTML report")
+    if not parent.is_dir():
+        raise BadInput(f"{path}: can not be written: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or path.exists() and not os.access(path, os.W_OK):
+        raise BadInput(f"{path}: can not be written: permission denied")
+
+
 @drift_group.command("report")
 @click.argument("name")
 @click.option("--window", "minutes", type=float, default=None,
@@ -82,6 +95,8 @@ def drift_report(env: Env, name: str, minutes: float | None, since: str | None, 
     Compares the sampled inputs and predictions with the version's reference
     profile. Exits 1 when a breach was found, 0 otherwise.
     """
+    if html_out:
+        _check_writable(Path(html_out))
     check = check_model(env.home, name, window=_window(env, minutes, since), config=env.config,
                       options=DriftOptions.from_config(env.config, mode=mode), actor=env.actor,
                       record=not no_record)
@@ -155,6 +170,29 @@ def monitoring_traffic(env: Env, name: str, minutes: float | None, since: str | 
         click.echo(f"{r['minute']} v{r['version']} {r['route']:<6} {r['requests']:>6} req "
                    f"{r['failures']:>4} failed  p50 {r['p50_ms'] or 0:.1f} p95 "
                    f"{r['p95_ms'] or 0:.1f} p99 {r['p99_ms'] or 0:.1f} ms")
+
+
+@monitoring_group.command("retention")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+@pass_env
+def monitoring_retention(env: Env, as_json: bool) -> None:
+    """Roll the request log up into per-minute aggregates and prune it now.
+
+    Raw rows past monitoring.retention_days are deleted once rolled up; kept inputs and
+    outputs past monitoring.input_retention_days are emptied. The scheduler does the same
+    every monitoring.retention_interval_minutes.
+    """
+    with env.home.monitoring_db() as mon:
+        report = run_retention(mon, env.config)
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    click.echo(f"rolled up {report.rolled_rows} request rows into {report.minutes_written} "
+               f"minute aggregate(s); deleted {report.deleted_rows} rows past "
+               f"{env.config['monitoring.retention_days']:g} days; emptied the inputs of "
+               f"{report.emptied_inputs} rows past "
+               f"{env.config['monitoring.input_retention_days']:g} days "
+               f"({report.seconds:.1f} s)")
 
 
 @monitoring_group.command("policy")

@@ -12,6 +12,7 @@ contract is in ``appliance.queue.kinds``.
 - ``drift``: drift-check, and ``check_model``, a monitoring check that may
   start a retrain job (the CLI, the console and the demo call it too)
 - ``rollout``: rollout-advance
+- ``retention``: monitoring-retention
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ KINDS: dict[str, JobKind] = {
         JobKind("drift-check", "appliance.jobs.drift:run_drift_check_job",
                 "computes drift for a served model against its reference",
                 "appliance.jobs.drift:validate_drift_check_params"),
+        JobKind("monitoring-retention", "appliance.jobs.retention:run_retention_job",
+                "rolls the request log up into per-minute aggregates and deletes what is "
+                "past monitoring.retention_days", "appliance.jobs.retention:validate_retention_params"),
         JobKind("rollout-advance", "appliance.jobs.rollout:run_rollout_job",
                 "advances or rolls back staged rollouts from the request log",
                 "appliance.jobs.rollout:validate_rollout_params"),

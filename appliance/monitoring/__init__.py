@@ -11,6 +11,8 @@ The entry points the CLI, the console and the jobs call:
 - ``overview(home, name, window=)``: the console's JSON (traffic per minute, checks, alerts).
 - ``list_alerts``, ``acknowledge`` and ``get_alert`` on appliance.db.
 - ``set_policy``, ``get_policy``: retraining policies.
+- ``run_retention(mon, config)``: roll the request log up into per-minute aggregates and
+  delete or empty what is past its retention; ``traffic`` and ``served_models`` read them.
 """
 
 from appliance.monitoring.alerts import Alert, acknowledge, get_alert, list_alerts
@@ -19,10 +21,12 @@ from appliance.monitoring.feedback import FeedbackResult, add_feedback, add_feed
 from appliance.monitoring.overview import overview
 from appliance.monitoring.render import render_html, render_text
 from appliance.monitoring.retraining import get_policy, set_policy
-from appliance.monitoring.traffic import Window, traffic
+from appliance.monitoring.rollup import RetentionReport, rollup, run_retention
+from appliance.monitoring.traffic import Window, served_models, traffic
 
 __all__ = [
     "Alert",
+    "RetentionReport",
     "FeedbackResult",
     "ModelCheck",
     "Window",
@@ -36,7 +40,10 @@ __all__ = [
     "overview",
     "render_html",
     "render_text",
+    "rollup",
     "run_check",
+    "run_retention",
+    "served_models",
     "set_policy",
     "traffic",
 ]

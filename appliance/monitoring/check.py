@@ -33,13 +33,12 @@ from appliance.config import Config, parse_config
 from appliance.drift import DriftOptions, DriftReport, Reference, check
 from appliance.drift.detectors import ADWIN, PageHinkley
 from appliance.drift.performance import estimate_classification
-from appliance.errors import BadInput
 from appliance.monitoring import alerts as alerts_mod
 from appliance.monitoring.alerts import Breach
 from appliance.monitoring.feedback import labelled, performance
 from appliance.monitoring.quality import QualityLimits, QualityReport, assess, feature_kinds
 from appliance.monitoring.traffic import Samples, Window, as_float, samples, traffic
-from appliance.registry import ModelVersion, resolve
+from appliance.registry import ModelVersion, output_name, resolve
 from appliance.storage.db import immediate
 from appliance.storage.home import Home
 
@@ -82,12 +81,24 @@ class ModelCheck:
         }
 
 
-def load_profile(home: Home, mv: ModelVersion) -> dict[str, Any]:
+# What a check needs a reference profile for, said in a report of a version without one.
+NEEDS_REFERENCE = ("data drift", "prediction drift", "out-of-range and unseen-category shares")
+
+
+def load_profile(home: Home, mv: ModelVersion) -> dict[str, Any] | None:
+    """The version's reference profile; None for an imported version given none."""
     if not mv.profile_digest:
-        raise BadInput(f"{mv.ref} has no reference profile (imported without training data); "
-                       "drift can not be measured for it")
+        return None
     profile: dict[str, Any] = json.loads(home.blobs.read_bytes(mv.profile_digest))
     return profile
+
+
+def no_reference_note(mv: ModelVersion) -> str:
+    return (f"{mv.ref} has no reference data, so {', '.join(NEEDS_REFERENCE)} are not "
+            f"judged; give it a reference with 'appliance models attach {mv.ref} "
+            "--reference DATASET' (its training data, registered with 'appliance datasets "
+            "add'). Traffic, errors, latency, missing values and quality from labels are "
+            "judged without one.")
 
 
 def _prediction_column(mv: ModelVersion, s: Samples, profile: dict[str, Any]) -> Any:
@@ -96,10 +107,10 @@ def _prediction_column(mv: ModelVersion, s: Samples, profile: dict[str, Any]) ->
     column = profile.get("columns", {}).get(target) if target else None
     if column is None:
         return None
-    if "prediction" in s.outputs:
-        values, _ = as_float(s.outputs["prediction"])
+    if output_name(mv.signature, "prediction") in s.outputs:
+        values, _ = as_float(s.outputs[output_name(mv.signature, "prediction")])
         return values
-    probs = s.outputs.get("probabilities")
+    probs = s.outputs.get(output_name(mv.signature, "probabilities"))
     classes = [str(c) for c in mv.signature.get("classes", [])]
     if probs is None or not classes:
         return None
@@ -149,7 +160,8 @@ def _primary(mv: ModelVersion) -> tuple[str, bool]:
 
 def _concept(mv: ModelVersion, mon: sqlite_utils.Database, window: Window, min_labels: int,
              tolerance: float) -> tuple[dict[str, Any] | None, list[Breach], int]:
-    data = labelled(mon, mv.name, window).get(mv.version)
+    names = (output_name(mv.signature, "probabilities"), output_name(mv.signature, "prediction"))
+    data = labelled(mon, mv.name, window, names).get(mv.version)
     n = len(data.labels) if data else 0
     if data is None or n < min_labels:
         return None, [], n
@@ -199,7 +211,7 @@ def _concept(mv: ModelVersion, mon: sqlite_utils.Database, window: Window, min_l
 
 
 def _estimate(mv: ModelVersion, s: Samples) -> dict[str, Any] | None:
-    probs = s.outputs.get("probabilities")
+    probs = s.outputs.get(output_name(mv.signature, "probabilities"))
     classes = mv.signature.get("classes") or []
     if not probs or not classes:
         return None
@@ -264,11 +276,16 @@ def run_check(home: Home, name: str, *, window: Window | None = None,
     result = ModelCheck(mv.name, mv.version, window, s.rows, rows, None, None, concept,
                         _estimate(mv, s), [])
     evaluated: set[str] = set()
+    if profile is None:
+        result.notes.append(no_reference_note(mv))
     if s.rows >= min_rows:
-        result.drift = _data_drift(mv, s, profile, kinds, options)
-        result.quality = assess(s, kinds, profile, QualityLimits.from_config(config), rejected)
-        evaluated |= {"data_drift", "quality"}
-        if result.drift.drift_found:
+        if profile is not None:
+            result.drift = _data_drift(mv, s, profile, kinds, options)
+            evaluated.add("data_drift")
+        result.quality = assess(s, kinds, profile or {}, QualityLimits.from_config(config),
+                                rejected)
+        evaluated.add("quality")
+        if result.drift is not None and result.drift.drift_found:
             drifted = [c.name for c in result.drift.columns if c.drifted]
             result.breaches.append(Breach(
                 "data_drift", f"{len(drifted)} column(s) drifted: {', '.join(drifted[:8])}"

@@ -292,9 +292,11 @@ class Labelled:
     outputs: list[Any]  # per row: class probabilities, or the predicted number
 
 
-def labelled(mon: sqlite_utils.Database, model: str, window: Window) -> dict[int, Labelled]:
+def labelled(mon: sqlite_utils.Database, model: str, window: Window,
+             names: tuple[str, str] = ("probabilities", "prediction")) -> dict[int, Labelled]:
     """Feedback joined to the sampled outputs of the window, per served version; each label
-    to its one request (``LABELLED_REQUEST``), counted when that request is in the window."""
+    to its one request (``LABELLED_REQUEST``), counted when that request is in the window.
+    ``names``: the outputs holding the class probabilities and the regression prediction."""
     found: dict[int, Labelled] = {}
     for ts, version, row, label, outputs in mon.execute(
         "SELECT r.ts, r.version, f.row, f.label, r.outputs FROM feedback f"
@@ -307,7 +309,7 @@ def labelled(mon: sqlite_utils.Database, model: str, window: Window) -> dict[int
             outs = json.loads(outputs)
         except ValueError:
             continue
-        value = _output_row(outs, int(row))
+        value = _output_row(outs, int(row), names)
         if value is None:
             continue
         entry = found.setdefault(int(version), Labelled(int(version), np.empty(0), [], []))
@@ -317,12 +319,12 @@ def labelled(mon: sqlite_utils.Database, model: str, window: Window) -> dict[int
     return found
 
 
-def _output_row(outs: Mapping[str, Any], row: int) -> Any:
-    for key in ("probabilities", "prediction"):
+def _output_row(outs: Mapping[str, Any], row: int, names: tuple[str, str]) -> Any:
+    for i, key in enumerate(names):
         values = outs.get(key)
         if isinstance(values, list) and row < len(values):
             v = values[row]
-            return v[0] if key == "prediction" and isinstance(v, list) else v
+            return v[0] if i == 1 and isinstance(v, list) else v
     return None
 
 

@@ -9,8 +9,12 @@ from appliance.monitoring.alerts import list_alerts
 from appliance.monitoring.check import check_history
 from appliance.monitoring.feedback import labelled, performance
 from appliance.monitoring.traffic import Window, traffic
-from appliance.registry import resolve
+from appliance.registry import output_name, resolve
 from appliance.storage.home import Home
+
+
+def output_names(mv: Any) -> tuple[str, str]:
+    return (output_name(mv.signature, "probabilities"), output_name(mv.signature, "prediction"))
 
 
 def overview(home: Home, name: str, *, window: Window | None = None,
@@ -24,7 +28,7 @@ def overview(home: Home, name: str, *, window: Window | None = None,
         try:
             per_minute = traffic(mon, mv.name, window)
             checks = check_history(mon, mv.name, limit=history)
-            for version, data in sorted(labelled(mon, mv.name, window).items()):
+            for version, data in sorted(labelled(mon, mv.name, window, output_names(mv)).items()):
                 this = resolve(db, f"{mv.name}@{version}")
                 metrics, _ = performance(this, data)
                 versions[str(version)] = {"labelled_rows": len(data.labels), "metrics": metrics,

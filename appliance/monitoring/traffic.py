@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import sqlite_utils
 
 from appliance.errors import BadInput
+from appliance.monitoring.rollup import bucket, last_rolled_id, sketch_quantiles
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,18 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _percentiles(latencies_us: list[int]) -> dict[str, float | None]:
+def _percentiles(latencies_us: list[int],
+                 sketch: dict[int, int] | None = None) -> dict[str, float | None]:
+    """p50/p95/p99 in ms: exact from raw latencies alone; from the sketch (within 2%) once
+    some of them were rolled up, the raw ones added to it."""
+    if sketch:
+        merged = dict(sketch)
+        for us in latencies_us:
+            b = bucket(us)
+            merged[b] = merged.get(b, 0) + 1
+        values = sketch_quantiles(merged, (0.50, 0.95, 0.99))
+        return {k: (None if v is None else v / 1000.0)
+                for k, v in zip(("p50_ms", "p95_ms", "p99_ms"), values, strict=True)}
     if not latencies_us:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
     arr = np.asarray(latencies_us, dtype=np.float64) / 1000.0
@@ -68,25 +81,65 @@ def _percentiles(latencies_us: list[int]) -> dict[str, float | None]:
     return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99)}
 
 
+def _group() -> dict[str, Any]:
+    return {"requests": 0, "rows": 0, "client_errors": 0, "failures": 0, "latencies": [],
+            "sketch": {}}
+
+
+def raw_rows_sql(columns: str, last_id: int) -> str:
+    """SELECT ``columns`` of the request rows not yet rolled up, of one model in a window
+    (parameters: model, first minute, last minute, start, end). With a roll-up done, the
+    rows after its high-water mark are read by id (few), not through the model's index
+    (every row of the window, rolled up or not)."""
+    if last_id:
+        return (f"SELECT {columns} FROM requests WHERE id > {int(last_id)} AND +model = ?"
+                " AND +minute >= ? AND +minute <= ? AND ts >= ? AND ts < ?")
+    return (f"SELECT {columns} FROM requests"
+            " WHERE model = ? AND minute >= ? AND minute <= ? AND ts >= ? AND ts < ?")
+
+
 def traffic(mon: sqlite_utils.Database, model: str, window: Window, *,
             version: int | None = None, by_minute: bool = True) -> list[dict[str, Any]]:
     """Requests, rows, client errors (4xx), failures (5xx) and latency percentiles, one entry
     per version and minute (or per version over the whole window with ``by_minute=False``).
 
+    Rolled-up minutes come from ``request_minutes`` (whole minutes: the window is rounded
+    out to them), the rows after the roll-up from the request log itself, so the time this
+    takes grows with the window, not with the traffic in it.
     Shadow copies are counted under their own route and never mixed with answered traffic.
     """
-    sql = ("SELECT version, minute, route, status, latency_us, rows FROM requests"
-           " WHERE model = ? AND minute >= ? AND minute <= ? AND ts >= ? AND ts < ?")
-    args: list[Any] = [model, int(window.start // 60), int(window.end // 60), window.start,
-                       window.end]
+    last_id = last_rolled_id(mon)
+    first, last = int(window.start // 60), int(window.end // 60)
+    groups: dict[tuple[int, int, str], dict[str, Any]] = {}
+    if last_id:
+        sql = ("SELECT version, minute, route, requests, rows, client_errors, failures, sketch"
+               " FROM request_minutes WHERE model = ? AND minute >= ? AND minute <= ?")
+        agg_args: list[Any] = [model, first, last]
+        if version is not None:
+            sql += " AND version = ?"
+            agg_args.append(version)
+        for ver, minute, route, requests, rows, client, failures, sketch in mon.execute(
+                sql, agg_args):
+            g = groups.setdefault((int(ver), int(minute) if by_minute else 0, route), _group())
+            g["requests"] += requests
+            g["rows"] += rows
+            g["client_errors"] += client
+            g["failures"] += failures
+            parsed = orjson.loads(sketch)
+            if not g["sketch"]:
+                g["sketch"] = {int(b): count for b, count in parsed.items()}
+                continue
+            merged = g["sketch"]
+            for b, count in parsed.items():
+                merged[int(b)] = merged.get(int(b), 0) + count
+    sql = raw_rows_sql("version, minute, route, status, latency_us, rows", last_id)
+    args: list[Any] = [model, first, last, window.start, window.end]
     if version is not None:
         sql += " AND version = ?"
         args.append(version)
-    groups: dict[tuple[int, int, str], dict[str, Any]] = {}
     for ver, minute, route, status, latency, rows in mon.execute(sql, args):
         key = (int(ver), int(minute) if by_minute else 0, "shadow" if route == "shadow" else "live")
-        g = groups.setdefault(key, {"requests": 0, "rows": 0, "client_errors": 0, "failures": 0,
-                                    "latencies": []})
+        g = groups.setdefault(key, _group())
         g["requests"] += 1
         g["rows"] += int(rows)
         if 400 <= status < 500:
@@ -103,9 +156,27 @@ def traffic(mon: sqlite_utils.Database, model: str, window: Window, *,
                                  "error_rate": g["failures"] / g["requests"]}
         if by_minute:
             entry["minute"] = _iso(minute * 60.0)
-        entry.update(_percentiles(g.pop("latencies")))
+        entry.update(_percentiles(g.pop("latencies"), g.pop("sketch")))
         out.append(entry)
     return out
+
+
+def served_models(mon: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Every model in the request log with its request count and last request time, from
+    the roll-ups and the rows after them."""
+    last_id = last_rolled_id(mon)
+    found: dict[str, dict[str, Any]] = {}
+    for model, requests, last_minute in mon.execute(
+            "SELECT model, SUM(requests), MAX(minute) FROM request_minutes GROUP BY model"):
+        found[model] = {"model": model, "requests": int(requests),
+                        "last_ts": float(last_minute * 60 + 59)}
+    for model, requests, last_ts in mon.execute(
+            "SELECT model, COUNT(*), MAX(ts) FROM requests WHERE id > ? GROUP BY model",
+            [last_id]):
+        entry = found.setdefault(model, {"model": model, "requests": 0, "last_ts": 0.0})
+        entry["requests"] += int(requests)
+        entry["last_ts"] = max(entry["last_ts"], float(last_ts))
+    return [found[m] for m in sorted(found)]
 
 
 @dataclass

@@ -40,10 +40,10 @@ class EvalSet:
 
 
 def evaluation_set(home: Home, db: sqlite_utils.Database, mv: ModelVersion) -> EvalSet:
-    """The candidate's test split; BadInput when the version was not trained here."""
+    """The candidate's test split, or the labelled rows of an imported version's evaluation
+    dataset; BadInput when it has neither."""
     if mv.run_id is None:
-        raise BadInput(f"{mv.ref} was imported, not trained here: it has no held-out "
-                       "evaluation set")
+        return _imported_set(home, db, mv)
     run = get_run(db, mv.run_id)
     target = mv.signature.get("target")
     task = mv.signature.get("task")
@@ -54,6 +54,19 @@ def evaluation_set(home: Home, db: sqlite_utils.Database, mv: ModelVersion) -> E
     split = run.recipe.get("split") or {"train": 0.7, "validation": 0.15, "test": 0.15}
     rows = split_rows(labelled_rows(table, target, task), split, run.seed)["test"]
     return EvalSet(dataset=run.dataset, table=table, rows=rows, target=target, task=task)
+
+
+def _imported_set(home: Home, db: sqlite_utils.Database, mv: ModelVersion) -> EvalSet:
+    target = mv.signature.get("target")
+    task = mv.signature.get("task")
+    if mv.dataset is None or not target or task not in ("classification", "regression"):
+        raise BadInput(f"{mv.ref} was imported without an evaluation set; give it one with "
+                       f"'appliance models attach {mv.ref} --eval DATASET' (a dataset "
+                       "registered with --target)")
+    dv = get_dataset_version(db, mv.dataset)
+    table = load_table(home.blobs, dv)
+    return EvalSet(dataset=dv.ref, table=table, rows=labelled_rows(table, target, task),
+                   target=target, task=task)
 
 
 def feeds_for(signature: dict[str, Any], table: Table, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -39,10 +39,12 @@ from appliance.audit.log import now_iso
 from appliance.errors import BadInput
 from appliance.registry.versions import _model_id
 from appliance.storage.db import immediate
+from appliance.training.recipe import METRICS
 
 # Metrics where smaller is better; every other metric is better when larger.
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae", "error_rate", "loss"})
 PRIMARY_METRIC = {"classification": "accuracy", "regression": "rmse"}
+KNOWN_METRICS = frozenset({"primary", *(m for names in METRICS.values() for m in names)})
 
 DEFAULT_POLICY: dict[str, Any] = {
     "gates": {
@@ -122,6 +124,12 @@ def _metrics(value: Any) -> list[dict[str, Any]]:
         unknown = set(item) - _METRIC_KEYS
         if unknown:
             raise BadInput(f"policy: unknown key '{where}.{sorted(unknown)[0]}'")
+        if item["metric"] not in KNOWN_METRICS:
+            raise BadInput(f"policy: '{where}.metric' {item['metric']!r} is not a metric; "
+                           f"known: {', '.join(sorted(KNOWN_METRICS))}")
+        if not {"min", "max", "max_regression"} & {k for k, v in item.items() if v is not None}:
+            raise BadInput(f"policy: '{where}' ({item['metric']}) needs min, max or "
+                           "max_regression")
         entry: dict[str, Any] = {"metric": item["metric"]}
         for key in ("min", "max", "max_regression"):
             if item.get(key) is not None:
@@ -162,11 +170,30 @@ def policy_source(db: sqlite_utils.Database, name: str) -> str | None:
     return str(row[0]) if row else None
 
 
+def _check_task(db: sqlite_utils.Database, model_id: int, policy: dict[str, Any]) -> None:
+    """Metric gates the model's task has no metric for are refused, naming them."""
+    tasks = set()
+    for (signature,) in db.execute(
+            "SELECT signature FROM model_versions WHERE model_id = ?", [model_id]):
+        task = json.loads(signature).get("task")
+        if task in METRICS:
+            tasks.add(task)
+    if len(tasks) != 1:
+        return
+    task = tasks.pop()
+    wrong = [m["metric"] for m in policy["gates"]["metrics"]
+             if m["metric"] != "primary" and m["metric"] not in METRICS[task]]
+    if wrong:
+        raise BadInput(f"policy: metric(s) {', '.join(wrong)} are not {task} metrics; a "
+                       f"{task} model is scored on {', '.join(METRICS[task])} (or 'primary')")
+
+
 def set_policy(db: sqlite_utils.Database, name: str, text: str, *, actor: str) -> dict[str, Any]:
     """Validate and store a model's policy, with its audit entry."""
     policy = parse_policy(text)
     with immediate(db):
         model_id = _model_id(db, name)
+        _check_task(db, model_id, policy)
         db.execute(
             "INSERT INTO promotion_policies (model_id, source, policy, set_at, set_by)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (model_id) DO UPDATE SET"

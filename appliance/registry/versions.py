@@ -74,6 +74,12 @@ def _from_row(db: sqlite_utils.Database, row: dict[str, Any]) -> ModelVersion:
     )
 
 
+def output_name(signature: dict[str, Any], role: str) -> str:
+    """The output that holds ``role`` (probabilities, label, prediction): a trained model's
+    own name for it, or the one an imported model's data recorded."""
+    return str((signature.get("roles") or {}).get(role, role))
+
+
 def _model_id(db: sqlite_utils.Database, name: str) -> int:
     row = db.execute("SELECT id FROM models WHERE name = ?", [name]).fetchone()
     if row is None:

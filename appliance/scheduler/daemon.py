@@ -6,12 +6,15 @@ schedule that missed runs while no scheduler was up (coalesced), and adds one
 APScheduler job per enabled schedule. A housekeeping job renews the lock,
 writes the heartbeat and, when the schedules table changed, reloads the
 APScheduler jobs. All database work runs on APScheduler's single executor
-thread, one thing at a time, on one connection.
+thread, one thing at a time, on one connection. Every
+``monitoring.retention_interval_minutes`` it also rolls the request log up and prunes it
+(``appliance.monitoring.rollup``), on its own connection to monitoring.db.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from datetime import UTC, datetime
 
 import sqlite_utils
@@ -22,6 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from appliance.audit.log import now_iso
 from appliance.config import Config
 from appliance.errors import ApplianceError, BadInput
+from appliance.monitoring.rollup import run_retention
 from appliance.queue import liveness
 from appliance.scheduler import schedules
 from appliance.scheduler.cron import parse_cron
@@ -31,11 +35,13 @@ from appliance.storage.home import Home
 log = logging.getLogger("appliance.scheduler")
 SERVICE = "scheduler"
 HOUSEKEEPING = "housekeeping"
+RETENTION = "retention"
 
 
 class SchedulerDaemon:
     def __init__(self, home: Home, config: Config) -> None:
         self.config = config
+        self.home = home
         self.db: sqlite_utils.Database = home.db()
         self.lock = SchedulerLock(self.db, config["scheduler.lock_s"])
         self.sync_s = min(config["scheduler.sync_s"], config["scheduler.lock_s"] / 3)
@@ -57,13 +63,17 @@ class SchedulerDaemon:
         self._reload()
         self._aps.add_job(self._housekeeping, IntervalTrigger(seconds=self.sync_s),
                           id=HOUSEKEEPING)
+        every = float(self.config["monitoring.retention_interval_minutes"])
+        if every > 0:
+            self._aps.add_job(self._retention, IntervalTrigger(seconds=every * 60.0),
+                              id=RETENTION, next_run_time=datetime.now(UTC))
         liveness.beat(self.db, SERVICE, self._started_at, {"owner": self.lock.owner})
         self._aps.start()
 
     def _reload(self) -> None:
         token = schedules.changes_token(self.db)
         for job in self._aps.get_jobs():
-            if job.id != HOUSEKEEPING:
+            if job.id not in (HOUSEKEEPING, RETENTION):
                 job.remove()
         active = [s for s in schedules.list_schedules(self.db) if s.enabled]
         loaded = 0
@@ -88,6 +98,20 @@ class SchedulerDaemon:
                 log.info("schedule %s queued job %s", schedule_id, job_id)
         except ApplianceError as exc:
             log.error("schedule %s could not fire: %s", schedule_id, exc)
+
+    def _retention(self) -> None:
+        if self.lost_lock:
+            return
+        try:
+            with self.home.monitoring_db() as mon:
+                report = run_retention(mon, self.config)
+        except (ApplianceError, sqlite3.Error) as exc:
+            log.error("request-log retention failed: %s", exc)
+            return
+        if report.rolled_rows or report.deleted_rows or report.emptied_inputs:
+            log.info("request log: rolled up %d rows, deleted %d, emptied inputs of %d "
+                     "(%.1f s)", report.rolled_rows, report.deleted_rows,
+                     report.emptied_inputs, report.seconds)
 
     def _housekeeping(self) -> None:
         try:

@@ -1,7 +1,7 @@
 """Opening the SQLite databases.
 
 Opening sets the connection's pragmas (WAL, busy timeout, foreign keys,
-synchronous) and does nothing else: no table is created and no row written.
+synchronous, the WAL's size limit) and does nothing else: no table is created and no row written.
 Schema changes are migrations, applied by ``appliance init``.
 
 Transactions are explicit. ``immediate(db)`` takes the write lock up front
@@ -25,6 +25,9 @@ from appliance.errors import StorageError
 
 APPLIANCE_DB = "appliance.db"
 MONITORING_DB = "monitoring.db"
+# After a checkpoint the WAL is cut back to this size instead of keeping the size of the
+# largest write it ever held (a bulk load left it at hundreds of MB until a clean stop).
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 def storage_error(path: Path, exc: BaseException) -> StorageError:
@@ -59,6 +62,7 @@ def connect(
     create: bool = False,
     busy_timeout_ms: int = 5000,
     synchronous: str = "full",
+    journal_size_limit: int = JOURNAL_SIZE_LIMIT,
 ) -> sqlite_utils.Database:
     """Open a database file with the appliance's pragmas.
 
@@ -86,6 +90,7 @@ def connect(
             raise StorageError(f"{path}: could not switch the database to WAL mode")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        conn.execute(f"PRAGMA journal_size_limit = {int(journal_size_limit)}")
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise storage_error(path, exc) from exc

@@ -12,6 +12,7 @@ import random
 import shutil
 import sqlite3
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -119,6 +120,53 @@ def _disk(home: Home, min_free_mb: int) -> Check:
     )
 
 
+AGGREGATE_ROW_BYTES = 400  # a request_minutes row with its sketch, measured on a busy model
+
+
+def _request_log_growth(home: Home, config: Config, days: float = 30.0) -> Check:
+    """Will the request log, at the last day's rate, fill the disk within ``days``?
+
+    Raw rows grow until the oldest reaches ``monitoring.retention_days`` and are then
+    deleted as fast as they come; the per-minute roll-ups grow for good.
+    """
+    name = "request log growth"
+    try:
+        with home.monitoring_db() as mon:
+            now = time.time()
+            last_id = mon.execute("SELECT COALESCE(MAX(value), 0) FROM rollup_state").fetchone()[0]
+            rolled, minutes = mon.execute(
+                "SELECT COALESCE(SUM(requests), 0), COUNT(*) FROM request_minutes"
+                " WHERE minute >= ?", [int((now - 86400) // 60)]).fetchone()
+            raw = mon.execute("SELECT COUNT(*) FROM requests WHERE id > ? AND ts >= ?",
+                              [last_id, now - 86400]).fetchone()[0]
+            low, high, oldest = mon.execute(
+                "SELECT MIN(id), MAX(id), MIN(ts) FROM requests").fetchone()
+            page_size = mon.execute("PRAGMA page_size").fetchone()[0]
+            pages = mon.execute("PRAGMA page_count").fetchone()[0]
+            free_pages = mon.execute("PRAGMA freelist_count").fetchone()[0]
+    except (ApplianceError, sqlite3.Error) as exc:
+        return Check(name, False, f"can not read monitoring.db: {exc}")
+    per_day = int(rolled) + int(raw)
+    if not per_day:
+        return Check(name, True, "no requests in the last 24 hours")
+    rows = (high - low + 1) if high is not None else 0
+    per_row = (pages - free_pages) * page_size / max(1, rows)
+    retention = float(config["monitoring.retention_days"])
+    age = (now - oldest) / 86400 if oldest is not None else 0.0
+    raw_days = days if retention <= 0 else max(0.0, min(days, retention - age))
+    growth = per_day * per_row * raw_days + minutes * AGGREGATE_ROW_BYTES * days
+    free = shutil.disk_usage(home.root).free
+    mib = 1024 * 1024
+    detail = (f"{per_day} requests in the last 24 h at about {per_row:.0f} bytes each: "
+              f"+{growth / mib:.0f} MiB in {days:g} days (raw rows kept "
+              f"{'forever' if retention <= 0 else f'{retention:g} days'}), "
+              f"{free // mib} MiB free")
+    if growth >= free:
+        return Check(name, False, detail + "; lower monitoring.retention_days or "
+                     "monitoring.input_retention_days, or give the data directory more disk")
+    return Check(name, True, detail)
+
+
 def _gpus(source: InventorySource) -> tuple[Check, Any]:
     inv = source.read()
     if not inv.gpus:
@@ -160,6 +208,7 @@ def run_checks(
     add(_blobs(home, config["doctor.blob_sample"]))
     add(_permissions(home))
     add(_disk(home, config["doctor.min_free_disk_mb"]))
+    add(_request_log_growth(home, config))
     if gpu_source is None:
         from appliance.gpu.placement import inventory_source
 

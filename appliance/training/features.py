@@ -152,6 +152,27 @@ def targets(table: Table, enc: Encoding, rows: np.ndarray) -> np.ndarray:
     return table.columns[enc.target][rows].astype(np.float32)
 
 
+def roc_auc(y: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Area under the ROC curve: of class 1 for two classes, else the macro average over
+    the classes one-vs-rest (the classes present with both positives and negatives); the
+    Mann-Whitney statistic with ties counting one half. None when no class qualifies."""
+    from scipy.stats import rankdata
+
+    known = y >= 0
+    y, probabilities = y[known], probabilities[known]
+    columns = [1] if probabilities.shape[1] == 2 else range(probabilities.shape[1])
+    areas = []
+    for c in columns:
+        positive = y == c
+        n_pos = float(positive.sum())
+        n_neg = float(len(y) - n_pos)
+        if n_pos == 0 or n_neg == 0:
+            continue
+        ranks = rankdata(probabilities[:, c])
+        areas.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(areas)) if areas else None
+
+
 def compute_metrics(task: str, y: np.ndarray, output: np.ndarray,
                     names: list[str] | None) -> dict[str, float]:
     """``output``: class probabilities ``[n, C]`` or predictions ``[n]``."""
@@ -170,6 +191,9 @@ def compute_metrics(task: str, y: np.ndarray, output: np.ndarray,
             fn = float(((predicted != c) & (y == c)).sum())
             f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
         result["f1_macro"] = float(np.mean(f1s))
+        auc = roc_auc(y, output)
+        if auc is not None:
+            result["roc_auc"] = auc
     else:
         err = output.astype(np.float64) - y.astype(np.float64)
         result["rmse"] = float(np.sqrt((err**2).mean()))

@@ -46,7 +46,7 @@ TEMPLATES: dict[str, str] = {
     "mlp_regressor": "regression",
 }
 METRICS = {
-    "classification": ("accuracy", "log_loss", "f1_macro"),
+    "classification": ("accuracy", "log_loss", "f1_macro", "roc_auc"),
     "regression": ("rmse", "mae", "r2"),
 }
 COMMON_PARAMS: dict[str, Any] = {"epochs": 20, "batch_size": 64, "lr": 0.01, "weight_decay": 0.0}

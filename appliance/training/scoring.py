@@ -17,8 +17,10 @@ import numpy as np
 
 from appliance.datasets.table import Table
 from appliance.errors import OperationFailed
+from appliance.onnxtools.models import NUMPY_TYPES
 from appliance.onnxtools.providers import ort_errors
 from appliance.onnxtools.sessions import cpu_session
+from appliance.registry import output_name
 from appliance.training.features import compute_metrics, label_strings
 
 SCORE_OUTPUT = {"classification": "probabilities", "regression": "prediction"}
@@ -28,7 +30,7 @@ _FLOATS = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16}
 def score_output(signature: dict[str, Any], task: str) -> str:
     """The output whose values are scored; OperationFailed when there is no such output."""
     names = [o["name"] for o in signature.get("outputs", [])]
-    wanted = SCORE_OUTPUT[task]
+    wanted = output_name(signature, SCORE_OUTPUT[task])
     if wanted in names:
         return wanted
     if len(names) == 1:
@@ -74,13 +76,17 @@ def feeds_for(signature: dict[str, Any], table: Table, rows: np.ndarray) -> dict
         if name not in table.columns:
             raise OperationFailed(f"the data has no column '{name}' that the model takes")
         column = table.columns[name]
+        shape = (-1,) if len(spec.get("shape", [-1, 1])) == 1 else (-1, 1)
         if spec["datatype"] == "BYTES":
             feeds[name] = np.array([column[i] or "" if isinstance(column[i], str) or
                                     column[i] is None else format(float(column[i]), "g")
-                                    for i in rows], dtype=object).reshape(-1, 1)
+                                    for i in rows], dtype=object).reshape(shape)
         else:
-            feeds[name] = np.asarray(column, dtype=np.float64)[rows].astype(
-                _FLOATS.get(spec["datatype"], np.float32)).reshape(-1, 1)
+            dtype = NUMPY_TYPES.get(spec["datatype"], np.float32)
+            values = np.asarray(column, dtype=np.float64)[rows]
+            if not np.issubdtype(dtype, np.floating):
+                values = np.nan_to_num(values)
+            feeds[name] = values.astype(dtype).reshape(shape)
     return feeds
 
 
@@ -112,9 +118,22 @@ def score(data: bytes, signature: dict[str, Any], table: Table, rows: np.ndarray
         index = {c: i for i, c in enumerate(classes)}
         labels = label_strings(table, target)
         y = np.array([index.get(labels[i] or "", -1) for i in rows], dtype=np.int64)
-        return compute_metrics("classification", y, values.astype(np.float64), names)
+        return compute_metrics("classification", y, _finite(values), names)
     if values.size != len(rows):
         raise OperationFailed(f"output '{output}' has shape {list(values.shape)}; a regressor "
                               "gives one value per row")
     y_reg = np.asarray(table.columns[target], dtype=np.float64)[rows]
-    return compute_metrics("regression", y_reg, values.reshape(-1).astype(np.float64), names)
+    predicted = values.reshape(-1).astype(np.float64)
+    # A row the model answers with NaN (a missing input it does not impute) is scored as
+    # the mean target: no better than knowing nothing, never a NaN metric.
+    predicted = np.where(np.isfinite(predicted), predicted, float(y_reg.mean()))
+    return compute_metrics("regression", y_reg, predicted, names)
+
+
+def _finite(probabilities: np.ndarray) -> np.ndarray:
+    """Rows of NaN or infinite probabilities (a missing input the model does not impute)
+    scored as a uniform guess: wrong unless by chance, never a NaN metric."""
+    out = probabilities.astype(np.float64)
+    bad = ~np.isfinite(out).all(axis=1)
+    out[bad] = 1.0 / max(1, out.shape[1])
+    return out

@@ -108,6 +108,13 @@ def test_drift_report_detects_injected_shift_and_alerts_once(home, served, runne
 
     log_requests(home, served, features(400, 12, x1_shift=1.0, colours=("red",)),
                  start=now - 500, prefix="shift", spacing=1.0)
+    # A report that can not be written is refused before the check is recorded or alerted.
+    r = runner("drift", "report", "buyer", "--window", "10", "--html",
+               str(tmp_path / "missing" / "report.html"))
+    assert r.exit_code == 2 and "folder" in r.stderr and "does not exist" in r.stderr
+    db = home.db()
+    assert list_alerts(db) == []
+    db.close()
     html = tmp_path / "report.html"
     r = runner("drift", "report", "buyer", "--window", "10", "--html", str(html))
     assert r.exit_code == 1, r.output

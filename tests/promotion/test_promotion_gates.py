@@ -152,6 +152,28 @@ def test_bad_policy_is_refused_naming_the_key(home: Home, tmp_path: Path) -> Non
     assert r.exit_code == 1 and "metric:accuracy" in r.stderr
 
 
+def test_a_policy_naming_an_unknown_metric_is_refused_when_set(home: Home,
+                                                               tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("gates: {metrics: [{metric: auc, min: 0.8}]}\n")
+    r = cli(home, "models", "policy", "buyer", str(policy))
+    assert r.exit_code == 2 and "'auc' is not a metric" in r.stderr and "roc_auc" in r.stderr
+    policy.write_text("gates: {metrics: [{metric: rmse, max: 0.5}]}\n")
+    r = cli(home, "models", "policy", "buyer", str(policy))
+    assert r.exit_code == 2 and "rmse are not classification metrics" in r.stderr
+    policy.write_text("gates: {metrics: [{metric: accuracy}]}\n")
+    r = cli(home, "models", "policy", "buyer", str(policy))
+    assert r.exit_code == 2 and "needs min, max or max_regression" in r.stderr
+    policy.write_text("gates: {metrics: [{metric: roc_auc, min: 0.5}], approvals: {}}\n")
+    r = cli(home, "models", "policy", "buyer", str(policy))
+    assert r.exit_code == 2 and "gates.approvals" in r.stderr
+    assert cli(home, "models", "policy", "buyer", "--json").exit_code == 0
+    policy.write_text("gates: {metrics: [{metric: roc_auc, min: 0.5}]}\n")
+    assert cli(home, "models", "policy", "buyer", str(policy)).exit_code == 0
+    report = promotion.promote(home, "buyer@2", ADMIN).report
+    assert report.gates[0].gate == "metric:roc_auc" and report.gates[0].passed
+
+
 def test_model_card_shows_data_training_gates_and_lineage(home: Home, tmp_path: Path) -> None:
     promotion.promote(home, "buyer@2", ADMIN)
     out = tmp_path / "card.html"

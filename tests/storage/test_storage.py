@@ -30,6 +30,26 @@ def test_connect_sets_pragmas_and_creates_nothing(tmp_path: Path) -> None:
     db.close()
 
 
+def test_the_wal_is_cut_back_to_its_limit_after_a_large_write(tmp_path: Path) -> None:
+    path = tmp_path / "big.db"
+    limit = 256 * 1024
+    db = dbmod.connect(path, create=True, journal_size_limit=limit)
+    assert db.execute("PRAGMA journal_size_limit").fetchone()[0] == limit
+    assert dbmod.connect(tmp_path / "d.db", create=True).execute(
+        "PRAGMA journal_size_limit").fetchone()[0] == dbmod.JOURNAL_SIZE_LIMIT
+    wal = Path(f"{path}-wal")
+    db.execute("CREATE TABLE t (x BLOB)")
+    with dbmod.immediate(db):
+        for _ in range(40):
+            db.execute("INSERT INTO t VALUES (?)", [os.urandom(64 * 1024)])
+    assert wal.stat().st_size > 4 * limit
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    with dbmod.immediate(db):  # the next write starts the WAL over and truncates it
+        db.execute("INSERT INTO t VALUES (x'00')")
+    assert wal.stat().st_size <= limit
+    db.close()
+
+
 def test_connect_without_create_refuses_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="x.db"):
         dbmod.connect(tmp_path / "x.db")

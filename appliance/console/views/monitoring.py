@@ -50,9 +50,7 @@ def _label(ts: float) -> str:
 
 
 def served_models() -> list[dict[str, Any]]:
-    return list(web.get_monitoring_db().query(
-        "SELECT model, COUNT(*) AS requests, MAX(ts) AS last_ts FROM requests"
-        " GROUP BY model ORDER BY model"))
+    return monitoring.served_models(web.get_monitoring_db())
 
 
 def check_reports(model: str, limit: int = 200) -> list[dict[str, Any]]:
