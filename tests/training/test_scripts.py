@@ -131,7 +131,7 @@ def test_the_documented_example_is_scored_by_the_appliance_and_gated(home, point
     accuracy = float((probabilities.argmax(1) == labels).mean())
     assert run.metrics["test"]["accuracy"] == pytest.approx(accuracy)
     assert accuracy > 0.8
-    assert set(run.metrics["test"]) == {"accuracy", "log_loss", "f1_macro"}
+    assert set(run.metrics["test"]) == {"accuracy", "log_loss", "f1_macro", "roc_auc"}
     assert run.metrics["rows"] == {"train": 210, "validation": 45, "test": 45}
     assert [s for s, _v in curves["train_loss"]] == list(range(1, 41))
     assert run.metrics["script"]["val_accuracy"] == curves["val_accuracy"][-1][1]
