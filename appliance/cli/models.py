@@ -1,4 +1,4 @@
-"""``appliance models import|attach|list|show|alias|unalias|history|tag|describe``."""
+"""``appliance models import|attach|list|show|alias|unalias|history|tag|describe|export``."""
 
 from __future__ import annotations
 
@@ -267,6 +267,40 @@ def models_describe(env: Env, ref: str, text: str) -> None:
     with env.home.db() as db:
         registry.set_description(db, ref, text, actor=env.actor)
     click.echo(f"described {ref}")
+
+
+@models_group.command("export")
+@click.argument("ref")
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["triton", "kserve"]), required=True,
+              help="triton: a Triton model repository; kserve: KServe's ONNX runtime layout "
+                   "and an InferenceService.")
+@click.option("--max-batch-size", default=64, show_default=True, type=int,
+              help="Triton's max_batch_size when the first dimension is the batch (0: none).")
+@click.option("--queue-delay-us", default=0, show_default=True, type=int,
+              help="Triton's dynamic batching max_queue_delay_microseconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@pass_env
+def models_export(env: Env, ref: str, directory: str, fmt: str, max_batch_size: int,
+                  queue_delay_us: int, as_json: bool) -> None:
+    """Write NAME@ALIAS (or NAME@VERSION) under DIR/NAME for Triton or KServe; audited.
+
+    The model file is the registered one byte for byte, with its signature and a
+    provenance.json; a signed version whose signature does not verify is refused.
+    """
+    from appliance.registry.export import export_model
+
+    with env.home.db() as db:
+        done = export_model(db, env.home.blobs, env.home.keys_dir, ref, directory, fmt,
+                            actor=env.actor, max_batch_size=max_batch_size,
+                            queue_delay_us=queue_delay_us)
+    if as_json:
+        echo_json(done.as_dict())
+        return
+    click.echo(f"{done.ref} exported for {done.format} to {done.path} "
+               f"(sha256:{done.onnx_digest}, audit entry {done.audit_seq})")
+    if not done.signed:
+        click.echo(f"note: {done.ref} is not signed (never promoted through the gates)")
 
 
 for _command in PROMOTION_COMMANDS:  # promote, approve, rollback, rollout, card, policy

@@ -22,7 +22,7 @@ import sqlite_utils
 
 from appliance.audit.log import now_iso
 from appliance.config import Config
-from appliance.errors import BadInput, Conflict, NotFound, StorageError
+from appliance.errors import ApplianceError, BadInput, Conflict, NotFound, StorageError
 from appliance.gpu.inventory import InventorySource
 from appliance.gpu.placement import inventory_source
 from appliance.jobs import KINDS
@@ -34,6 +34,7 @@ from appliance.storage.db import immediate
 from appliance.storage.home import Home
 from appliance.system import sdnotify
 from appliance.worker.executor import Executor, JobHandle, Launch, LocalProcessExecutor, Outcome
+from appliance.worker.ray_jobs import RayExecutor
 
 log = logging.getLogger("appliance.worker")
 SERVICE = "worker"
@@ -62,6 +63,13 @@ class WorkerSettings:
         )
 
 
+def make_executor(config: Config, home: Home) -> Executor:
+    """The executor ``worker.executor`` names: local child processes, or a Ray cluster."""
+    if config["worker.executor"] == "ray":
+        return RayExecutor.from_config(config, home.root)
+    return LocalProcessExecutor()
+
+
 @dataclass
 class Running:
     job: Job
@@ -87,7 +95,7 @@ class Worker:
         self.config = config
         self.kinds = kinds
         self.settings = settings or WorkerSettings.from_config(config)
-        self.executor = executor or LocalProcessExecutor()
+        self.executor = executor or make_executor(config, home)
         self.inventory = inventory or inventory_source(self.settings.inventory_file)
         self.id = f"worker:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.db: sqlite_utils.Database = home.db()
@@ -126,7 +134,7 @@ class Worker:
                 job_id=job.id, kind=job.kind, handler=get_kind(self.kinds, job.kind).handler,
                 params=job.params, attempt=job.attempts, gpus=job.gpu_indices,
                 jobdir=self.home.job_dir(job.id), home=self.home.root, worker=self.id,
-                config=self.config,
+                config=self.config, cpus=job.request.cpus, num_gpus=job.request.gpus,
             )
             handle = self.executor.start(launch)
         except (BadInput, OSError) as exc:
@@ -217,7 +225,17 @@ class Worker:
     # -- the loop --------------------------------------------------------------
 
     def run(self, should_stop: Callable[[], bool]) -> None:
-        """Work until ``should_stop()``; then drain within a bounded time and return."""
+        """Work until ``should_stop()``; then drain within a bounded time and return.
+
+        The executor's start-up check runs first; when it fails, nothing is claimed.
+        """
+        check = getattr(self.executor, "check", None)
+        if check is not None:
+            try:
+                check()
+            except (ApplianceError, OSError):
+                self.close()
+                raise
         self._heartbeat(time.monotonic())
         sdnotify.notify("READY=1", f"STATUS=worker {self.id} taking jobs")
         watchdog = sdnotify.watchdog_interval()

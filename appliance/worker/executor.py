@@ -3,9 +3,10 @@
 The worker owns the queue (claims, leases, transitions); an executor only
 starts an attempt and reports on it. ``LocalProcessExecutor`` runs each
 attempt as a child process in its own process group on this server. A second
-implementation for sites that outgrow one server submits the same ``Launch``
-to a Ray cluster and answers ``poll``/``terminate``/``kill`` for the remote
-task; nothing in the worker depends on the attempt being a local process.
+implementation for sites that outgrow one server, ``RayExecutor`` in
+``appliance.worker.ray_jobs``, submits the same child to a Ray cluster and
+answers ``poll``/``terminate``/``kill`` for the remote job; nothing in the
+worker depends on the attempt being a local process.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class Launch:
     home: Path
     worker: str
     config: Config
+    cpus: int = 1  # the job's resource request, for executors that schedule elsewhere
+    num_gpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,34 @@ class JobHandle(Protocol):
 class Executor(Protocol):
     def start(self, launch: Launch) -> JobHandle: ...
 
+    def check(self) -> None:
+        """Before the first claim: raise an ``ApplianceError`` saying what to fix when
+        this executor can not run jobs."""
+
+
+def write_spec(launch: Launch, *, home: str | None = None,
+               gpus: list[int] | None = None) -> None:
+    """Write ``JOBDIR/job.json`` for ``appliance.queue.child``: the job and the worker's
+    configuration. ``home`` is the data directory and ``gpus`` the GPU indices as the child
+    will see them (by default, those of this server)."""
+    spec = {
+        "job_id": launch.job_id, "kind": launch.kind, "handler": launch.handler,
+        "params": launch.params, "attempt": launch.attempt,
+        "gpus": list(launch.gpus) if gpus is None else gpus,
+        "home": home or str(launch.home), "config": launch.config.to_json(),
+    }
+    tmp = launch.jobdir / (SPEC_FILE + ".tmp")
+    tmp.write_text(json.dumps(spec))
+    os.replace(tmp, launch.jobdir / SPEC_FILE)
+
+
+def read_progress(jobdir: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads((jobdir / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
 
 def _die_with_parent() -> None:
     """In the child before exec: get SIGKILL if the worker dies, even by SIGKILL."""
@@ -111,11 +142,7 @@ class LocalProcess:
         self._signal_group(signal.SIGKILL)
 
     def progress(self) -> dict[str, Any] | None:
-        try:
-            value = json.loads((self._jobdir / PROGRESS_FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        return value if isinstance(value, dict) else None
+        return read_progress(self._jobdir)
 
     def poll(self) -> Outcome | None:
         if self._outcome is not None:
@@ -154,19 +181,15 @@ class LocalProcessExecutor:
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
 
+    def check(self) -> None:
+        return None  # this server runs the jobs; nothing to prove
+
     def start(self, launch: Launch) -> JobHandle:
         jobdir = launch.jobdir
         (jobdir / "work").mkdir(parents=True, exist_ok=True)
         for name in (RESULT_FILE, ERROR_FILE, PROGRESS_FILE):
             (jobdir / name).unlink(missing_ok=True)
-        spec = {
-            "job_id": launch.job_id, "kind": launch.kind, "handler": launch.handler,
-            "params": launch.params, "attempt": launch.attempt, "gpus": list(launch.gpus),
-            "home": str(launch.home), "config": launch.config.to_json(),
-        }
-        tmp = jobdir / (SPEC_FILE + ".tmp")
-        tmp.write_text(json.dumps(spec))
-        os.replace(tmp, jobdir / SPEC_FILE)
+        write_spec(launch)
         env = dict(os.environ)
         env[JOB_ENV] = str(launch.job_id)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as NVML does

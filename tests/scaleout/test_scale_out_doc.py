@@ -1,0 +1,58 @@
+"""docs/scale-out.md is tested: its commands, options, settings and metric names exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from appliance.cli import main
+from appliance.config import SETTINGS_BY_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = (ROOT / "docs" / "scale-out.md").read_text()
+
+
+def command_lines() -> list[str]:
+    """Every `appliance ...` in an inline code span or at the start of a code-block line."""
+    found = [m.group(1) for m in re.finditer(r"`(appliance [^`]+)`", DOC)]
+    in_block = False
+    for line in DOC.splitlines():
+        if line.startswith("```"):
+            in_block = not in_block
+            continue
+        if in_block and line.strip().startswith("appliance "):
+            found.append(line.strip())
+    return found
+
+
+def test_every_command_and_option_in_the_doc_exists() -> None:
+    lines = command_lines()
+    assert len(lines) >= 8
+    for line in lines:
+        words = line.split()[1:]
+        cmd: click.Command = main
+        while isinstance(cmd, click.Group) and words and words[0] in cmd.commands:
+            cmd = cmd.commands[words.pop(0)]
+        assert not isinstance(cmd, click.Group), f"{line!r} does not name a command"
+        options = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        for word in words:
+            if word.startswith("--"):
+                assert word.split("=")[0] in options, f"{line!r}: no option {word}"
+
+
+def test_every_setting_in_the_doc_exists() -> None:
+    named = set(re.findall(
+        r"`((?:worker|queue|gpu|serving|console|storage)\.[a-z_.]+)(?::[^`]*)?`", DOC))
+    assert {"worker.executor", "worker.ray.address", "worker.ray.home"} <= named
+    unknown = sorted(n for n in named if n not in SETTINGS_BY_NAME)
+    assert not unknown, f"settings in docs/scale-out.md that do not exist: {unknown}"
+
+
+def test_every_metric_name_in_the_doc_is_one_the_server_publishes() -> None:
+    source = (ROOT / "appliance" / "serving" / "metrics.py").read_text()
+    named = set(re.findall(r"`((?:nv|appliance)_[a-z_]+)`", DOC))
+    assert len(named) >= 10
+    missing = sorted(n for n in named if f'"{n}"' not in source)
+    assert not missing, f"metrics in docs/scale-out.md that serving does not publish: {missing}"
