@@ -64,6 +64,10 @@ def os_user() -> str:
 
 pass_env = click.make_pass_decorator(Env)
 
+#: What ``init`` and ``users list`` say while the appliance has no admin.
+FIRST_ADMIN_HINT = ("make the first with 'appliance --home {home} users add NAME --role admin "
+                    "--generate-password', then sign in to the console as NAME")
+
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=_default))

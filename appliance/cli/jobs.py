@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -105,6 +106,16 @@ def submit(env: Env, kind: str, pairs: tuple[str, ...], params_json: str | None,
         raise OperationFailed(f"job {job.id} {job.state.value}: {job.error}")
 
 
+EPOCH_FIELDS = ("heartbeat_at", "lease_expires")  # stored as seconds since the epoch
+
+
+def _when(epoch: float, now: float) -> str:
+    """``2026-12-02T01:14:05+00:00 (3 s ago)``: a time a person reads, with how far off it is."""
+    stamp = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+    delta = round(now - epoch)
+    return f"{stamp} ({delta} s ago)" if delta >= 0 else f"{stamp} (in {-delta} s)"
+
+
 def _row(job: svc.Job) -> str:
     note = job.wait_reason or job.error or ""
     if job.state is JobState.RUNNING and job.progress:
@@ -146,9 +157,13 @@ def show(env: Env, job_id: int, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
+    now = time.time()
     for key, value in data.items():
-        if value not in (None, [], {}):
-            click.echo(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+        if value in (None, [], {}):
+            continue
+        if key in EPOCH_FIELDS and isinstance(value, (int, float)):
+            value = _when(float(value), now)
+        click.echo(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
     click.echo(f"log: {env.home.job_dir(job_id) / svc.LOG_FILE}")
 
 
