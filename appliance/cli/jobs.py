@@ -17,7 +17,6 @@ from appliance.gpu.placement import ResourceRequest
 from appliance.jobs import KINDS
 from appliance.queue import jobs as svc
 from appliance.queue.states import JobState
-from appliance.worker.daemon import Worker, WorkerSettings
 
 
 def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
@@ -213,6 +212,8 @@ def worker(env: Env, max_jobs: int | None) -> None:
     then stops them and hands them back to the queue.
     """
     setup_logging(env.config)
+    from appliance.worker.daemon import Worker, WorkerSettings  # only the daemon needs it
+
     settings = WorkerSettings.from_config(env.config)
     if max_jobs is not None:
         if max_jobs < 1:

@@ -10,7 +10,6 @@ from appliance import registry
 from appliance.cli._common import Env, echo_json, pass_env
 from appliance.cli._promotion import PROMOTION_COMMANDS
 from appliance.errors import BadInput
-from appliance.training import get_run
 
 
 @click.group("models")
@@ -70,6 +69,8 @@ def models_list(env: Env, name: str | None, limit: int | None, as_json: bool) ->
 def _lineage(env: Env, mv: registry.ModelVersion, db: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"model_version": mv.as_dict()}
     if mv.run_id is not None:
+        from appliance.training import get_run  # the training stack: only for lineage
+
         run = get_run(db, mv.run_id)
         info["run"] = {k: run.as_dict()[k] for k in (
             "id", "status", "dataset", "dataset_digest", "code_hash", "env_hash", "seed",
