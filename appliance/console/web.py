@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,6 +111,11 @@ def num(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def json_text(value: Any) -> str:
+    """JSON as text for a person (``>=``, not ``\\u003e=``); the template escapes it."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
 def metric_rows(metrics: Any) -> list[tuple[str, str, Any]]:
     """(split, metric, value) rows of a metrics mapping, nested (``{"test": {...}}``) or flat,
     for the one metrics table every page shows."""
@@ -149,5 +155,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_error)
     app.jinja_env.filters["ago"] = ago
     app.jinja_env.filters["num"] = num
+    app.jinja_env.filters["json_text"] = json_text
     app.jinja_env.filters["metric_rows"] = metric_rows
     app.jinja_env.autoescape = True

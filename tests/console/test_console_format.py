@@ -41,5 +41,9 @@ def test_long_audit_details_fold(clients, console_home) -> None:  # type: ignore
     with console_home.db() as db, immediate(db):
         append(db, actor="admin", action="model.note", target="model:churn",
                details={"text": "x" * 400})
+        append(db, actor="admin", action="model.note", target="model:churn",
+               details={"gate": "auc >= 0.8", "hostile": "<script>alert(1)</script>"})
     page = clients["admin"].get("/audit").get_data(as_text=True)
     assert '<td class="details mono small"><details><summary>' in page
+    assert "auc &gt;= 0.8" in page and "\\u003e" not in page  # readable, and escaped
+    assert "<script>alert(1)" not in page
