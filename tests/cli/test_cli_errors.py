@@ -113,6 +113,9 @@ def test_a_port_in_use_is_one_line(runner, home, tmp_path: Path) -> None:  # typ
             assert proc.returncode == 1, proc.stderr
             assert proc.stderr.strip().count("\n") == 0, proc.stderr
             assert "already in use" in proc.stderr and str(port) in proc.stderr
+        proc = _cli("--home", str(home.root), "serve", "--host", "127.0.0.1", "--port", str(port))
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.strip().count("\n") == 0 and "already in use" in proc.stderr, proc.stderr
 
 
 def test_a_missing_optional_module_is_one_line(home) -> None:  # type: ignore[no-untyped-def]
