@@ -72,3 +72,12 @@ class OperationFailed(ApplianceError):
 
 class StorageError(OperationFailed):
     """The data directory, database or blob store can not be used as it is."""
+
+
+class NotInitialised(StorageError):
+    """The data directory is not there or was never initialised: the user named the wrong
+    ``--home`` or has not run ``appliance init``, so it is bad input (exit 2), while code
+    that retries on storage errors still catches it as one."""
+
+    status = 404
+    exit_code = 2

@@ -39,6 +39,31 @@ die() {
     exit 1
 }
 
+STEP=0
+STEPS=0
+step() {
+    # "install: [2/6] ...": where a long installation is, so it never looks hung.
+    STEP=$((STEP + 1))
+    echo "install: [$STEP/$STEPS] $*"
+}
+
+with_ticker() {
+    # Run "$@", printing every 15 s how long it has been running: pip installing the locked
+    # wheels (torch among them) prints nothing for minutes.
+    local what="$1"; shift
+    local start=$SECONDS next=15 pid
+    "$@" &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        if [ $((SECONDS - start)) -ge "$next" ]; then
+            echo "install:       still $what ($((SECONDS - start)) s)"
+            next=$((next + 15))
+        fi
+    done
+    wait "$pid"
+}
+
 python_bin() {
     local candidate
     for candidate in "${PYTHON:-}" python3.11 python3 python3.12; do
@@ -56,14 +81,16 @@ install_dev() {
     local py venv
     py="$(python_bin)"
     venv="$root/.venv"
+    STEPS=3
+    step "a virtual environment in $venv ($("$py" --version))"
     if [ ! -x "$venv/bin/python" ]; then
-        echo "install: creating $venv with $("$py" --version)"
         "$py" -m venv "$venv" || die "could not create $venv (on Debian/Ubuntu: apt-get install python3-venv)"
     fi
     local pip=("$venv/bin/python" -m pip --disable-pip-version-check)
     if compgen -G "$wheelhouse/*.whl" >/dev/null; then
-        echo "install: installing the locked dependencies from wheelhouse/ (hash-checked, no network)"
-        PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --no-index --find-links "$wheelhouse" \
+        step "installing $(grep -c '^[A-Za-z0-9]' "$lock") locked packages from wheelhouse/ (hash-checked, no network; a few minutes)"
+        with_ticker "installing the locked packages" \
+            env PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --quiet --no-index --find-links "$wheelhouse" \
             --require-hashes --only-binary :all: -r "$lock"
         # The editable install's build backend (setuptools) comes from wheelhouse/ too.
         PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --no-index --find-links "$wheelhouse" \
@@ -73,11 +100,13 @@ install_dev() {
                 -e "$root[test]"
         fi
     else
-        echo "install: installing from the package index (wheelhouse/ holds no wheels)"
-        "${pip[@]}" install --quiet -e "$root[test]"
+        step "installing from the package index (wheelhouse/ holds no wheels; a few minutes)"
+        with_ticker "installing from the package index" "${pip[@]}" install --quiet -e "$root[test]"
     fi
+    step "checking the 'appliance' command"
     "$venv/bin/appliance" --version >/dev/null || die "the installed 'appliance' command does not run"
     echo "install: done; the CLI is $venv/bin/appliance"
+    echo "install: next: $venv/bin/appliance demo (the whole loop), or $venv/bin/appliance init and then $venv/bin/appliance users add NAME --role admin --generate-password for the first admin"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -179,7 +208,9 @@ install_programs() {
     rm -rf "$target"
     mkdir -p "$OPT"
     "$py" -m venv "$target" || { rm -rf "$target"; die "can not create a venv (apt-get install python3-venv)"; }
-    PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 "$target/bin/python" -m pip install \
+    echo "install:       $(grep -c '^[A-Za-z0-9]' "$dir/installer/requirements.lock") locked packages, hash-checked (a few minutes)"
+    with_ticker "installing the locked packages" env PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 \
+        "$target/bin/python" -m pip install \
         --disable-pip-version-check --quiet --no-index --find-links "$dir/wheelhouse" \
         --require-hashes --only-binary :all: -r "$dir/installer/requirements.lock" \
         || { rm -rf "$target"; die "pip could not install the locked wheels"; }
@@ -271,19 +302,26 @@ install_bundle() {
     if [ -z "$R" ] && [ "$(id -u)" != 0 ]; then die "run as root (or use --root DIR to stage)"; fi
     work="$(mktemp -d)"
     trap 'rm -rf "${work:-}"' EXIT
+    STEPS=6
+    step "verifying and unpacking $(basename "$bundle")"
     dir="$(verify_bundle "$bundle" "$work")"
     version="$(bundle_version "$dir")"
     [ -n "$version" ] || die "the bundle's folder names no version"
     if [ "$mode" = install ] && [ -L "$OPT/current" ] && [ "$(readlink "$OPT/current")" != "$version" ]; then
         die "$(readlink "$OPT/current") is installed; use --upgrade to move to $version"
     fi
+    step "installing the programs of $version into $OPT/$version"
     install_programs "$dir" "$version"
+    step "the system user, directories and database migrations"
     setup_system "$version"
     if [ "$(readlink "$OPT/current" 2>/dev/null)" != "$version" ]; then
         switch_current "$version"
     fi
+    step "the systemd units"
     install_units
+    step "the first admin"
     first_admin
+    step "starting the services"
     if [ "$mode" = upgrade ]; then services restart; else services enable; fi
     echo "install: appliance $version is installed ($OPT/current)"
 }

@@ -8,7 +8,8 @@ public key they were given at installation (never the one in the bundle):
     python standalone_verify.py --pubkey KEY EXPORT_DIR [--anchor CHECKPOINT]
 
 It prints ``{"ok": ..., "first_bad_seq": ..., "reason": ...}`` as JSON and exits
-0 when the log is intact, 1 when it is not, 2 when the input can not be read.
+0 when the log is intact, 1 when it is not, 2 when it can not be checked (the input
+can not be read, or the ``cryptography`` package is not installed).
 The appliance itself verifies its database with the same functions.
 
 What is checked:
@@ -40,8 +41,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+try:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    MISSING_MODULE: str | None = None
+except ModuleNotFoundError as _missing:  # an auditor's machine may lack it: main() says so
+    MISSING_MODULE = _missing.name or "cryptography"
 
 ENTRY_KEYS = frozenset({"seq", "ts", "actor", "action", "target", "details", "prev"})
 GENESIS_PREV = "0" * 64
@@ -688,6 +694,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--anchor", help="a checkpoint kept off the box")
     parser.add_argument("export_dir", help="directory written by 'appliance audit export'")
     args = parser.parse_args(argv)
+    if MISSING_MODULE is not None:
+        print(json.dumps({"ok": False, "first_bad_seq": None,
+                          "reason": f"can not check: the Python package {MISSING_MODULE!r} is not "
+                                    "installed (pip install cryptography); nothing was verified"}))
+        return 2
     try:
         text = args.pubkey
         if Path(text).is_file():

@@ -197,8 +197,8 @@ def restore(archive: Path, home: Home, progress: Progress | None = None) -> int:
     archive = Path(archive)
     if not archive.is_file():
         raise NotFound(f"{archive}: no such backup file")
-    if home.db_path.exists():
-        raise Conflict(
+    if home.db_path.exists() or (home.root.is_dir() and any(home.root.iterdir())):
+        raise BadInput(
             f"{home.root} already holds a data directory; restore into an empty --home, "
             "or move the existing one aside first"
         )
@@ -286,7 +286,7 @@ def _restore_members(archive: Path, tar: tarfile.TarFile, home: Home, say: Progr
         say(f"verified {len(seen)} files")
         if home.root.exists():
             if any(home.root.iterdir()):
-                raise Conflict(f"{home.root} is not empty; restore into an empty --home")
+                raise BadInput(f"{home.root} is not empty; restore into an empty --home")
             home.root.rmdir()
         staging.replace(home.root)
     except OSError as exc:

@@ -7,14 +7,14 @@ import json
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from appliance.auth.permissions import Principal
-from appliance.auth.users import local_principal
-from appliance.config import Config, load_config, resolve_home
-from appliance.storage.home import Home
+if TYPE_CHECKING:
+    from appliance.auth.permissions import Principal
+    from appliance.config import Config
+    from appliance.storage.home import Home
 
 
 class Env:
@@ -26,16 +26,23 @@ class Env:
 
     @cached_property
     def config(self) -> Config:
+        from appliance.config import load_config
+
         return load_config(self.config_option)
 
     @cached_property
     def home(self) -> Home:
+        from appliance.config import resolve_home
+        from appliance.storage.home import Home
+
         return Home.from_config(resolve_home(self.config, self.home_option), self.config)
 
     @cached_property
     def principal(self) -> Principal | None:
         """The local identity: root and the service user are admins; another OS user is
         the appliance user of the same name, or nobody."""
+        from appliance.auth.users import local_principal
+
         if not self.home.db_path.exists():
             return local_principal(None, os_user())
         with self.home.db() as db:
@@ -56,6 +63,10 @@ def os_user() -> str:
 
 
 pass_env = click.make_pass_decorator(Env)
+
+#: What ``init`` and ``users list`` say while the appliance has no admin.
+FIRST_ADMIN_HINT = ("make the first with 'appliance --home {home} users add NAME --role admin "
+                    "--generate-password', then sign in to the console as NAME")
 
 
 def echo_json(value: Any) -> None:

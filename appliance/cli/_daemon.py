@@ -10,14 +10,16 @@ from appliance.config import Config
 
 
 class StopFlag:
-    """Set by SIGTERM or SIGINT; the daemon's loop reads it and shuts down itself."""
+    """Set by SIGTERM or SIGINT (and SIGHUP with ``hangup``: a closed terminal, for the
+    commands that hold children); the daemon's loop reads it and shuts down itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, hangup: bool = False) -> None:
         self.signal: int | None = None
+        self.signals = (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if hangup else ())
 
     def install(self) -> StopFlag:
-        signal.signal(signal.SIGTERM, self._handler)
-        signal.signal(signal.SIGINT, self._handler)
+        for signum in self.signals:
+            signal.signal(signum, self._handler)
         return self
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
@@ -25,6 +27,37 @@ class StopFlag:
 
     def __call__(self) -> bool:
         return self.signal is not None
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread by the first SIGTERM, SIGINT or SIGHUP while a command
+    that holds children (the demo) works through its steps, so that its ``finally``
+    stops them. A BaseException, as KeyboardInterrupt is: no ``except Exception`` in a
+    step may swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def interrupt_on_signals() -> StopFlag:
+    """The first of SIGTERM, SIGINT, SIGHUP raises :class:`Interrupted`; later ones only set
+    the flag, so that the clean-up the first one started runs to its end."""
+    flag = StopFlag(hangup=True)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        first = flag.signal is None
+        flag.signal = signum
+        if first:
+            raise Interrupted(signum)
+
+    for signum in flag.signals:
+        signal.signal(signum, handler)
+    return flag
 
 
 def setup_logging(config: Config) -> None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import yaml
 
-from appliance import promotion
-from appliance.auth import Principal
 from appliance.cli._common import Env, echo_json, pass_env
 from appliance.errors import Unauthorized
-from appliance.promotion.gates import GateReport
+
+if TYPE_CHECKING:
+    from appliance.auth import Principal
+    from appliance.promotion.gates import GateReport
 
 
 def _principal(env: Env) -> Principal:
@@ -51,6 +53,8 @@ def models_promote(env: Env, ref: str, to: str, force: bool, reason: str,
     Prints each gate with its value, threshold and result; exits 1 naming the
     failed gates. The report is stored with the version either way.
     """
+    from appliance import promotion  # gates, ONNX checks: loaded when used
+
     try:
         result = promotion.promote(env.home, ref, _principal(env), to=to, force=force,
                                    reason=reason, breaking_change=breaking_change,
@@ -80,6 +84,8 @@ def models_promote(env: Env, ref: str, to: str, force: bool, reason: str,
 @pass_env
 def models_approve(env: Env, ref: str, comment: str) -> None:
     """Approve the promotion of NAME@VERSION (approver or admin, not its trainer)."""
+    from appliance import promotion  # gates, ONNX checks: loaded when used
+
     done = promotion.approve(env.home, ref, _principal(env), comment=comment)
     click.echo(f"{done['ref']} approved by {done['approver']} ({done['role']})")
 
@@ -90,6 +96,8 @@ def models_approve(env: Env, ref: str, comment: str) -> None:
 @pass_env
 def models_rollback(env: Env, name: str, reason: str) -> None:
     """Put back the production version that the last production move replaced."""
+    from appliance import promotion  # gates, ONNX checks: loaded when used
+
     move = promotion.rollback(env.home, name, _principal(env), reason=reason)
     click.echo(f"{name}@production: {move.previous} -> {move.version}")
 
@@ -105,6 +113,8 @@ def models_rollback(env: Env, name: str, reason: str) -> None:
 def models_rollout(env: Env, name: str, advance: bool, abort: bool, reason: str,
                    as_json: bool) -> None:
     """Show NAME's staged rollouts (shadow, canary, production or rolled back)."""
+    from appliance import promotion  # gates, ONNX checks: loaded when used
+
     if advance and abort:
         raise click.UsageError("--advance and --abort exclude each other")
     if abort:
@@ -140,6 +150,8 @@ def models_rollout(env: Env, name: str, advance: bool, abort: bool, reason: str,
 @pass_env
 def models_card(env: Env, ref: str, html_out: str | None, as_json: bool) -> None:
     """Print the model card of NAME@VERSION (Markdown): data, training, gates, lineage."""
+    from appliance import promotion  # gates, ONNX checks: loaded when used
+
     card = promotion.model_card(env.home, ref)
     if html_out:
         Path(html_out).write_text(promotion.render_html(card), encoding="utf-8")
@@ -156,6 +168,8 @@ def models_card(env: Env, ref: str, html_out: str | None, as_json: bool) -> None
 @pass_env
 def models_policy(env: Env, name: str, file: str | None, as_json: bool) -> None:
     """Set NAME's promotion policy from FILE.yaml, or show the one in force."""
+    from appliance import promotion  # gates, ONNX checks: loaded when used
+
     with env.home.db() as db:
         if file is not None:
             policy = promotion.set_policy(db, name, Path(file).read_text(encoding="utf-8"),

@@ -69,13 +69,30 @@ def audit_verify(env: Env, anchor: str | None, pubkey: str | None, as_json: bool
     if as_json:
         echo_json(report.as_dict())
     elif report.ok:
-        click.echo(f"ok: {report.size} entries, {report.checkpoints} checkpoints verified, "
-                   f"signed through {report.signed_size}"
-                   + (", consistent with the anchor" if anchor else ""))
+        click.echo(verified_line(report.size, report.signed_size, report.checkpoints)
+                   + ("; consistent with the anchor" if anchor else ""))
     else:
         click.echo(f"first bad seq {report.first_bad_seq}: {report.reason}", err=True)
     if not report.ok:
         raise SystemExit(1)
+
+
+def verified_line(size: int, signed: int, checkpoints: int) -> str:
+    """``ok: verified 51 entries; 50 are covered by 1 signed checkpoint, the newest 1 is not
+    signed yet``: what was checked, and how much of it a signature vouches for."""
+    def n(count: int, one: str, many: str) -> str:
+        return f"{count} {one if count == 1 else many}"
+
+    text = f"ok: verified {n(size, 'entry', 'entries')} (hashes and links)"
+    if checkpoints == 0:
+        return text + "; no signed checkpoint covers them yet ('appliance audit checkpoint')"
+    text += (f"; {'all ' if signed == size and size > 1 else ''}{signed} "
+             f"{'is' if signed == 1 else 'are'} covered by "
+             f"{n(checkpoints, 'signed checkpoint', 'signed checkpoints')}")
+    if signed < size:
+        text += (f", the newest {size - signed} {'is' if size - signed == 1 else 'are'} "
+                 "not signed yet (the next checkpoint signs them)")
+    return text
 
 
 @audit_group.command("checkpoint")

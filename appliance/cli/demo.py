@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from appliance.cli._common import Env, pass_env
-from appliance.cli._daemon import StopFlag
-from appliance.demo.run import DemoSettings, run_demo
+from appliance.cli._daemon import Interrupted, StopFlag, interrupt_on_signals
 
-DEFAULT_DEMO_HOME = "appliance-demo"
+if TYPE_CHECKING:
+    from appliance.demo.run import DemoSummary
+
+
+def default_demo_home() -> Path:
+    """Outside any checkout: $XDG_DATA_HOME/appliance-demo, else ~/.local/share/appliance-demo."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "appliance-demo"
 
 
 @click.command()
@@ -24,13 +31,42 @@ def demo(env: Env, keep: bool, quick: bool, seed: int) -> None:
     """Show the whole loop: data, training, gates, serving, drift, retraining, rollout, audit.
 
     Starts the console, serving, worker and scheduler as child processes against a data
-    directory of its own (--home, else APPLIANCE_HOME, else ./appliance-demo; a directory
-    left by an earlier demo is replaced), then runs each step and checks it. Exits 0 only
-    when every step did what it claims.
+    directory of its own (--home, else APPLIANCE_HOME, else ~/.local/share/appliance-demo;
+    a directory left by an earlier demo is replaced), then runs each step and checks it.
+    Exits 0 only when every step did what it claims. SIGTERM, SIGINT or SIGHUP stops it
+    and every service it started.
     """
-    root = Path(env.home_option or os.environ.get("APPLIANCE_HOME") or DEFAULT_DEMO_HOME)
-    summary = run_demo(root.absolute(), DemoSettings(quick=quick, seed=seed), click.echo,
-                       keep=keep)
+    from appliance.demo.run import DemoSettings, run_demo  # numpy, the traffic client
+
+    root = Path(env.home_option or os.environ.get("APPLIANCE_HOME") or default_demo_home())
+    interrupt_on_signals()
+    summary = None
+    try:
+        summary = run_demo(root.absolute(), DemoSettings(quick=quick, seed=seed), click.echo,
+                           keep=keep)
+        stop = StopFlag(hangup=True).install()  # from here a signal only ends the wait
+        _print_summary(summary)
+        if summary.running is None:
+            click.echo("the services are stopped; 'appliance demo --keep' leaves them running")
+            return
+        click.echo(f"  console:         {summary.console_url}  (login {summary.admin_user} / "
+                   f"{summary.admin_password})")
+        click.echo(f"  inference:       {summary.serving_url}")
+        click.echo("the services keep running; Ctrl-C or SIGTERM stops them")
+        dead = summary.running.wait(stop)
+    except Interrupted as exc:
+        click.echo(f"error: stopped by {exc.name}; the services it started are stopped",
+                   err=True)
+        raise SystemExit(128 + exc.signum) from None
+    finally:
+        if summary is not None and summary.running is not None:
+            summary.running.stop()
+    if dead is not None:
+        click.echo(f"error: {dead.name} exited; stopped the others", err=True)
+        raise SystemExit(1)
+
+
+def _print_summary(summary: DemoSummary) -> None:
     click.echo("")
     click.echo(f"done in {summary.seconds:.0f} s")
     click.echo(f"  versions:        {' -> '.join(summary.versions)}")
@@ -48,16 +84,5 @@ def demo(env: Env, keep: bool, quick: bool, seed: int) -> None:
     click.echo(f"  audit:           {summary.audit_entries} entries, "
                f"{summary.audit_checkpoints} signed checkpoints, verified")
     click.echo(f"  data directory:  {summary.home}")
-    click.echo(f"  console:         {summary.console_url}  (login admin / "
-               f"{summary.admin_password})")
-    click.echo(f"  inference:       {summary.serving_url}")
-    if summary.running is not None:
-        click.echo("the services keep running; Ctrl-C or SIGTERM stops them")
-        dead = summary.running.wait(StopFlag().install())
-        summary.running.stop()
-        if dead is not None:
-            click.echo(f"error: {dead.name} exited; stopped the others", err=True)
-            raise SystemExit(1)
-
 
 COMMANDS = [demo]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -16,7 +17,6 @@ from appliance.gpu.placement import ResourceRequest
 from appliance.jobs import KINDS
 from appliance.queue import jobs as svc
 from appliance.queue.states import JobState
-from appliance.worker.daemon import Worker, WorkerSettings
 
 
 def parse_params(pairs: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
@@ -105,6 +105,16 @@ def submit(env: Env, kind: str, pairs: tuple[str, ...], params_json: str | None,
         raise OperationFailed(f"job {job.id} {job.state.value}: {job.error}")
 
 
+EPOCH_FIELDS = ("heartbeat_at", "lease_expires")  # stored as seconds since the epoch
+
+
+def _when(epoch: float, now: float) -> str:
+    """``2026-12-02T01:14:05+00:00 (3 s ago)``: a time a person reads, with how far off it is."""
+    stamp = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+    delta = round(now - epoch)
+    return f"{stamp} ({delta} s ago)" if delta >= 0 else f"{stamp} (in {-delta} s)"
+
+
 def _row(job: svc.Job) -> str:
     note = job.wait_reason or job.error or ""
     if job.state is JobState.RUNNING and job.progress:
@@ -146,9 +156,13 @@ def show(env: Env, job_id: int, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
+    now = time.time()
     for key, value in data.items():
-        if value not in (None, [], {}):
-            click.echo(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+        if value in (None, [], {}):
+            continue
+        if key in EPOCH_FIELDS and isinstance(value, (int, float)):
+            value = _when(float(value), now)
+        click.echo(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
     click.echo(f"log: {env.home.job_dir(job_id) / svc.LOG_FILE}")
 
 
@@ -198,6 +212,8 @@ def worker(env: Env, max_jobs: int | None) -> None:
     then stops them and hands them back to the queue.
     """
     setup_logging(env.config)
+    from appliance.worker.daemon import Worker, WorkerSettings  # only the daemon needs it
+
     settings = WorkerSettings.from_config(env.config)
     if max_jobs is not None:
         if max_jobs < 1:

@@ -10,8 +10,6 @@ from appliance import registry
 from appliance.cli._common import Env, echo_json, pass_env
 from appliance.cli._promotion import PROMOTION_COMMANDS
 from appliance.errors import BadInput
-from appliance.promotion.imported import attach, import_with_data
-from appliance.training import get_run
 
 
 @click.group("models")
@@ -54,6 +52,8 @@ def models_import(env: Env, name: str, file: str, description: str, reference: s
     trained model; each model input must be a column of those datasets, by name.
     """
     with env.home.db() as db:
+        from appliance.promotion.imported import import_with_data  # scores with onnxruntime
+
         mv, created = import_with_data(env.home, db, name, file, actor=env.actor,
                                        description=description, reference=reference,
                                        evaluation=evaluation)
@@ -74,6 +74,8 @@ def models_attach(env: Env, ref: str, reference: str | None, evaluation: str | N
     set is scored by the appliance on the ONNX file and feeds the metric gates.
     """
     with env.home.db() as db:
+        from appliance.promotion.imported import attach  # scores with onnxruntime
+
         mv = attach(env.home, db, ref, actor=env.actor, reference=reference,
                     evaluation=evaluation)
     _echo_version(mv, as_json, f"reference {mv.signature.get('reference_dataset') or '-'}, "
@@ -112,6 +114,8 @@ def models_list(env: Env, name: str | None, limit: int | None, as_json: bool) ->
 def _lineage(env: Env, mv: registry.ModelVersion, db: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"model_version": mv.as_dict()}
     if mv.run_id is not None:
+        from appliance.training import get_run  # the training stack: only for lineage
+
         run = get_run(db, mv.run_id)
         info["run"] = {k: run.as_dict()[k] for k in (
             "id", "status", "dataset", "dataset_digest", "code_hash", "env_hash", "seed",

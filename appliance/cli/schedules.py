@@ -10,7 +10,6 @@ from appliance.cli._common import Env, echo_json, pass_env
 from appliance.cli._daemon import StopFlag, setup_logging
 from appliance.cli.jobs import build_spec, spec_options
 from appliance.scheduler import schedules as svc
-from appliance.scheduler.daemon import SchedulerDaemon
 from appliance.system import sdnotify
 
 
@@ -99,6 +98,8 @@ def scheduler(env: Env) -> None:
     """
     setup_logging(env.config)
     stop = StopFlag().install()
+    from appliance.scheduler.daemon import SchedulerDaemon  # APScheduler: only the daemon
+
     daemon = SchedulerDaemon(env.home, env.config)
     try:
         daemon.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from appliance.audit.service import ensure_key
-from appliance.cli._common import Env, echo_json, pass_env
+from appliance.cli._common import FIRST_ADMIN_HINT, Env, echo_json, pass_env
 from appliance.config import SETTINGS
 from appliance.storage.home import init_home
 from appliance.system.doctor import Check, run_checks
@@ -36,6 +36,15 @@ def init(env: Env, as_json: bool) -> None:
         click.echo(f"{env.home.root} is already initialised and current")
     else:
         click.echo(f"initialised {env.home.root}")
+    if not _has_admin(env):
+        click.echo(f"no admin yet: {FIRST_ADMIN_HINT.format(home=env.home.root)}")
+
+
+def _has_admin(env: Env) -> bool:
+    from appliance.auth.users import list_users
+
+    with env.home.db() as db:
+        return any(u["role"] == "admin" and not u["disabled"] for u in list_users(db))
 
 
 @click.command()

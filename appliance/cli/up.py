@@ -20,7 +20,8 @@ def up(env: Env, serving_port: int | None, console_port: int | None) -> None:
     """Run the console, serving, worker and scheduler as children of this process.
 
     For a laptop or a demo; on a server systemd runs them. Stops them all on Ctrl-C or
-    SIGTERM, or when any one of them exits. Their logs are in <home>/logs/.
+    SIGTERM or SIGHUP, or when any one of them exits; they also stop when this
+    process is killed. Their logs are in <home>/logs/.
     """
     init_home(env.home)
     extra = {}
@@ -30,7 +31,7 @@ def up(env: Env, serving_port: int | None, console_port: int | None) -> None:
         extra["console"] = ["--port", str(console_port)]
     sup = Supervisor(home=env.home.root, log_dir=env.home.root / "logs", extra_args=extra,
                      config_file=env.config_option)
-    stop = StopFlag().install()
+    stop = StopFlag(hangup=True).install()
     sup.start(SERVICES)
     cfg = env.config
     click.echo(f"serving  http://{cfg['serving.host']}:{serving_port or cfg['serving.port']}/v2")

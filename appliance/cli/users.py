@@ -11,7 +11,7 @@ from appliance.auth import authorize
 from appliance.auth import tokens as tokens_service
 from appliance.auth import users as users_service
 from appliance.auth.permissions import Role, Scope
-from appliance.cli._common import Env, echo_json, pass_env
+from appliance.cli._common import FIRST_ADMIN_HINT, Env, echo_json, pass_env
 from appliance.errors import BadInput
 
 
@@ -60,6 +60,9 @@ def users_list(env: Env, as_json: bool) -> None:
         rows = users_service.list_users(db)
     if as_json:
         echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"no users yet; {FIRST_ADMIN_HINT.format(home=env.home.root)}")
         return
     for r in rows:
         state = "disabled" if r["disabled"] else "active"

@@ -10,7 +10,7 @@ in ``static/console.css``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 
@@ -51,9 +51,37 @@ def _empty(title: str, width: int, height: int) -> Markup:
     return _frame(
         title,
         [f'<text class="chart-empty" x="{width / 2:.0f}" y="{height / 2:.0f}" '
-         f'text-anchor="middle">no data</text>'],
+         f'text-anchor="middle">no data yet: {escape(title)}</text>'],
         width, height, "chart-line",
     )
+
+
+LEGEND_LINE = 14
+CHAR_W = 6.2  # a 10 px label's average advance, enough to keep labels apart
+
+
+def _legend(names: Sequence[tuple[int, str]], x0: float, right: float) -> tuple[list[str], int]:
+    """Legend entries laid out left to right, wrapping before ``right``: never overlapping.
+    Returns the SVG parts and the number of lines used."""
+    parts: list[str] = []
+    x, line = x0, 0
+    for i, name in names:
+        w = 14 + CHAR_W * len(name) + 12
+        if x > x0 and x + w > right:
+            x, line = x0, line + 1
+        y = PAD_TOP + line * LEGEND_LINE + 9
+        parts.append(f'<rect class="bar s{i % 4}" x="{x:.1f}" y="{y - 7}" width="10" height="4"/>')
+        parts.append(f'<text class="legend s{i % 4}" x="{x + 14:.1f}" y="{y}">{escape(name)}</text>')
+        x += w
+    return parts, (line + 1 if names else 0)
+
+
+def _scale(values: Sequence[float], y_min: float | None) -> tuple[float, float]:
+    lo = min(values) if y_min is None else min(y_min, min(values))
+    hi = max(values)
+    if hi == lo:
+        hi = lo + 1
+    return lo, hi
 
 
 def line_chart(
@@ -64,60 +92,80 @@ def line_chart(
     width: int = WIDTH,
     height: int = HEIGHT,
     y_min: float | None = 0.0,
+    right: Sequence[tuple[str, Sequence[tuple[float, float]]]] = (),
+    right_label: str = "",
+    x_format: Callable[[float], str] | None = None,
 ) -> Markup:
-    """One or more named series of (x, y) points on shared axes.
+    """Named series of (x, y) points; ``right`` series have an axis of their own on the
+    right (a count beside rates, say), so neither flattens the other.
 
-    ``x_labels`` are printed under the first and last x, since x is usually
-    a time the caller formats better than we can.
+    ``x_labels`` are printed under the first and last x, since x is usually a time the
+    caller formats better than we can; ``x_format`` labels each point's hover title.
+    Every point carries a ``<title>``, so hovering shows its value. The SVG scales to the
+    width of its card (``viewBox``; the stylesheet sets the width).
     """
-    points = [(x, y) for _, pts in series for x, y in pts if math.isfinite(y)]
+    groups = [list(series), list(right)]
+    points = [(x, y) for group in groups for _, pts in group for x, y in pts if math.isfinite(y)]
     if not points:
         return _empty(title, width, height)
     xs = [p[0] for p in points]
-    ys = [p[1] for p in points]
     x0, x1 = min(xs), max(xs)
-    y0 = min(ys) if y_min is None else min(y_min, min(ys))
-    y1 = max(ys)
     if x1 == x0:
         x0, x1 = x0 - 1, x1 + 1
-    if y1 == y0:
-        y1 = y0 + 1
-    plot_w = width - PAD_LEFT - PAD_RIGHT
-    plot_h = height - PAD_TOP - PAD_BOTTOM
+    pad_right = PAD_LEFT if right else PAD_RIGHT
+    named = [(i, name) for i, (name, _) in enumerate([*series, *right])]
+    legend, lines = _legend(named, PAD_LEFT, width - pad_right)
+    top = PAD_TOP + lines * LEGEND_LINE + 2
+    plot_w = width - PAD_LEFT - pad_right
+    plot_h = height - top - PAD_BOTTOM
+    scales = []
+    for group in groups:
+        ys = [y for _, pts in group for _, y in pts if math.isfinite(y)]
+        scales.append(_scale(ys, y_min) if ys else (0.0, 1.0))
 
     def sx(x: float) -> float:
         return PAD_LEFT + (x - x0) / (x1 - x0) * plot_w
 
-    def sy(y: float) -> float:
-        return PAD_TOP + plot_h - (y - y0) / (y1 - y0) * plot_h
+    def sy(y: float, side: int) -> float:
+        lo, hi = scales[side]
+        return top + plot_h - (y - lo) / (hi - lo) * plot_h
 
+    bottom = top + plot_h
     body = [
-        f'<line class="axis" x1="{PAD_LEFT}" y1="{PAD_TOP + plot_h}" '
-        f'x2="{PAD_LEFT + plot_w}" y2="{PAD_TOP + plot_h}"/>',
-        f'<line class="axis" x1="{PAD_LEFT}" y1="{PAD_TOP}" x2="{PAD_LEFT}" '
-        f'y2="{PAD_TOP + plot_h}"/>',
-        f'<text class="tick" x="{PAD_LEFT - 4}" y="{PAD_TOP + 8}" text-anchor="end">'
-        f"{escape(fmt(y1))}</text>",
-        f'<text class="tick" x="{PAD_LEFT - 4}" y="{PAD_TOP + plot_h}" text-anchor="end">'
-        f"{escape(fmt(y0))}</text>",
+        f'<line class="axis" x1="{PAD_LEFT}" y1="{bottom}" x2="{PAD_LEFT + plot_w}" y2="{bottom}"/>',
+        f'<line class="axis" x1="{PAD_LEFT}" y1="{top}" x2="{PAD_LEFT}" y2="{bottom}"/>',
         f'<text class="tick" x="{PAD_LEFT}" y="{height - 6}">{escape(x_labels[0])}</text>',
         f'<text class="tick" x="{PAD_LEFT + plot_w}" y="{height - 6}" text-anchor="end">'
         f"{escape(x_labels[1])}</text>",
     ]
-    for i, (name, pts) in enumerate(series):
+    for side in range(2 if right else 1):
+        lo, hi = scales[side]
+        x_axis = PAD_LEFT - 4 if side == 0 else PAD_LEFT + plot_w + 4
+        anchor = "end" if side == 0 else "start"
+        if side == 1:
+            body.append(f'<line class="axis" x1="{PAD_LEFT + plot_w}" y1="{top}" '
+                        f'x2="{PAD_LEFT + plot_w}" y2="{bottom}"/>')
+        for value in (hi, (lo + hi) / 2, lo):
+            body.append(f'<text class="tick" x="{x_axis}" y="{sy(value, side) + 3:.1f}" '
+                        f'text-anchor="{anchor}">{escape(fmt(value))}</text>')
+    if right and right_label:
+        body.append(f'<text class="tick" x="{width - 2}" y="{bottom + 12}" text-anchor="end">'
+                    f"right axis: {escape(right_label)}</text>")
+    body.extend(legend)
+    for i, (name, pts) in enumerate([*series, *right]):
+        side = 0 if i < len(series) else 1
         clean = sorted((x, y) for x, y in pts if math.isfinite(y))
         if not clean:
             continue
-        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in clean)
+        coords = " ".join(f"{sx(x):.1f},{sy(y, side):.1f}" for x, y in clean)
         body.append(f'<polyline class="series s{i % 4}" points="{coords}">'
                     f"<title>{escape(name)}</title></polyline>")
-        if len(clean) == 1:
-            x, y = clean[0]
-            body.append(f'<circle class="series s{i % 4}" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2"/>')
-        body.append(
-            f'<text class="legend s{i % 4}" x="{PAD_LEFT + 6 + 90 * i}" y="{PAD_TOP + 10}">'
-            f"{escape(name)}</text>"
-        )
+        step = max(1, len(clean) // 120)  # hover targets for at most ~120 points a series
+        for x, y in clean[::step]:
+            when = f" at {x_format(x)}" if x_format else ""
+            body.append(f'<circle class="point s{i % 4}" cx="{sx(x):.1f}" cy="{sy(y, side):.1f}" '
+                        f'r="{2 if len(clean) == 1 else 2.5}"><title>{escape(name)}: '
+                        f"{escape(fmt(y))}{escape(when)}</title></circle>")
     return _frame(title, body, width, height, "chart-line")
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlite_utils
 from flask import Flask, current_app, g, jsonify, render_template, request
@@ -96,6 +98,38 @@ def ago(ts: str | None) -> str:
     return f"{max(seconds, 0):.0f} s ago"
 
 
+def num(value: Any, digits: int = 4) -> str:
+    """A number as a person reads it: four significant digits (0.9358, 1.235e-07, 12,345)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value != value:  # NaN
+        return "n/a"
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:.{digits}g}"
+
+
+def json_text(value: Any) -> str:
+    """JSON as text for a person (``>=``, not ``\\u003e=``); the template escapes it."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def metric_rows(metrics: Any) -> list[tuple[str, str, Any]]:
+    """(split, metric, value) rows of a metrics mapping, nested (``{"test": {...}}``) or flat,
+    for the one metrics table every page shows."""
+    rows: list[tuple[str, str, Any]] = []
+    if not isinstance(metrics, dict):
+        return rows
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            rows.extend((str(key), str(k), v) for k, v in value.items())
+        else:
+            rows.append(("", str(key), value))
+    return rows
+
+
 def _error_response(status: int, message: str) -> Response:
     if is_api():
         response = jsonify({"error": message})
@@ -120,4 +154,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ApplianceError, handle_appliance_error)
     app.register_error_handler(HTTPException, handle_http_error)
     app.jinja_env.filters["ago"] = ago
+    app.jinja_env.filters["num"] = num
+    app.jinja_env.filters["json_text"] = json_text
+    app.jinja_env.filters["metric_rows"] = metric_rows
     app.jinja_env.autoescape = True

@@ -15,7 +15,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 from appliance.errors import BadInput
 
@@ -59,6 +58,8 @@ def roc_auc(y_true: Any, scores: Any) -> float:
     n_neg = float(len(y) - n_pos)
     if n_pos == 0 or n_neg == 0:
         return float("nan")
+    from scipy import stats as sps  # here: scipy takes a second to import
+
     ranks = sps.rankdata(s)
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

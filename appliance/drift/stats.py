@@ -15,8 +15,9 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats as sps
-from scipy.stats import _stats_py  # ks_2samp's exact small-sample p-value
+
+# scipy is imported inside the functions that use it: it takes about a second to load,
+# and every command that merely lists drift settings or alerts would pay for it.
 
 # Pseudo-count added to every bin before PSI's logarithm (Jeffreys' prior, the
 # "add one half" rule). An empty bin then contributes a finite, sample-size
@@ -34,6 +35,9 @@ def ks_pvalue(d: float, n1: int, n2: int) -> float:
     """Two-sided two-sample KS p-value for statistic ``d``, as ``ks_2samp(method='auto')``."""
     if n1 <= 0 or n2 <= 0:
         return float("nan")
+    from scipy import stats as sps
+    from scipy.stats import _stats_py  # ks_2samp's exact small-sample p-value
+
     if max(n1, n2) <= KS_EXACT_MAX_N:
         g = math.gcd(n1, n2)
         with warnings.catch_warnings():
@@ -73,6 +77,8 @@ def chi2_homogeneity(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[fl
     e1 = total * (n1 / n)
     e2 = total * (n2 / n)
     stat = float(np.sum((ref - e1) ** 2 / e1) + np.sum((cur - e2) ** 2 / e2))
+    from scipy import stats as sps
+
     return stat, float(sps.chi2.sf(stat, dof)), dof
 
 
@@ -92,6 +98,8 @@ def chi2_goodness_of_fit(observed: np.ndarray, expected: np.ndarray) -> tuple[fl
         terms = np.where(exp > 0, (obs - exp) ** 2 / np.where(exp > 0, exp, 1.0),
                          np.where(obs > 0, np.inf, 0.0))
     stat = float(terms.sum())
+    from scipy import stats as sps
+
     return stat, float(sps.chi2.sf(stat, dof))
 
 
@@ -105,6 +113,8 @@ def two_proportion_z_pvalue(k1: int, n1: int, k2: int, n2: int) -> float:
     if var <= 0:
         return float("nan")
     z = (p1 - p2) / math.sqrt(var)
+    from scipy import stats as sps
+
     return float(2 * (1 - sps.norm.cdf(abs(z))))
 
 

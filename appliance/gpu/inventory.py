@@ -72,7 +72,7 @@ class NvmlSource:
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
-            return Inventory(reason=f"no GPU on this server (NVML: {_nvml_text(exc)})")
+            return Inventory(reason=_no_driver_text(exc))
         try:
             driver = _text(pynvml.nvmlSystemGetDriverVersion())
             gpus = []
@@ -109,6 +109,27 @@ class NvmlSource:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# NVML's return codes for "there is no driver to talk to" (nvml.h).
+_NVML_NO_PERMISSION = 4
+_NVML_DRIVER_NOT_LOADED = 9
+_NVML_LIBRARY_NOT_FOUND = 12
+
+
+def _no_driver_text(exc: Exception) -> str:
+    """What a failed nvmlInit means, in words a user understands (NVML's own message for
+    a host without a driver is "NVML Shared Library Not Found")."""
+    code = getattr(exc, "value", None)
+    if code == _NVML_LIBRARY_NOT_FOUND:
+        return ("no GPU on this server: no NVIDIA driver found (libnvidia-ml.so is not "
+                "installed); jobs and serving run on the CPU")
+    if code == _NVML_DRIVER_NOT_LOADED:
+        return ("no GPU on this server: the NVIDIA driver is installed but not loaded "
+                "(try nvidia-smi); jobs and serving run on the CPU")
+    if code == _NVML_NO_PERMISSION:
+        return "no GPU on this server: permission denied opening the NVIDIA driver"
+    return f"no GPU on this server (NVML: {_nvml_text(exc)})"
 
 
 def _nvml_text(exc: Exception) -> str:

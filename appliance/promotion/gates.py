@@ -14,7 +14,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import onnx
 import sqlite_utils
 
 from appliance.config import Config
@@ -180,6 +179,8 @@ def run_gates(home: Home, db: sqlite_utils.Database, mv: ModelVersion,
                                          f"compatible with {production.ref}", not problems))
 
     if gates["parity"]:
+        import onnx  # here, not at start-up: listing commands need no ONNX
+
         try:
             onnx.checker.check_model(onnx.load_model_from_string(data))
             checker = "passed"

@@ -16,7 +16,7 @@ from pathlib import Path
 import sqlite_utils
 
 from appliance.config import Config
-from appliance.errors import StorageError
+from appliance.errors import NotInitialised, StorageError
 from appliance.storage import db as dbmod
 from appliance.storage import migrations
 from appliance.storage.blobs import BlobStore
@@ -68,7 +68,7 @@ class Home:
 
     def _require_initialised(self, path: Path) -> None:
         if not path.exists():
-            raise StorageError(
+            raise NotInitialised(
                 f"{path} does not exist: {self.root} is not an initialised data directory; "
                 f"run 'appliance --home {self.root} init'"
             )

@@ -4,10 +4,15 @@ Each child is ``python -m appliance --home H <service>`` in its own process
 group, so stopping it stops whatever it started. When one child exits on its
 own, the others are stopped too: a half-running appliance is worse than a
 stopped one. Shutdown sends SIGTERM, waits a bounded time, then SIGKILL.
+
+A child is also asked by the kernel to stop (SIGTERM, ``PR_SET_PDEATHSIG``) when
+the supervising process dies without stopping it, killed with SIGKILL say, so
+that no service is left holding its port as an orphan.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -63,6 +68,7 @@ class Supervisor:
                 child.proc = subprocess.Popen(
                     child.argv, stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True,
+                    preexec_fn=_die_with_parent(os.getpid()),
                 )
             self.children.append(child)
 
@@ -102,6 +108,28 @@ class Supervisor:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send the child SIGTERM when its parent dies
+    (Linux); None elsewhere. It runs in the child between fork and exec, so it only calls
+    prctl and checks that the parent did not die before the request took effect."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # libc, linked into the interpreter
+    except (OSError, AttributeError):
+        return None
+
+    def request() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would signal us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return request
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -53,3 +53,45 @@ def test_rebin_keeps_the_total() -> None:
     assert counts == [10.0, 2.5, 2.5, 2.5, 2.5]
     single_label, single = charts.rebin([3.0, 3.0], [7], bins=5)
     assert single == [7.0] and single_label == ["3"]
+
+
+def _points(line: ET.Element) -> list[tuple[float, float]]:
+    return [tuple(map(float, p.split(","))) for p in line.get("points", "").split()]
+
+
+def test_counts_get_their_own_axis_and_do_not_flatten_rates() -> None:
+    accuracy = [(0, 0.90), (1, 0.70), (2, 0.95)]
+    rows = [(0, 200.0), (1, 400.0), (2, 601.0)]
+    svg = parse(charts.line_chart([("accuracy", accuracy)], right=[("count", rows)],
+                                  right_label="labelled rows", title="performance"))
+    acc, count = svg.findall(f"{SVG}polyline")
+    ys = [y for _, y in _points(acc)]
+    plot_h = charts.HEIGHT - charts.PAD_TOP - charts.PAD_BOTTOM
+    assert max(ys) - min(ys) > plot_h / 8, "accuracy lies flat"  # on one axis with 601: < 1 px
+    ticks = [t.text for t in svg.findall(f"{SVG}text")]
+    assert "601" in ticks and "0.95" in ticks  # each axis labelled with its own scale
+    assert count.get("points")
+
+
+def test_legend_labels_never_overlap() -> None:
+    names = [f"feature_with_a_long_name_{i}" for i in range(9)]
+    svg = parse(charts.line_chart([(n, [(0, i), (1, i + 1)]) for i, n in enumerate(names)],
+                                  title="drift"))
+    labels = [t for t in svg.findall(f"{SVG}text") if t.get("class", "").startswith("legend")]
+    assert len(labels) == 9
+    boxes = [(float(t.get("x")), float(t.get("y")), len(t.text or "") * charts.CHAR_W)
+             for t in labels]
+    for i, (x, y, w) in enumerate(boxes):
+        assert x + w <= charts.WIDTH, (x, w)
+        for x2, y2, w2 in boxes[i + 1:]:
+            assert y != y2 or x + w <= x2 or x2 + w2 <= x, "legend labels overlap"
+
+
+def test_every_point_shows_its_value_on_hover_and_empty_charts_say_why() -> None:
+    svg = parse(charts.line_chart([("p99", [(0, 12.5), (60, 80.25)])], title="latency",
+                                  x_format=lambda x: f"t+{x:.0f}s"))
+    titles = [c.find(f"{SVG}title").text for c in svg.findall(f"{SVG}circle")]
+    assert titles == ["p99: 12.5 at t+0s", "p99: 80.2 at t+60s"] or \
+        titles == ["p99: 12.5 at t+0s", "p99: 80.3 at t+60s"], titles
+    empty = str(charts.line_chart([], title="requests per minute"))
+    assert "no data yet: requests per minute" in empty

@@ -195,3 +195,92 @@ def test_admin_promotes_a_version_in_the_browser(console_url: str, browser: Any)
         shot(browser, page)
     saved = {p.name for p in ARTIFACTS.glob("*.png")}
     assert {"login.png", "overview-after.png", "version-after.png", "audit.png"} <= saved
+
+
+# --- Layout: every page at the widths admins use, measured in the browser ----------------
+
+WIDTHS = (1024, 1400, 1920)
+PAGES = {
+    "overview": "/", "models": "/models", "model": "/models/churn",
+    "version": "/models/churn/2", "card": "/models/churn/2/card",
+    "promote": "/models/churn/2/promote", "monitoring": "/monitoring",
+    "monitoring-model": "/monitoring/churn", "datasets": "/datasets",
+    "dataset": "/datasets/customers", "dataset-version": "/datasets/customers/1",
+    "training": "/training", "job": "/training/jobs/1", "alerts": "/alerts",
+    "audit": "/audit", "users": "/users", "settings": "/settings",
+}
+
+# Every chart, table and preformatted block must lie inside its card (the nearest
+# section or figure) and inside the viewport; the page must not scroll sideways.
+OVERFLOWS = """
+const vw = document.documentElement.clientWidth, out = [];
+if (document.documentElement.scrollWidth > vw + 1)
+  out.push(`page scrolls sideways: ${document.documentElement.scrollWidth} > ${vw}`);
+for (const el of document.querySelectorAll('main table, main svg.chart, main pre, main figure')) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0) continue;
+  const name = el.tagName.toLowerCase() + (el.id ? '#' + el.id : '');
+  if (r.right > vw + 1 || r.left < -1) out.push(`${name} leaves the viewport (${r.left}..${r.right} of ${vw})`);
+  const card = el.parentElement.closest('section, figure');
+  if (card) {
+    const c = card.getBoundingClientRect();
+    if (r.right > c.right + 1 || r.left < c.left - 1)
+      out.push(`${name} overflows its card (${r.left}..${r.right} in ${c.left}..${c.right})`);
+  }
+}
+return out;
+"""
+
+
+@pytest.fixture(name="seeded_url")
+def seeded_url_fixture(tmp_path: Path) -> Iterator[str]:
+    from helpers.console import seed
+    from test_console_monitoring import log_requests
+
+    from appliance.audit import append
+    from appliance.storage.db import immediate
+
+    home = Home(root=tmp_path / "seeded")
+    seed(home)
+    log_requests(home)
+    db = home.db()
+    try:
+        with immediate(db):  # a long detail, as a policy change or an import writes one
+            append(db, actor="admin", action="model.policy", target="model:churn",
+                   details={"policy": "gates: " + ", ".join(f"metric_{i} >= 0.{i}"
+                                                            for i in range(40))})
+    finally:
+        db.close()
+    server = make_server("127.0.0.1", 0, create_app({"home": str(home.root)}), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+def test_no_chart_or_table_overflows_at_any_width(seeded_url: str, browser: Any) -> None:
+    from helpers.console import PASSWORD as SEEDED_PASSWORD
+
+    wait = WebDriverWait(browser, 20)
+    browser.get(seeded_url + "/login")
+    browser.find_element(By.ID, "username").send_keys("admin")
+    browser.find_element(By.ID, "password").send_keys(SEEDED_PASSWORD)
+    browser.find_element(By.ID, "login").click()
+    wait.until(expected_conditions.presence_of_element_located((By.LINK_TEXT, "Models")))
+    problems: list[str] = []
+    for width in WIDTHS:
+        browser.set_window_size(width, 1000)
+        for name, path in PAGES.items():
+            browser.get(seeded_url + path)
+            wait.until(expected_conditions.presence_of_element_located((By.TAG_NAME, "main")))
+            assert "Internal Server Error" not in browser.page_source, path
+            browser.set_window_size(width, max(1000, min(6000, int(browser.execute_script(
+                "return document.documentElement.scrollHeight")))))
+            shot(browser, f"layout-{width}-{name}")
+            problems += [f"{width}px {path}: {p}" for p in browser.execute_script(OVERFLOWS)]
+            browser.set_window_size(width, 1000)
+    assert not problems, "\n".join(problems)

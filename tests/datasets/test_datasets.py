@@ -147,7 +147,7 @@ def test_datasets_need_an_initialised_home(tmp_path: Path) -> None:
     from appliance.cli import main
 
     r = CliRunner().invoke(main, ["--home", str(tmp_path / "nowhere"), "datasets", "list"])
-    assert r.exit_code == 1 and "appliance" in r.stderr and "init" in r.stderr
+    assert r.exit_code == 2 and "appliance" in r.stderr and "init" in r.stderr
 
 
 def test_paths_that_are_not_regular_files_exit_2_naming_them(runner, tmp_path, db) -> None:

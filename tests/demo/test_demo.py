@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from click.testing import CliRunner
 
 from appliance.cli import main
@@ -32,10 +33,14 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     before, after = map(float, re.search(
         r"live accuracy: +loans@1 ([\d.]+) -> loans@2 ([\d.]+)", out).groups())
     assert after > before
-    # Without --keep every service it started is stopped again.
-    port = int(re.search(r"inference: +http://127\.0\.0\.1:(\d+)/v2", out).group(1))
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0
+    # Without --keep every service it started is stopped, and no address or login is
+    # offered for a console that is no longer there.
+    assert "login" not in out and "console:" not in out, out[-1500:]
+    assert "'appliance demo --keep' leaves them running" in out
+    demo_config = yaml.safe_load((home / "demo.yaml").read_text())
+    for port in (demo_config["serving"]["port"], demo_config["console"]["port"]):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0
     assert (home / ".demo").is_file() and (home / "appliance.db").is_file()
 
 
@@ -46,3 +51,14 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "not an earlier demo's" in result.stderr
     assert (tmp_path / "data" / "precious.csv").is_file()
+
+
+def test_the_demo_keeps_its_data_outside_the_working_directory(tmp_path: Path,
+                                                              monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from appliance.cli.demo import default_demo_home
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_demo_home() == tmp_path / "xdg" / "appliance-demo"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert default_demo_home() == tmp_path / "user" / ".local" / "share" / "appliance-demo"

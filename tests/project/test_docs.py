@@ -14,7 +14,10 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 def _walk(group: click.Group, prefix: str) -> list[tuple[str, click.Command]]:
     found: list[tuple[str, click.Command]] = []
-    for name, cmd in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in sorted(group.list_commands(ctx)):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None, name
         path = f"{prefix} {name}"
         found.append((path, cmd))
         if isinstance(cmd, click.Group):

@@ -124,7 +124,7 @@ def test_damaged_backup_restores_nothing(home: Home, tmp_path: Path) -> None:
 def test_restore_refuses_an_existing_home_and_junk(home: Home, tmp_path: Path) -> None:
     out = tmp_path / "b.tar"
     backup(home, out)
-    with pytest.raises(Conflict, match="already holds"):
+    with pytest.raises(BadInput, match="already holds"):
         restore(out, home)
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"not a tar")

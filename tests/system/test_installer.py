@@ -118,4 +118,8 @@ def test_a_good_signature_gets_past_verification(tmp_path: Path) -> None:
     result = run_install(bundle, pub, tmp_path / "root")
     assert "signature verified" in result.stderr
     assert "pip could not install" in result.stderr
+    # It says where it is while it works: numbered steps, the long pip step announced.
+    assert "install: [1/6] verifying and unpacking bundle.tar.gz" in result.stdout
+    assert "install: [2/6] installing the programs of 9.9.9" in result.stdout
+    assert "locked packages, hash-checked" in result.stdout
     assert not (tmp_path / "root" / "opt" / "appliance" / "9.9.9").exists()

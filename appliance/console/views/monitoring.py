@@ -34,6 +34,7 @@ CHECK = "train"  # a check may start retraining (see the module's docstring)
 FEEDBACK = "feedback.write"
 MAX_HOURS = 24 * 30
 DISPLAY_BINS = 20
+COUNTS = ("count", "rows", "labelled_rows")  # drawn on their own axis, apart from the rates
 FEEDBACK_BODY = {"type": "object", "required": ["records"], "properties": {
     "records": {"type": "array", "items": {"type": "object", "required": ["request_id", "label"],
                 "properties": {"request_id": {"type": "string"}, "label": {"type": "string"},
@@ -192,14 +193,17 @@ def page_charts(data: dict[str, Any]) -> dict[str, Any]:
         "traffic": charts.line_chart(
             [("requests/min", [(t, per_minute[t]["requests"]) for t in times]),
              ("errors/min", [(t, per_minute[t]["errors"]) for t in times])],
-            title="requests and errors per minute", x_labels=span),
+            title="requests and errors per minute", x_labels=span, x_format=_label),
         "latency": charts.line_chart(sorted(latency.items()),
-                                     title="latency p50 and p99 per minute (ms)", x_labels=span),
+                                     title="latency p50 and p99 per minute (ms)", x_labels=span,
+                                     x_format=_label),
         "drift": charts.line_chart(sorted(effects.items()), title="drift effect size per feature",
-                                   x_labels=check_span),
+                                   x_labels=check_span, x_format=_label),
         "performance": charts.line_chart(
-            perf, title="labelled performance per check",
-            x_labels=(_label(perf_times[0]), _label(perf_times[-1])) if perf_times else ("", "")),
+            [p for p in perf if p[0] not in COUNTS], title="labelled performance per check",
+            right=[p for p in perf if p[0] in COUNTS], right_label="labelled rows",
+            x_labels=(_label(perf_times[0]), _label(perf_times[-1])) if perf_times else ("", ""),
+            x_format=_label),
         "distributions": [
             {**d, "chart": charts.histogram(d["labels"], d["reference"], compare=d["current"],
                                             title=f"{d['feature']}: reference against current",

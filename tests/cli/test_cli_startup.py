@@ -1,0 +1,104 @@
+"""Commands start fast: the heavy libraries are imported where they are used.
+
+Each check runs in a fresh interpreter (the test process itself has imported
+everything by now) and looks at ``sys.modules`` after the command ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from appliance.cli import TABLE, all_commands, main
+from appliance.storage.home import Home
+
+HEAVY = ("torch", "scipy", "onnxruntime", "onnx", "flask", "sklearn")
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import json, sys
+from appliance.cli import main
+try:
+    main(sys.argv[1:], prog_name="appliance")
+except SystemExit as exc:
+    code = exc.code
+print("\\n" + json.dumps({"code": code, "modules": sorted(m.split(".")[0] for m in sys.modules)}))
+"""
+
+
+def _loaded(*args: str, home: Path | None = None) -> tuple[int, set[str], str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = [*(["--home", str(home)] if home else []), *args]
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=ROOT)
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    return last["code"], set(last["modules"]), proc.stderr
+
+
+def test_importing_the_cli_pulls_in_no_heavy_library() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, appliance.cli; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True, text=True, timeout=120, env=env, check=True)
+    loaded = {m.split(".")[0] for m in proc.stdout.split()}
+    assert not loaded & set(HEAVY), f"import appliance.cli loads {sorted(loaded & set(HEAVY))}"
+    # Nor the data layer: --version and --help never open a database.
+    assert not loaded & {"sqlite_utils", "numpy", "yaml"}, sorted(loaded)
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["models", "--help"]])
+def test_version_and_help_load_nothing_heavy(args: list[str]) -> None:
+    code, loaded, err = _loaded(*args)
+    assert code == 0, err
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    if args[0].startswith("--"):
+        assert "sqlite_utils" not in loaded and "numpy" not in loaded
+
+
+LISTINGS = [
+    ["models", "list"], ["datasets", "list"], ["jobs", "list"], ["runs", "list"],
+    ["users", "list"], ["tokens", "list"], ["schedules", "list"], ["alerts"],
+    ["audit", "log"], ["audit", "verify"], ["models", "show", "nothing"], ["jobs", "show", "1"],
+    ["config", "show"], ["gpu"],
+]
+
+
+@pytest.mark.parametrize("args", LISTINGS, ids=lambda a: " ".join(a))
+def test_listing_commands_load_nothing_heavy(args: list[str], home: Home, runner) -> None:  # type: ignore[no-untyped-def]
+    assert runner("init").exit_code == 0  # the audit key too
+    code, loaded, err = _loaded(*args, home=home.root)
+    assert code == (2 if args[-1] in ("nothing", "1") else 0), err  # a missing name is exit 2
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_the_command_table_matches_the_modules() -> None:
+    """The table that lets --help list commands without importing them tells the truth."""
+    commands = all_commands()
+    assert set(commands) == set(TABLE)
+    for name, cmd in commands.items():
+        module, line = TABLE[name]
+        assert cmd.callback is not None
+        assert cmd.callback.__module__.startswith(f"appliance.cli.{module}") or \
+            isinstance(cmd, click.Group), name
+        assert line == cmd.get_short_help_str(limit=300), (
+            f"TABLE[{name!r}] says {line!r}; the command's help starts "
+            f"{cmd.get_short_help_str(limit=300)!r}")
+    # Every module's COMMANDS are in the table (a new command needs a row).
+    import importlib
+    import pkgutil
+
+    import appliance.cli as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"appliance.cli.{info.name}")
+        for command in getattr(module, "COMMANDS", ()):
+            assert TABLE.get(command.name, ("",))[0] == info.name, command.name
+    assert main.get_command(click.Context(main), "no-such-command") is None
