@@ -82,11 +82,11 @@ def feeds_for(signature: dict[str, Any], table: Table, rows: np.ndarray) -> dict
                                     column[i] is None else format(float(column[i]), "g")
                                     for i in rows], dtype=object).reshape(shape)
         else:
-            dtype = NUMPY_TYPES.get(spec["datatype"], np.float32)
+            numeric: Any = NUMPY_TYPES.get(spec["datatype"], np.float32)
             values = np.asarray(column, dtype=np.float64)[rows]
-            if not np.issubdtype(dtype, np.floating):
+            if not np.issubdtype(numeric, np.floating):
                 values = np.nan_to_num(values)
-            feeds[name] = values.astype(dtype).reshape(shape)
+            feeds[name] = values.astype(numeric).reshape(shape)
     return feeds
 
 
