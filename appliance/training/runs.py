@@ -193,6 +193,20 @@ def list_runs(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]
         " FROM runs r ORDER BY r.id DESC LIMIT ?", [limit]))
 
 
+def latest_verdicts(db: sqlite_utils.Database) -> dict[int, str]:
+    """The newest ``runs reproduce`` verdict of every run that has one, by run id."""
+    out: dict[int, str] = {}
+    for row in db.query("SELECT target, entry FROM audit_log WHERE action = 'run.reproduce'"
+                        " ORDER BY seq"):
+        entry = row["entry"]
+        verdict = json.loads(entry.decode() if isinstance(entry, bytes) else entry).get(
+            "details", {}).get("verdict")
+        _, _, number = str(row["target"]).partition(":")
+        if verdict and number.isdigit():
+            out[int(number)] = str(verdict)
+    return out
+
+
 def run_reproductions(db: sqlite_utils.Database, run_id: int) -> list[dict[str, Any]]:
     """Every ``runs reproduce`` verdict on a run, oldest first, from the audit log."""
     out = []

@@ -45,3 +45,24 @@ def test_runs_pages(console_home: Home, clients: dict[str, FlaskClient]) -> None
     api = viewer.get("/api/runs/2").get_json()
     assert [s for s, _v in api["steps"]["loss"]] == [1, 2, 3]
     assert [r["id"] for r in viewer.get("/api/runs?sort=id").get_json()["runs"]] == [1, 2, 3]
+
+
+def test_the_runs_list_shows_each_runs_latest_reproduce_verdict(
+        console_home: Home, clients: dict[str, FlaskClient]) -> None:
+    from appliance.config import parse_config
+    from appliance.training import reproduce_run
+
+    run_training(console_home, {
+        "name": "churn", "dataset": "customers@1", "seed": 1,
+        "model": {"template": "logistic_regression", "params": {"epochs": 2}}}, "test")
+    viewer = clients["viewer"]
+    row = _row(viewer.get("/runs").get_data(as_text=True), 2)
+    assert "not yet" in row
+    verdict = reproduce_run(console_home, 2, "test", config=parse_config({})).verdict
+    row = _row(viewer.get("/runs").get_data(as_text=True), 2)
+    assert f"<td>{verdict}</td>" in row and "not yet" not in row
+
+
+def _row(page: str, run_id: int) -> str:
+    start = page.index(f'href="/runs/{run_id}"')
+    return page[start:page.index("</tr>", start)]

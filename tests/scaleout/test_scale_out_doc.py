@@ -33,8 +33,13 @@ def test_every_command_and_option_in_the_doc_exists() -> None:
     for line in lines:
         words = line.split()[1:]
         cmd: click.Command = main
-        while isinstance(cmd, click.Group) and words and words[0] in cmd.commands:
-            cmd = cmd.commands[words.pop(0)]
+        ctx = click.Context(main)
+        while isinstance(cmd, click.Group) and words:
+            sub = cmd.get_command(ctx, words[0])
+            if sub is None:
+                break
+            words.pop(0)
+            cmd = sub
         assert not isinstance(cmd, click.Group), f"{line!r} does not name a command"
         options = {o for p in cmd.params for o in getattr(p, "opts", [])}
         for word in words:

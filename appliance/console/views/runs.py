@@ -14,7 +14,7 @@ from appliance.console.apidoc import api
 from appliance.console.security import requires
 from appliance.errors import BadInput
 from appliance.training import get_run, read_artifact, run_artifacts, run_steps
-from appliance.training.runs import run_reproductions
+from appliance.training.runs import latest_verdicts, run_reproductions
 from appliance.training.search import compare_runs, search_runs
 
 bp = Blueprint("runs", __name__)
@@ -54,6 +54,7 @@ def index() -> str:
     params = sorted({k for r in runs for k in r if k.startswith("params.")})
     metrics = [m for m in LIST_METRICS if any(m in r for r in runs)]
     return render_template("runs.html", runs=runs, params=params, metrics=metrics,
+                           verdicts=latest_verdicts(web.get_db()),
                            where=request.args.get("where", ""), sort=request.args.get("sort", ""))
 
 
