@@ -327,8 +327,9 @@ class Demo:
             set_retraining_policy(db, MODEL, RETRAINING_POLICY, actor=self.actor)
         outcome = promote(self.home, version, self.principal, to="production", config=self.config)
         for gate in outcome.report.gates:
+            value = f"{gate.value:.4g}" if isinstance(gate.value, float) else gate.value
             self.steps.info(f"gate {gate.gate:<28} {'pass' if gate.passed else 'FAIL'}  "
-                            f"{gate.value} (threshold {gate.threshold})")
+                            f"{value} (threshold {gate.threshold})")
         summary.versions.append(version)
         summary.metrics[version] = dict(result.get("metrics", {}).get("test", {}))
         self.steps.info(f"{version} is in production; test accuracy "
