@@ -207,7 +207,8 @@ PAGES = {
     "monitoring-model": "/monitoring/churn", "datasets": "/datasets",
     "dataset": "/datasets/customers", "dataset-version": "/datasets/customers/1",
     "training": "/training", "job": "/training/jobs/1", "alerts": "/alerts",
-    "audit": "/audit", "users": "/users", "settings": "/settings",
+    "audit": "/audit", "users": "/users", "settings": "/settings", "runs": "/runs",
+    "run": "/runs/1",
 }
 
 # Every chart, table and preformatted block must lie inside its card (the nearest

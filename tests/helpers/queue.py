@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -78,3 +79,21 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
+    """SIGTERM a daemon started by ``daemon``, kill it past ``timeout``; return its output
+    (printed too, so a failing test shows it)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode(errors="replace")
+    proc.stdout.close()
+    print(out)
+    return out

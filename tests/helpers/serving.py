@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 from collections.abc import Hashable
 from dataclasses import replace
@@ -207,3 +208,17 @@ def call(server: ServerThread, method: str, path: str, body: Any = None,
         return resp.status, hdrs, raw
     finally:
         conn.close()
+
+
+def raw(server: ServerThread, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes and read until the server closes the connection; b'<timeout>' marks a
+    server that held the connection open instead."""
+    with socket.create_connection((server.host, server.port), timeout=timeout) as conn:
+        conn.sendall(data)
+        out = b""
+        try:
+            while chunk := conn.recv(65536):
+                out += chunk
+        except TimeoutError:
+            out += b"<timeout>"
+    return out

@@ -9,24 +9,11 @@ import time
 from pathlib import Path
 
 import sqlite_utils
-from helpers.queue import alive, daemon, fast_config, submit, wait_for, write_config
+from helpers.queue import alive, daemon, fast_config, stop, submit, wait_for, write_config
 
 from appliance.queue.jobs import JobSpec, get_job, list_jobs, read_log
 from appliance.queue.states import JobState
 from appliance.storage.home import Home
-
-
-def stop(proc) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        print(proc.stdout.read().decode(errors="replace"))  # shown when a test fails
-        proc.stdout.close()
 
 
 def test_many_jobs_on_several_workers_each_run_exactly_once(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 import sqlite_utils
 from helpers.fake_ray import FakeRay
-from helpers.queue import daemon, fast_config, gpu, submit, wait_for, write_config
+from helpers.queue import daemon, fast_config, gpu, stop, submit, wait_for, write_config
 
 from appliance.config import Config
 from appliance.errors import ConfigError, OperationFailed
@@ -224,22 +223,6 @@ def test_a_cluster_silent_for_longer_than_lost_after_s_fails_the_job(
     assert job.state is JobState.FAILED
     assert "lost contact with the Ray cluster" in (job.error or "")
     assert "worker.ray.lost_after_s" in (job.error or "")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.stdout is not None
-    out = proc.stdout.read().decode(errors="replace")
-    proc.stdout.close()
-    print(out)  # shown when a test fails
-    return out
 
 
 @pytest.mark.slow

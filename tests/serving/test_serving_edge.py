@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers.promotion import ADMIN, MINIMAL_POLICY, imported_home, registry_server
-from helpers.serving import MemorySource, Servers, call, mlp, mlp_numpy, text_model
+from helpers.serving import MemorySource, Servers, call, mlp, mlp_numpy, raw, text_model
 
 from appliance import promotion, registry
 from appliance.serving.engine import Engine
-from appliance.serving.http import Limits, ServerThread, ServingApp, loopback_authorizer
+from appliance.serving.http import Limits, ServingApp, loopback_authorizer
 from appliance.serving.metrics import Metrics
 from appliance.serving.requestlog import Entry, RequestLog
 from appliance.storage.home import Home
@@ -29,20 +29,6 @@ X1 = np.arange(32, dtype=np.float32).reshape(1, 32) / 32
 def infer_body(x: np.ndarray = X1, **extra: object) -> dict[str, object]:
     return {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
                         "data": x.ravel().tolist()}], **extra}
-
-
-def raw(server: ServerThread, data: bytes, timeout: float = 10.0) -> bytes:
-    """Send raw bytes and read until the server closes the connection; b'<timeout>' marks a
-    server that held the connection open instead."""
-    with socket.create_connection((server.host, server.port), timeout=timeout) as conn:
-        conn.sendall(data)
-        out = b""
-        try:
-            while chunk := conn.recv(65536):
-                out += chunk
-        except TimeoutError:
-            out += b"<timeout>"
-    return out
 
 
 def statuses(out: bytes) -> list[int]:

@@ -10,14 +10,13 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from helpers.serving import FAST, MemorySource, Servers, call, mlp_numpy
+from helpers.serving import FAST, MemorySource, Servers, call, mlp_numpy, raw
 
 from appliance.errors import Unauthorized
 from appliance.serving.engine import Engine
 from appliance.serving.http import (
     AuthRequest,
     BusyPoll,
-    ServerThread,
     ServingApp,
     loopback_authorizer,
     token_authorizer,
@@ -300,30 +299,17 @@ def test_default_authorizer_takes_api_tokens_with_the_infer_scope(
                 {"Authorization": f"Bearer {infer.token}"})[0] == 401
 
 
-def _raw(server: ServerThread, data: bytes) -> bytes:
-    """Send raw bytes and read until the server closes the connection (or 10 s pass)."""
-    with socket.create_connection((server.host, server.port), timeout=10) as conn:
-        conn.sendall(data)
-        out = b""
-        try:
-            while chunk := conn.recv(65536):
-                out += chunk
-        except TimeoutError:
-            out += b"<timeout>"
-    return out
-
-
 def test_malformed_bodies_and_lengths_get_400_not_a_hang(
     servers: Servers, source: MemorySource
 ) -> None:
     server = servers(source)
     deep = b"[" * 100_000 + b"]" * 100_000
-    out = _raw(server, b"POST /v2/models/mlp/infer HTTP/1.1\r\nContent-Length: %d\r\n"
+    out = raw(server, b"POST /v2/models/mlp/infer HTTP/1.1\r\nContent-Length: %d\r\n"
                b"Connection: close\r\n\r\n%s" % (len(deep), deep))
     assert out.startswith(b"HTTP/1.1 400 ") and b"nested too deeply" in out
     # a negative length must not make the server read the rest as a second request
     for length in (b"-3", b"+3", b"1_0", b" "):
-        out = _raw(server, b"POST /v2/models/mlp/infer HTTP/1.1\r\nContent-Length: "
+        out = raw(server, b"POST /v2/models/mlp/infer HTTP/1.1\r\nContent-Length: "
                    + length + b"\r\n\r\nGET /v2 HTTP/1.1\r\n\r\n")
         assert out.count(b"HTTP/1.1 ") == 1 and out.startswith(b"HTTP/1.1 400 "), out
         assert b"Content-Length" in out, out
@@ -356,7 +342,7 @@ def test_an_unexpected_error_gets_500_not_a_hang(servers: Servers, source: Memor
         raise RuntimeError("a bug")
 
     server = servers(source, authorizer=broken)
-    out = _raw(server, b"GET /v2/models/mlp HTTP/1.1\r\n\r\n")
+    out = raw(server, b"GET /v2/models/mlp HTTP/1.1\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 500 ") and b"internal error" in out, out
 
 
