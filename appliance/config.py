@@ -331,6 +331,26 @@ SETTINGS: tuple[Setting, ...] = (
     _s("serving.max_header_bytes", 65536,
        "Most bytes of a request's line and headers together; more gets 431.", "int",
        minimum=1024, maximum=16 * 1024 * 1024),
+    _s("llm.queue_capacity", 64,
+       "Requests one language model keeps waiting for a slot; one more is answered 503.",
+       "int", minimum=1, maximum=100_000),
+    _s("llm.request_timeout_s", 300.0,
+       "Longest a language-model request may take, waiting included; then it is stopped "
+       "and answered 504 (a stream ends with an error event).", "float", minimum=1.0,
+       maximum=86400.0),
+    _s("llm.default_max_tokens", 256,
+       "Tokens an answer may have when the request gives no max_tokens (never past the "
+       "model's context).", "int", minimum=1, maximum=1_000_000),
+    _s("llm.cost_per_gpu_hour", 0.0,
+       "What one hour of the GPU costs this site, in its own currency (llm.currency); a "
+       "request's cost is its GPU-seconds times this over 3600. On a machine without a GPU "
+       "the CPU-seconds are priced the same way.", "float", minimum=0.0, maximum=1e9),
+    _s("llm.currency", "",
+       "The currency of llm.cost_per_gpu_hour, as the site writes it (EUR, CHF, USD...); "
+       "shown beside every cost.", "str"),
+    _s("llm.log_text", False,
+       "Store prompts and answers in the request log. Off by default: they may hold "
+       "personal data.", "bool"),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

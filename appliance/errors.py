@@ -15,9 +15,10 @@ class ApplianceError(Exception):
     status: int = 500
     exit_code: int = 1
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault, where there is one (OpenAI's 'param')
 
     def __str__(self) -> str:
         return self.message

@@ -56,3 +56,11 @@ class Runner:
 @pytest.fixture
 def runner(home: Home) -> Runner:
     return Runner(home.root)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small language model, built once per test session (about half a minute)."""
+    from appliance.llm import tiny
+
+    return tiny.build(tmp_path_factory.mktemp("llm") / "tiny")

@@ -36,7 +36,7 @@ def _echo_version(mv: registry.ModelVersion, as_json: bool, note: str = "") -> N
 
 @models_group.command("import")
 @click.argument("name")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--description", default="", help="What this version is, for the registry.")
 @click.option("--reference", default=None, metavar="DATASET", help=_REFERENCE_HELP)
 @click.option("--eval", "evaluation", default=None, metavar="DATASET", help=_EVAL_HELP)
@@ -46,11 +46,28 @@ def models_import(env: Env, name: str, file: str, description: str, reference: s
                   evaluation: str | None, as_json: bool) -> None:
     """Register an ONNX model made elsewhere as the next version of NAME.
 
-    It must pass onnx.checker and one inference on zeros; prints NAME@VERSION.
-    The same file imported again gives back the version it already is. With
-    --reference and --eval it gets a drift profile and metric gates like a
-    trained model; each model input must be a column of those datasets, by name.
+    FILE is an .onnx file, or a language model's folder (onnxruntime-genai's:
+    genai_config.json, model.onnx and its data, the tokenizer files).
+
+    A file must pass onnx.checker and one inference on zeros; a folder must hold
+    every file its configuration names and a tokenizer that loads, and is hashed
+    as a whole. Prints NAME@VERSION. The same file or folder imported again gives
+    back the version it already is. With --reference and --eval an ONNX file gets
+    a drift profile and metric gates like a trained model; each model input must
+    be a column of those datasets, by name.
     """
+    from pathlib import Path
+
+    if Path(file).is_dir():
+        if reference or evaluation:
+            raise BadInput("--reference and --eval are for tabular ONNX files; a language "
+                           "model's evaluation sets come with 'appliance llm'")
+        with env.home.db() as db:
+            mv, created = registry.import_folder(db, env.home.blobs, name,
+                                                 file, actor=env.actor,
+                                                 description=description)
+        _echo_version(mv, as_json, "" if created else "already registered: the same files")
+        return
     with env.home.db() as db:
         from appliance.promotion.imported import import_with_data  # scores with onnxruntime
 
@@ -142,7 +159,7 @@ def models_show(env: Env, ref: str, as_json: bool) -> None:
         echo_json(info)
         return
     click.echo(f"{mv.ref}  ({mv.source})  aliases: {', '.join(mv.aliases) or '-'}")
-    click.echo(f"onnx sha256:{mv.onnx_digest}")
+    click.echo(("folder manifest" if mv.signature.get("kind") == "llm" else "onnx") + f" sha256:{mv.onnx_digest}")
     click.echo(f"registered {mv.created_at} by {mv.created_by}")
     if mv.description:
         click.echo(f"description: {mv.description}")
@@ -157,13 +174,30 @@ def models_show(env: Env, ref: str, as_json: bool) -> None:
         if isinstance(values, dict):
             click.echo(f"{split}: " + " ".join(
                 f"{k}={v:.4g}" for k, v in values.items() if isinstance(v, (int, float))))
-    for side in ("inputs", "outputs"):
+    if mv.signature.get("kind") == "llm":
+        sig = mv.signature
+        click.echo(f"kind llm ({sig.get('model_type') or '?'}): context "
+                   f"{sig.get('context_length')} tokens, vocabulary {sig.get('vocab_size')}, "
+                   f"{_count(sig.get('parameters'))} parameters, {sig.get('files')} files "
+                   f"({_count(sig.get('size_bytes'))}B), chat template: "
+                   f"{'the model' if sig.get('chat_template') else 'plain'}")
+    for side in ("inputs", "outputs") if mv.signature.get("kind") != "llm" else ():
         specs = mv.signature.get(side, [])
         click.echo(f"{side}: " + ", ".join(
             f"{s['name']} {s['datatype']}{s['shape']}" for s in specs))
     for h in info["alias_history"]:
         click.echo(f"{h['at'][:19]} {h['actor']}: {h['alias']} "
                    f"{h['previous'] or '-'} -> {h['version'] or '(removed)'}")
+
+
+def _count(value: Any) -> str:
+    """1234567 -> 1.23M: parameters and bytes, as people say them."""
+    if not isinstance(value, int):
+        return "?"
+    for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return str(value)
 
 
 SERVING_ALIASES = ("production", "shadow", "canary")

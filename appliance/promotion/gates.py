@@ -18,6 +18,7 @@ import sqlite_utils
 
 from appliance.config import Config
 from appliance.errors import ApplianceError, BadInput
+from appliance.llm.folder import is_llm
 from appliance.promotion import evaluate
 from appliance.promotion.policy import LOWER_IS_BETTER, metric_name
 from appliance.registry import ModelVersion
@@ -127,6 +128,10 @@ def run_gates(home: Home, db: sqlite_utils.Database, mv: ModelVersion,
     report = GateReport(ref=mv.ref, target=target,
                         baseline=production.ref if production else None)
     gates = policy["gates"]
+    if is_llm(mv.signature):
+        report.gates.extend(llm_gates(home, mv, production))
+        _approval(report, gates, mv, approvals)
+        return report
     task = mv.signature.get("task")
     data = home.blobs.read_bytes(mv.onnx_digest, verify=True)
 
@@ -217,10 +222,71 @@ def run_gates(home: Home, db: sqlite_utils.Database, mv: ModelVersion,
                                      q["out_of_range_share"] <= dq["max_out_of_range_share"],
                                      q["out_of_range_column"]))
 
+    _approval(report, gates, mv, approvals)
+    return report
+
+
+def _approval(report: GateReport, gates: dict[str, Any], mv: ModelVersion,
+              approvals: list[dict[str, Any]] | None) -> None:
     if gates["approval"]["required"]:
         need = gates["approval"]["count"]
         who = [a["approver"] for a in approvals or []]
         report.gates.append(Gate("approval", len(who), f">= {need} approver(s)",
                                  len(who) >= need, ", ".join(who) or
                                  f"'appliance models approve {mv.ref}' by an approver"))
-    return report
+
+
+def llm_gates(home: Home, mv: ModelVersion, production: ModelVersion | None) -> list[Gate]:
+    """The gates of a language model: every file of the folder verifies against the
+    manifest, and the model loads and generates on this machine. (The metric, latency,
+    parity and data-quality gates of tabular models do not apply; evaluation sets for
+    language models are their own gate.)"""
+    import threading
+    import time
+
+    from appliance.gpu.inventory import NvmlSource
+    from appliance.llm.folder import materialize, parse_manifest
+    from appliance.llm.runtime import ERROR, GenaiRuntime, Generation, Sampling
+    from appliance.onnxtools.providers import check_providers
+
+    out: list[Gate] = []
+    manifest = home.blobs.read_bytes(mv.onnx_digest, verify=True)
+    try:
+        files = parse_manifest(manifest)
+        folder = materialize(home.blobs, manifest, home.llm_dir / mv.onnx_digest)
+    except ApplianceError as exc:
+        return [Gate("llm_files", str(exc), "every file matches the manifest", False)]
+    out.append(Gate("llm_files", f"{len(files)} files verified",
+                    "every file matches the manifest", True))
+    if production is not None and not is_llm(production.signature):
+        out.append(Gate("signature", f"{production.ref} is a tabular model", "a language model",
+                        False))
+    cuda = "CUDAExecutionProvider" in check_providers(NvmlSource().read()).usable
+    done = threading.Event()
+
+    class _Sink:
+        def tokens(self, generation: Generation, text: str) -> None:
+            pass
+
+        def finished(self, generation: Generation) -> None:
+            done.set()
+
+    try:
+        runtime = GenaiRuntime(folder, cuda=cuda, name=mv.ref)
+    except ApplianceError as exc:
+        out.append(Gate("llm_generates", str(exc), "loads and generates", False))
+        return out
+    try:
+        started = time.perf_counter()
+        probe = Generation(runtime.encode("Hello")[:16] or [0],
+                           Sampling(max_tokens=8, temperature=0.0), _Sink())
+        runtime.submit(probe)
+        answered = done.wait(300)
+        elapsed = time.perf_counter() - started
+    finally:
+        runtime.close()
+    ok = answered and probe.finish_reason != ERROR and probe.completion_tokens > 0
+    value = (f"{probe.completion_tokens} tokens in {elapsed * 1e3:.0f} ms on "
+             f"{'cuda' if cuda else 'cpu'}" if ok else probe.error or "no answer in 300 s")
+    out.append(Gate("llm_generates", value, "loads and generates", bool(ok)))
+    return out

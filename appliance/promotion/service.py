@@ -155,6 +155,9 @@ def promote(home: Home, ref: str, principal: Principal, *, to: str = PRODUCTION,
         if parse_ref(ref).version is None and parse_ref(ref).alias is None:
             raise BadInput(f"promote names one version: {mv.name}@VERSION")
         production = _production(db, mv.name)
+        if mv.signature.get("kind") == "llm" and to != PRODUCTION:
+            raise BadInput(f"{mv.ref} is a language model: it is promoted to production "
+                           "directly (staged rollouts compare tabular predictions)")
         if production is not None and production.id == mv.id:
             raise Conflict(f"{mv.ref} is already production")
         policy = get_policy(db, mv.name)

@@ -15,7 +15,7 @@ from appliance.registry.aliases import (
     remove_alias,
     set_alias,
 )
-from appliance.registry.importing import import_model
+from appliance.registry.importing import import_folder, import_model
 from appliance.registry.refs import Ref, check_alias, check_name, parse_ref
 from appliance.registry.versions import (
     DEFAULT_ALIAS,
@@ -42,6 +42,7 @@ __all__ = [
     "check_alias",
     "check_name",
     "get_version_by_id",
+    "import_folder",
     "import_model",
     "insert_version",
     "list_aliases",

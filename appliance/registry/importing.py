@@ -20,6 +20,7 @@ import sqlite_utils
 
 from appliance import audit
 from appliance.errors import BadInput, Conflict
+from appliance.llm.folder import inspect_folder, store_folder
 from appliance.onnxtools.models import check_model, probe_inference, signature_of, unzip_maps
 from appliance.registry.refs import check_name
 from appliance.registry.versions import ModelVersion, get_version_by_id, insert_version, resolve
@@ -94,6 +95,11 @@ def import_file(
     check_name(name, "model name")
     digest = blobs.put_bytes(data)
     with immediate(db):
+        if any(json.loads(r[0]).get("kind") == "llm" for r in db.execute(
+                "SELECT mv.signature FROM model_versions mv JOIN models m"
+                " ON m.id = mv.model_id WHERE m.name = ?", [name])):
+            raise Conflict(f"model {name} is a language model; import the ONNX file under "
+                           "another name")
         found = existing_version(db, name, digest)
         if found is not None:
             if attachment is not None:
@@ -124,6 +130,37 @@ def import_model(
     data, signature = read_model_file(path)
     return import_file(db, blobs, name, data, signature, actor=actor,
                        description=description)[0]
+
+
+def import_folder(
+    db: sqlite_utils.Database,
+    blobs: BlobStore,
+    name: str,
+    path: str | os.PathLike[str],
+    *,
+    actor: str,
+    description: str = "",
+) -> tuple[ModelVersion, bool]:
+    """Register a language model folder (onnxruntime-genai's layout) as the next version
+    of ``name``: every file a blob, the folder one manifest whose digest names the
+    version. Checked first (``inspect_folder``), so a folder that is not a valid model
+    registers nothing; the same files again give back their version."""
+    check_name(name, "model name")
+    info = inspect_folder(path)
+    digest = store_folder(blobs, path, info)
+    with immediate(db):
+        found = existing_version(db, name, digest)
+        if found is not None:
+            return found, False
+        kinds = {json.loads(r[0]).get("kind", "onnx") for r in db.execute(
+            "SELECT mv.signature FROM model_versions mv JOIN models m ON m.id = mv.model_id"
+            " WHERE m.name = ?", [name])}
+        if kinds - {"llm"}:
+            raise Conflict(f"model {name} holds tabular ONNX versions; import the language "
+                           "model under another name")
+        mv = insert_version(db, name=name, onnx_digest=digest, signature=info.signature(),
+                            actor=actor, source="import", description=description)
+        return mv, True
 
 
 def attach_data(db: sqlite_utils.Database, ref: str, attachment: Attachment, *,

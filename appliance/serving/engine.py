@@ -32,9 +32,11 @@ import numpy as np
 
 from appliance.config import Config
 from appliance.errors import ApplianceError, BadInput, NotFound, OperationFailed, Unavailable
+from appliance.llm.folder import is_llm
 from appliance.onnxtools.providers import ort_errors
 from appliance.serving.batcher import Batcher, Job
 from appliance.serving.codec import InferRequest, decode_request
+from appliance.serving.llm import LlmService, LlmSettings, LoadedLlm, load_llm
 from appliance.serving.metrics import Metrics
 from appliance.serving.requestlog import Entry, RequestLog
 from appliance.serving.signature import V2_TO_NUMPY, Signature, from_session
@@ -79,6 +81,7 @@ class LoadedModel:
         self.key = (name, str(version))
         self.last_used = time.monotonic()
         self.batcher: Batcher | None = None
+        self.llm: LoadedLlm | None = None  # a language model: text in, text out
         self.retired = False
 
 
@@ -118,8 +121,10 @@ class Engine:
         metrics: Metrics | None = None,
         request_log: RequestLog | None = None,
         providers: tuple[str, ...] | None = None,
+        llm: LlmService | None = None,
     ) -> None:
         self.source = source
+        self.llm = llm or LlmService(LlmSettings(), request_log)
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.request_log = request_log
@@ -162,6 +167,8 @@ class Engine:
         for model in list(self.models.values()):
             if model.batcher is not None:
                 model.batcher.join(5)
+            if model.llm is not None:
+                model.llm.runtime.close()
         if self.request_log is not None:
             self.request_log.close()
         close = getattr(self.source, "close", None)  # the registry's database connection
@@ -187,6 +194,9 @@ class Engine:
         existing = self.models.get((name, resolved.version))
         if existing is not None and not existing.retired:
             return existing
+        if is_llm(resolved.signature):
+            return self._load_llm(name, resolved.version, resolved.model,
+                                  dict(resolved.signature), resolved.signed)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.settings.intra_op_threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
@@ -225,6 +235,20 @@ class Engine:
         self.failures.pop((name, resolved.version), None)
         self.metrics.model_loaded(model.key, model.provider)
         log.info("loaded %s version %s on %s", name, resolved.version, model.provider)
+        return model
+
+    def _load_llm(self, name: str, version: int, folder: Any, info: dict[str, Any],
+                  signed: bool) -> LoadedModel:
+        cuda = "CUDAExecutionProvider" in (self.providers or ())
+        loaded = load_llm(name, version, Path(folder), info, cuda=cuda,
+                          settings=self.llm.settings, factory=self.llm.runtime_factory)
+        model = LoadedModel(name, version, None, Signature((), ()), loaded.provider,
+                            signed=signed)
+        model.llm = loaded
+        self.models[(name, version)] = model
+        self.failures.pop((name, version), None)
+        self.metrics.model_loaded(model.key, model.provider)
+        log.info("loaded language model %s version %s on %s", name, version, model.provider)
         return model
 
     def sync(self) -> bool:
@@ -291,6 +315,9 @@ class Engine:
         model.retired = True
         if model.batcher is not None:
             model.batcher.stop()  # queued jobs still run, then the session goes
+        if model.llm is not None:  # running answers finish on its thread, then it stops
+            threading.Thread(target=model.llm.runtime.close, name="llm-retire",
+                             daemon=True).start()
         self.metrics.model_unloaded(model.key)
         log.info("unloaded %s version %s", model.name, model.version)
 
@@ -304,6 +331,25 @@ class Engine:
                 raise Unavailable(f"model '{name}' is not ready: {failed[-1].error}")
             raise NotFound(f"model '{name}' is not served; it has no production version")
         return route, self.models[(name, route.primary)]
+
+    def llm_load(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(running, waiting) requests of each loaded language-model version."""
+        return {m.key: m.llm.runtime.load() for m in list(self.models.values())
+                if m.llm is not None}
+
+    def served_llm(self, name: str) -> LoadedLlm:
+        """The production version of a language model; 404 (OpenAI's model_not_found) for
+        a name that serves none."""
+        try:
+            _route, model = self.served_model(name)
+        except NotFound:
+            raise NotFound(f"the model '{name}' does not exist or is not served",
+                           param="model") from None
+        if model.llm is None:
+            raise BadInput(f"model '{name}' is a tabular model; send it tensors at "
+                           f"/v2/models/{name}/infer", param="model")
+        model.last_used = time.monotonic()
+        return model.llm
 
     async def version(self, name: str, version: int) -> LoadedModel:
         """A version named explicitly, loaded on first use; only one that passed promotion
@@ -337,6 +383,9 @@ class Engine:
         shadow: LoadedModel | None = None
         if version is None:
             route, model = self.served_model(name)
+            if model.llm is not None:
+                raise BadInput(f"model '{name}' is a language model; use POST "
+                               "/v1/chat/completions or /v1/completions")
             key = model.key
             try:
                 request = decode_request(body, header_length, model.signature, max_rows)
@@ -353,6 +402,9 @@ class Engine:
                 shadow = self.models.get((name, route.shadow))
         else:
             model = await self.version(name, version)
+            if model.llm is not None:
+                raise BadInput(f"model '{name}' is a language model; use POST "
+                               "/v1/chat/completions or /v1/completions")
             kind = "explicit"
             try:
                 request = decode_request(body, header_length, model.signature, max_rows)

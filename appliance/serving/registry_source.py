@@ -16,7 +16,8 @@ from collections.abc import Hashable
 
 import sqlite_utils
 
-from appliance.errors import BadInput
+from appliance.errors import BadInput, OperationFailed
+from appliance.llm.folder import is_llm, materialize
 from appliance.registry import alias_fingerprint, list_aliases, resolve
 from appliance.registry.signing import verify_model
 from appliance.serving.source import Resolved, Route
@@ -93,5 +94,14 @@ class RegistrySource:
         with self._lock:
             # A promoted (signed) version loads only when its bytes verify.
             signed = verify_model(self._conn(), self._home.keys_dir, mv, data)
+        if is_llm(mv.signature):
+            # A language model is its folder's manifest: signed as a whole, each file
+            # checked against it as the folder is put back. Only a promoted one loads.
+            if not signed:
+                raise OperationFailed(f"{mv.ref} is a language model that never passed "
+                                      "promotion (it has no model signature); not loaded")
+            folder = materialize(self._home.blobs, data, self._home.llm_dir / mv.onnx_digest)
+            return Resolved(name=mv.name, version=mv.version, model=folder,
+                            signature=mv.signature, signed=signed)
         return Resolved(name=mv.name, version=mv.version, model=data, signature=mv.signature,
                         signed=signed)

@@ -53,6 +53,41 @@ class Entry:
     outputs: Mapping[str, np.ndarray] | None = None
 
 
+LLM_COLUMNS = ("ts", "day", "model", "version", "endpoint", "request_id", "status", "stream",
+               "prompt_tokens", "completion_tokens", "queue_ms", "ttft_ms", "itl_ms",
+               "e2e_ms", "finish_reason", "device", "device_s", "cost", "currency", "error",
+               "prompt", "completion")
+_LLM_INSERT = (f"INSERT INTO llm_requests ({', '.join(LLM_COLUMNS)}) "
+               f"VALUES ({', '.join('?' for _ in LLM_COLUMNS)})")
+
+
+@dataclass(slots=True)
+class LlmEntry:
+    """One language-model request (see the ``llm_requests`` table)."""
+
+    ts: float
+    model: str
+    version: int
+    endpoint: str
+    request_id: str | None
+    status: int
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int
+    queue_ms: float
+    ttft_ms: float | None
+    itl_ms: float | None
+    e2e_ms: float
+    finish_reason: str | None
+    device: str
+    device_s: float
+    cost: float
+    currency: str
+    error: str | None = None
+    prompt: str | None = None  # only with llm.log_text
+    completion: str | None = None
+
+
 def _tensors_json(tensors: Mapping[str, np.ndarray] | None) -> str | None:
     if tensors is None:
         return None
@@ -75,7 +110,7 @@ class RequestLog:
         self._metrics = metrics
         self.capacity = capacity
         self._flush_interval = flush_interval
-        self._queue: collections.deque[Entry] = collections.deque()
+        self._queue: collections.deque[Entry | LlmEntry] = collections.deque()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._main, name="request-log", daemon=True)
@@ -88,7 +123,7 @@ class RequestLog:
             self._started = True
             self._thread.start()
 
-    def record(self, entry: Entry) -> None:
+    def record(self, entry: Entry | LlmEntry) -> None:
         """Queue one row; never blocks. Rows beyond the capacity are dropped and counted."""
         if len(self._queue) >= self.capacity:
             self._metrics.log_dropped += 1
@@ -132,38 +167,48 @@ class RequestLog:
 
     def _flush(self, db: sqlite_utils.Database) -> None:
         while self._queue:
-            batch: list[tuple[Any, ...]] = []
-            while self._queue and len(batch) < 5000:
+            batches: dict[str, list[tuple[Any, ...]]] = {_INSERT: [], _LLM_INSERT: []}
+            taken = 0
+            while self._queue and taken < 5000:
                 e = self._queue.popleft()
+                taken += 1
                 try:
-                    batch.append(_row(e))
+                    if isinstance(e, LlmEntry):
+                        batches[_LLM_INSERT].append(_llm_row(e))
+                    else:
+                        batches[_INSERT].append(_row(e))
                 except _ROW_ERRORS as exc:
                     self._unstorable(1, exc)
-            if not batch:
-                continue
+            for sql, batch in batches.items():
+                if batch:
+                    self._write(db, sql, batch)
+
+    def _write(self, db: sqlite_utils.Database, sql: str, batch: list[tuple[Any, ...]]) -> None:
+        if batch:
             started = time.perf_counter()
             try:
                 with immediate(db):
-                    db.conn.executemany(_INSERT, batch)
+                    db.conn.executemany(sql, batch)
             except _ROW_ERRORS:
                 # One row the database can not take (text that is no valid UTF-8, a number
                 # too large for SQLite): store the others one by one, drop and count it.
-                self._store_one_by_one(db, batch)
-                continue
+                self._store_one_by_one(db, sql, batch)
+                return
             except (StorageError, sqlite3.DatabaseError) as exc:
                 log.error("request log: dropped %d rows: %s", len(batch), exc)
                 self._metrics.log_dropped += len(batch)
-                continue
+                return
             self._metrics.log_written += len(batch)
             log.debug("request log: wrote %d rows in %.1f ms", len(batch),
                       (time.perf_counter() - started) * 1e3)
 
-    def _store_one_by_one(self, db: sqlite_utils.Database, batch: list[tuple[Any, ...]]) -> None:
+    def _store_one_by_one(self, db: sqlite_utils.Database, sql: str,
+                          batch: list[tuple[Any, ...]]) -> None:
         try:
             with immediate(db):
                 for row in batch:
                     try:
-                        db.conn.execute(_INSERT, row)
+                        db.conn.execute(sql, row)
                     except _ROW_ERRORS as exc:
                         self._unstorable(1, exc)
                     else:
@@ -196,3 +241,11 @@ def _row(e: Entry) -> tuple[Any, ...]:
     return (e.ts, int(e.ts // 60), e.model, e.version, e.route, e.request_id, e.status,
             e.latency_us, e.queue_us, e.batch_size, e.rows, e.error,
             _tensors_json(e.inputs), _tensors_json(e.outputs))
+
+
+def _llm_row(e: LlmEntry) -> tuple[Any, ...]:
+    day = time.strftime("%Y-%m-%d", time.gmtime(e.ts))
+    return (e.ts, day, e.model, e.version, e.endpoint, e.request_id, e.status, int(e.stream),
+            e.prompt_tokens, e.completion_tokens, e.queue_ms, e.ttft_ms, e.itl_ms, e.e2e_ms,
+            e.finish_reason, e.device, e.device_s, e.cost, e.currency, e.error, e.prompt,
+            e.completion)

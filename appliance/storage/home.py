@@ -56,6 +56,12 @@ class Home:
         return self.root / "keys"
 
     @property
+    def llm_dir(self) -> Path:
+        """Language-model folders put back from the blob store for serving (a cache: hard
+        links where the file system allows; not backed up)."""
+        return self.root / "serving" / "llm"
+
+    @property
     def jobs_dir(self) -> Path:
         return self.root / "jobs"
 

@@ -28,6 +28,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+import appliance.serving.http.openai as openai
 from appliance import __version__
 from appliance.auth import authorize as authorize_principal
 from appliance.auth.tokens import authenticate_token
@@ -41,6 +42,7 @@ from appliance.errors import (
 )
 from appliance.serving.codec import encode_response
 from appliance.serving.engine import Engine, EngineSettings
+from appliance.serving.llm import LlmService, LlmSettings
 from appliance.serving.metrics import Metrics
 from appliance.serving.requestlog import RequestLog
 from appliance.serving.source import ModelSource
@@ -50,7 +52,9 @@ log = logging.getLogger("appliance.serving")
 
 JSON = b"application/json"
 Headers = list[tuple[bytes, bytes]]
-Response = tuple[int, Headers, bytes]
+# The body is bytes, or (a streamed answer) an async iterator of bytes the server sends
+# as it comes and closes (``aclose``) when the client goes away.
+Response = tuple[int, Headers, Any]
 
 MAX_VERSION = 2**63 - 1  # what SQLite's INTEGER holds
 
@@ -177,6 +181,7 @@ class ServingApp:
         self.max_body_bytes = max_body_bytes
         self._started = False
         self._start_lock: asyncio.Lock | None = None
+        self.openai = openai.OpenAI(engine)
 
     async def startup(self) -> None:
         if self._started:
@@ -202,22 +207,33 @@ class ServingApp:
                                                 f"{self.max_body_bytes} bytes"})
         return None
 
+    def error_body(self, target: bytes, status: int, message: str,
+                   extra: Headers | None = None) -> Response:
+        """The answer to a request the server refused before the application saw it (too
+        large, malformed, too slow): OpenAI's error shape under /v1, ours elsewhere."""
+        if target.startswith(b"/v1/") or target == b"/v1":
+            doc = openai.error_doc(status, message)
+            return status, [(b"content-type", JSON), *(extra or [])], orjson.dumps(doc)
+        return json_response(status, {"error": message}, extra)
+
     def request(self, method: str, target: bytes, headers: Mapping[bytes, bytes],
-                body: bytes, client: str | None) -> Coroutine[Any, Any, Response]:
+                body: bytes, client: str | None,
+                gone: asyncio.Event | None = None) -> Coroutine[Any, Any, Response]:
         """Answer one request read in full; never raises. Counted in flight from this call,
         not from when the answer starts: requests read in one turn of the loop all count
         before the first runs, so none of them is taken to be alone (and run unmerged)."""
         self.in_flight += 1
-        return self._request(method, target, headers, body, client)
+        return self._request(method, target, headers, body, client, gone)
 
     async def _request(self, method: str, target: bytes, headers: Mapping[bytes, bytes],
-                       body: bytes, client: str | None) -> Response:
+                       body: bytes, client: str | None,
+                       gone: asyncio.Event | None = None) -> Response:
         try:
             try:
                 parts = decode_target(target)
             except ApplianceError as exc:
                 return error_response(exc)
-            return await self.handle(method, parts, headers, body, client)
+            return await self.handle(method, parts, headers, body, client, gone)
         except Exception:  # a bug, not a bad request: answer 500 rather than hang the client
             log.exception("request failed")
             return INTERNAL_ERROR
@@ -227,20 +243,46 @@ class ServingApp:
     # ---- one request ------------------------------------------------------
 
     async def handle(self, method: str, path: str | list[str], headers: Mapping[bytes, bytes],
-                     body: bytes, client: str | None) -> Response:
+                     body: bytes, client: str | None,
+                     gone: asyncio.Event | None = None) -> Response:
         """Route a decoded path (a string, or its segments); errors become their answers."""
         parts = path.strip("/").split("/") if isinstance(path, str) else path
+        if parts[0] == "v1":
+            try:
+                return await self._v1(method, parts, headers, body, client, gone)
+            except ApplianceError as exc:
+                return openai.error_response(exc)
         try:
             return await self._route(method, parts, headers, body, client)
         except ApplianceError as exc:
             return error_response(exc)
+
+    async def _v1(self, method: str, parts: list[str], headers: Mapping[bytes, bytes],
+                  body: bytes, client: str | None, gone: asyncio.Event | None) -> Response:
+        """OpenAI's API for the language models served (see ``openai.py``)."""
+        path = "/" + "/".join(parts)
+        rest = parts[1:]
+        if rest[:1] == ["models"] and len(rest) <= 2:
+            self._only(method, "GET")
+            self.authorizer(AuthRequest(client, headers, path, "infer", ""))
+            return self.openai.models(rest[1] if len(rest) == 2 else None)
+        endpoints = {("chat", "completions"): "chat", ("completions",): "completions"}
+        endpoint = endpoints.get(tuple(rest))
+        if endpoint is None:
+            raise NotFound(f"no such endpoint: {path}")
+        self._only(method, "POST")
+        self.authorizer(AuthRequest(client, headers, path, "infer", ""))
+        if not self.engine.ready:
+            raise Unavailable("the server is starting: models are loading")
+        return await self.openai.complete(endpoint, body, gone)
 
     async def _route(self, method: str, parts: list[str], headers: Mapping[bytes, bytes],
                      body: bytes, client: str | None) -> Response:
         path = "/" + "/".join(parts)
         if parts[0] == "metrics" and len(parts) == 1:
             self._only(method, "GET")
-            text = self.engine.metrics.render().encode()
+            text = (self.engine.metrics.render() + self.engine.llm.metrics.render(
+                self.engine.llm_load())).encode()
             return 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")], text
         if parts[0] != "v2":
             raise NotFound(f"no such endpoint: {path}")
@@ -507,6 +549,16 @@ class ServingApp:
             refused = await self.request(scope["method"], target, headers, b"".join(chunks),
                                          client[0] if client else None)
         status, hdrs, body = refused
+        if not isinstance(body, (bytes, bytearray)):  # a streamed answer
+            await send({"type": "http.response.start", "status": status, "headers": hdrs})
+            try:
+                async for chunk in body:
+                    await send({"type": "http.response.body", "body": chunk,
+                                "more_body": True})
+            finally:
+                await body.aclose()
+            await send({"type": "http.response.body", "body": b""})
+            return
         await send({"type": "http.response.start", "status": status,
                     "headers": [*hdrs, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -556,7 +608,8 @@ def create_app(
     metrics = Metrics()
     request_log = RequestLog(home.monitoring_db, metrics, config["serving.log_queue_capacity"])
     engine = Engine(source, EngineSettings.from_config(config), metrics=metrics,
-                    request_log=request_log)
+                    request_log=request_log,
+                    llm=LlmService(LlmSettings.from_config(config), request_log))
     if authorizer is None:
         authorizer = token_authorizer(home, config["serving.anonymous_loopback"])
     return ServingApp(engine, authorizer=authorizer,

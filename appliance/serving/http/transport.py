@@ -200,6 +200,8 @@ class Connection(asyncio.Protocol):
         self.header_count = 0
         self.body: list[bytes] = []
         self.body_size = 0
+        self.gone: asyncio.Event | None = None  # set when the connection closes
+        self.writable: asyncio.Event | None = None  # cleared while the transport's buffer is full
 
     # ---- asyncio.Protocol -------------------------------------------------
 
@@ -232,11 +234,24 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
+        if self.gone is not None:
+            self.gone.set()
+        if self.writable is not None:
+            self.writable.set()
         self._disarm()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         self.transport = None
+
+    def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = asyncio.Event()
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None:
+            self.writable.set()
 
     def eof_received(self) -> bool:
         """The client sent all it will: answer what was read in full, then close."""
@@ -369,21 +384,32 @@ class Connection(asyncio.Protocol):
         self.busy = True
         # Handed to the application now, not when the task starts, so that it counts in
         # flight at once: requests read in the same turn of the loop then merge into one run.
-        answer = self.app.request(method, target, headers, body, self.client)
+        if self.gone is None:
+            self.gone = asyncio.Event()
+        answer = self.app.request(method, target, headers, body, self.client, self.gone)
         self.task = asyncio.get_running_loop().create_task(self._answer(method, answer, keep))
 
     async def _answer(self, method: str, answer: Awaitable[Response], keep: bool) -> None:
+        streamed = False
         try:
             status, response_headers, response = await answer
+            streamed = not isinstance(response, (bytes, bytearray))
+            if streamed:
+                keep = await self._stream(status, response_headers, response, keep)
         finally:
             self.busy = False
-        if status >= 500 and status != 503:
-            keep = False
         if self.transport is None:
             return
-        if self.last_request and not self.ready:
-            keep = False
-        self._write(status, response_headers, response, keep, method == "HEAD")
+        if not streamed:
+            if status >= 500 and status != 503:
+                keep = False
+            if self.last_request and not self.ready:
+                keep = False
+            self._write(status, response_headers, response, keep, method == "HEAD")
+        elif not keep:
+            self.closing = True
+            self._disarm()
+            self.transport.close()
         if not keep:
             return
         if self.paused:
@@ -414,8 +440,41 @@ class Connection(asyncio.Protocol):
             self._disarm()
             self.transport.close()
 
+    async def _stream(self, status: int, headers: Headers, body: Any, keep: bool) -> bool:
+        """Send an answer as it is made, in chunks; False when the connection must close
+        after it. A client that goes away ends it: the body is closed (``aclose``), which
+        stops the work behind it."""
+        if self.transport is None:
+            await body.aclose()
+            return False
+        chunked = self.parser.get_http_version() == "1.1"
+        keep = keep and chunked and not (self.last_request and not self.ready)
+        lines = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Unknown"))]
+        lines.extend(k + b": " + v for k, v in headers)
+        lines.append(b"transfer-encoding: chunked" if chunked else b"connection: close")
+        if chunked and not keep:
+            lines.append(b"connection: close")
+        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        try:
+            async for chunk in body:
+                if self.transport is None or self.transport.is_closing():
+                    return False
+                if chunk:
+                    self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk)
+                                         if chunked else chunk)
+                    self.poll.touch()
+                if self.writable is not None and not self.writable.is_set():
+                    await self.writable.wait()  # the client reads slower than we write
+        finally:
+            await body.aclose()
+        if self.transport is None or self.transport.is_closing():
+            return False
+        if chunked:
+            self.transport.write(b"0\r\n\r\n")
+        return keep
+
     def _fail(self, status: int, message: str, extra: Headers | None = None) -> None:
-        response: Response = json_response(status, {"error": message}, extra)
+        response: Response = self.app.error_body(self.url, status, message, extra)
         self.ready.clear()
         self._write(status, response[1], response[2], keep=False)
 
@@ -484,7 +543,7 @@ async def serve(app: ServingApp, host: str, port: int, *, stop: asyncio.Event,
     server = await loop.create_server(lambda: Connection(state), host, port, backlog=1024,
                                       reuse_address=True)
     bound = server.sockets[0].getsockname()[1]
-    log.info("serving the V2 inference protocol on http://%s:%d", host, bound)
+    log.info("serving the V2 inference protocol and the OpenAI API (/v1) on http://%s:%d", host, bound)
     if on_ready is not None:
         on_ready(bound)
     try:

@@ -1,0 +1,1 @@
+"""Language models: model folders, chat templates, the generation runtime."""

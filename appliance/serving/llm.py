@@ -1,0 +1,407 @@
+"""Language models in the serving daemon: loading, the asyncio side of a generation,
+and what each request is measured by.
+
+A served LLM version is a ``LoadedLlm``: its runtime (``appliance.llm.runtime``, on
+a thread of its own), its chat template and what the registry knows of it. A
+request becomes a ``Call``: the runtime's thread hands it tokens, and the event
+loop is woken once per batch of them (never once per token while it is still
+busy with the last wake), so streaming costs little more than not streaming.
+
+When a call ends, ``LlmService.record`` counts it in the Prometheus metrics
+(named after vLLM's, under ``appliance_llm_``) and queues its request-log row:
+tokens, queue time, time to first token, mean inter-token latency, end-to-end
+time, finish reason, device-seconds and cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.config import Config
+from appliance.errors import BadInput, OperationFailed, Unavailable
+from appliance.llm.chat import ChatTemplate
+from appliance.llm.runtime import CANCELLED, ERROR, GenaiRuntime, Generation, Runtime, Sampling
+from appliance.serving.requestlog import LlmEntry, RequestLog
+
+# Seconds; time to first token and end-to-end latency span milliseconds to minutes.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+                   1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0)
+TOKEN_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075,
+                 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    queue_capacity: int = 64
+    request_timeout_s: float = 300.0
+    default_max_tokens: int = 256
+    cost_per_gpu_hour: float = 0.0
+    currency: str = ""
+    log_text: bool = False
+
+    @classmethod
+    def from_config(cls, config: Config) -> LlmSettings:
+        return cls(
+            queue_capacity=config["llm.queue_capacity"],
+            request_timeout_s=config["llm.request_timeout_s"],
+            default_max_tokens=config["llm.default_max_tokens"],
+            cost_per_gpu_hour=config["llm.cost_per_gpu_hour"],
+            currency=config["llm.currency"],
+            log_text=config["llm.log_text"],
+        )
+
+
+class LoadedLlm:
+    """One served language-model version."""
+
+    def __init__(self, name: str, version: int, runtime: Runtime, template: ChatTemplate,
+                 info: Mapping[str, Any]) -> None:
+        self.name = name
+        self.version = version
+        self.runtime = runtime
+        self.template = template
+        self.info = dict(info)
+        self.context_length = runtime.context_length
+        self.created = int(time.time())
+        self.provider = ("CUDAExecutionProvider" if runtime.device == "cuda"
+                         else "CPUExecutionProvider")
+
+
+def load_llm(name: str, version: int, folder: Path, info: Mapping[str, Any], *, cuda: bool,
+             settings: LlmSettings, factory: Callable[..., Runtime] = GenaiRuntime
+             ) -> LoadedLlm:
+    """Start a runtime on the folder and check it answers one token."""
+    template = ChatTemplate(folder)
+    runtime = factory(folder, cuda=cuda, queue_capacity=settings.queue_capacity,
+                           eos_token_ids=_eos_ids(folder),
+                           context_length=int(info.get("context_length") or 0) or None,
+                           name=f"{name}@{version}")
+    done = threading.Event()
+
+    class _Warm:
+        def tokens(self, generation: Generation, text: str) -> None:
+            pass
+
+        def finished(self, generation: Generation) -> None:
+            done.set()
+
+    warm = Generation(runtime.encode("hello")[:8] or [0], Sampling(max_tokens=1,
+                                                                   temperature=0.0), _Warm())
+    runtime.submit(warm)
+    if not done.wait(120) or warm.finish_reason == ERROR:
+        runtime.close()
+        raise OperationFailed(f"{name}@{version} did not generate a token when warmed: "
+                              f"{warm.error or 'no answer in 120 s'}")
+    return LoadedLlm(name, version, runtime, template, info)
+
+
+def _eos_ids(folder: Path) -> list[int]:
+    import json
+
+    model = json.loads((folder / "genai_config.json").read_text()).get("model", {})
+    eos = model.get("eos_token_id")
+    return [int(e) for e in eos] if isinstance(eos, list) else [int(eos)] if isinstance(
+        eos, int) else []
+
+
+class Call:
+    """One request in flight: the asyncio side of a ``Generation`` (the ``Sink``)."""
+
+    def __init__(self, model: LoadedLlm, prompt_ids: list[int], sampling: Sampling, *,
+                 stream: bool, endpoint: str, prompt_text: str,
+                 request_id: str | None = None) -> None:
+        self.model = model
+        self.stream = stream
+        self.endpoint = endpoint
+        self.prompt_text = prompt_text
+        self.request_id = request_id
+        self.arrived = time.perf_counter()
+        self.created = int(time.time())
+        self.generation = Generation(prompt_ids, sampling, self)
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self._chunks: collections.deque[str] = collections.deque()
+        self._scheduled = False
+        self.timed_out = False
+        self.gone = False  # the client went away
+        self.ident: str | None = None  # the answer's id, made when the answer is
+
+    # ---- the sink: the runtime's thread ---------------------------------------
+
+    def tokens(self, generation: Generation, text: str) -> None:
+        if self.stream:
+            self._chunks.append(text)
+            self._kick()
+
+    def finished(self, generation: Generation) -> None:
+        self._kick()
+
+    def _kick(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:  # the loop closed: nobody waits any more
+                pass
+
+    def _wake(self) -> None:
+        self._scheduled = False
+        self._event.set()
+
+    # ---- the event loop -------------------------------------------------------
+
+    def start(self) -> None:
+        self.model.runtime.submit(self.generation)
+
+    def cancel(self, *, gone: bool = False) -> None:
+        self.gone = self.gone or gone
+        if self.generation.ended is None:
+            self.model.runtime.cancel(self.generation)
+
+    @property
+    def done(self) -> bool:
+        return self.generation.ended is not None
+
+    async def _wait(self, deadline: float) -> bool:
+        """Wait for the next wake; False when the deadline passed (the call is cancelled)."""
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            self._expire()
+            return False
+        try:
+            await asyncio.wait_for(self._event.wait(), remaining)
+        except TimeoutError:
+            self._expire()
+            return False
+        self._event.clear()
+        return True
+
+    def _expire(self) -> None:
+        self.timed_out = True
+        self.cancel()
+
+    async def result(self, timeout_s: float) -> Generation:
+        """The finished generation; on timeout it is stopped and waited for (briefly)."""
+        deadline = self.arrived + timeout_s
+        while not self.done:
+            if not await self._wait(deadline):
+                break
+        grace = time.perf_counter() + 5.0
+        while not self.done and time.perf_counter() < grace:
+            await self._wait(grace)
+        return self.generation
+
+    async def pieces(self, timeout_s: float) -> AsyncIterator[str]:
+        """Text as it is generated, in the pieces the runtime sent between wakes."""
+        deadline = self.arrived + timeout_s
+        while True:
+            if self._chunks:
+                yield "".join(self._drain())
+                continue
+            if self.done:
+                if self._chunks:
+                    continue
+                return
+            if not await self._wait(deadline):
+                grace = time.perf_counter() + 5.0
+                while not self.done and time.perf_counter() < grace:
+                    await self._wait(grace)
+                return
+
+    def _drain(self) -> list[str]:
+        out = []
+        while self._chunks:
+            out.append(self._chunks.popleft())
+        return out
+
+
+class _Hist:
+    __slots__ = ("bounds", "counts", "total", "count")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+
+class LlmMetrics:
+    """vLLM's request metrics, per model and version, under ``appliance_llm_``."""
+
+    HISTOGRAMS = {
+        "time_to_first_token_seconds": ("Time to first token.", LATENCY_BUCKETS),
+        "inter_token_latency_seconds": ("Time between two tokens of one answer.",
+                                        TOKEN_BUCKETS),
+        "e2e_request_latency_seconds": ("End-to-end request latency.", LATENCY_BUCKETS),
+        "request_queue_time_seconds": ("Time a request waited for a slot.", LATENCY_BUCKETS),
+    }
+
+    def __init__(self) -> None:
+        self.hist: dict[tuple[str, str, str], _Hist] = {}
+        self.prompt_tokens: dict[tuple[str, str], int] = collections.defaultdict(int)
+        self.generation_tokens: dict[tuple[str, str], int] = collections.defaultdict(int)
+        self.requests: dict[tuple[str, str, str], int] = collections.defaultdict(int)
+        self.device_s: dict[tuple[str, str], float] = collections.defaultdict(float)
+        self.cost: dict[tuple[str, str], float] = collections.defaultdict(float)
+
+    def observe(self, name: str, key: tuple[str, str], value: float) -> None:
+        hist = self.hist.get((name, *key))
+        if hist is None:
+            hist = self.hist[(name, *key)] = _Hist(self.HISTOGRAMS[name][1])
+        hist.observe(value)
+
+    def render(self, running: Mapping[tuple[str, str], tuple[int, int]]) -> str:
+        from appliance.serving.metrics import _labels
+
+        out: list[str] = []
+        p = "appliance_llm_"
+        for name, (help_text, _bounds) in self.HISTOGRAMS.items():
+            out += [f"# HELP {p}{name} {help_text}", f"# TYPE {p}{name} histogram"]
+            for (hname, model, version), hist in sorted(self.hist.items()):
+                if hname != name:
+                    continue
+                running_count = 0
+                for bound, n in zip((*hist.bounds, float("inf")), hist.counts, strict=True):
+                    running_count += n
+                    le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                    out.append(f"{p}{name}_bucket"
+                               f"{_labels((('model', model), ('version', version), ('le', le)))}"
+                               f" {running_count}")
+                lab = _labels((("model", model), ("version", version)))
+                out.append(f"{p}{name}_sum{lab} {hist.total:.6f}")
+                out.append(f"{p}{name}_count{lab} {hist.count}")
+
+        def family(name: str, kind: str, help_text: str, rows: list[tuple[str, Any]]) -> None:
+            out.extend([f"# HELP {p}{name} {help_text}", f"# TYPE {p}{name} {kind}"])
+            out.extend(f"{p}{name}{labels} {value}" for labels, value in rows)
+
+        def per_key(values: Mapping[tuple[str, str], Any]) -> list[tuple[str, Any]]:
+            return [(_labels((("model", m), ("version", v))), n)
+                    for (m, v), n in sorted(values.items())]
+
+        family("prompt_tokens_total", "counter", "Prompt tokens processed.",
+               per_key(self.prompt_tokens))
+        family("generation_tokens_total", "counter", "Tokens generated.",
+               per_key(self.generation_tokens))
+        family("request_success_total", "counter",
+               "Requests ended, per finish reason (stop, length, cancelled, error, timeout).",
+               [(_labels((("model", m), ("version", v), ("finished_reason", r))), n)
+                for (m, v, r), n in sorted(self.requests.items())])
+        family("device_seconds_total", "counter",
+               "Device time of requests: GPU-seconds on a GPU, CPU-seconds elsewhere.",
+               [(lab, f"{n:.6f}") for lab, n in per_key(self.device_s)])
+        family("cost_total", "counter",
+               "Cost of requests: device-seconds priced by llm.cost_per_gpu_hour.",
+               [(lab, f"{n:.6f}") for lab, n in per_key(self.cost)])
+        family("num_requests_running", "gauge", "Requests generating now.",
+               [(lab, r) for lab, (r, _w) in per_key(running)])
+        family("num_requests_waiting", "gauge", "Requests waiting for a slot.",
+               [(lab, w) for lab, (_r, w) in per_key(running)])
+        return "\n".join(out) + "\n"
+
+
+class LlmService:
+    """What the serving daemon keeps for language models: settings, metrics, the log."""
+
+    def __init__(self, settings: LlmSettings, request_log: RequestLog | None) -> None:
+        self.settings = settings
+        self.metrics = LlmMetrics()
+        self.request_log = request_log
+        # What runs a model folder: onnxruntime-genai; another backend with the same
+        # interface (``appliance.llm.runtime.Runtime``) may stand in.
+        self.runtime_factory: Callable[..., Runtime] = GenaiRuntime
+
+    def cost(self, device_s: float) -> float:
+        return device_s * self.settings.cost_per_gpu_hour / 3600.0
+
+    def sampling(self, model: LoadedLlm, prompt_tokens: int, *, max_tokens: int | None,
+                 temperature: float, top_p: float, seed: int | None,
+                 stop: tuple[str, ...], param: str = "max_tokens") -> Sampling:
+        """Check the prompt and answer fit the model's context; the sampling settings."""
+        context = model.context_length
+        if prompt_tokens >= context:
+            raise BadInput(f"the prompt is {prompt_tokens} tokens; the model's context is "
+                           f"{context} tokens, and the answer needs at least one",
+                           param="messages" if param == "max_tokens" else "prompt")
+        room = context - prompt_tokens
+        if max_tokens is None:
+            max_tokens = min(self.settings.default_max_tokens, room)
+        elif max_tokens > room:
+            raise BadInput(f"{param} {max_tokens} is past the context: the prompt is "
+                           f"{prompt_tokens} tokens of the model's {context}, so at most "
+                           f"{room} can be generated", param=param)
+        return Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                        seed=seed, stop=stop)
+
+    def record(self, call: Call, status: int, error: str | None = None) -> dict[str, Any]:
+        """Count a finished call; its ``appliance`` figures (for the answer) are returned."""
+        g = call.generation
+        model = call.model
+        key = (model.name, str(model.version))
+        now = time.perf_counter()
+        end = g.ended or now
+        queue_s = ((g.admitted or end) - g.submitted)
+        ttft = (g.first_token - call.arrived) if g.first_token is not None else None
+        e2e = end - call.arrived
+        itl = (sum(g.gaps) / len(g.gaps)) if g.gaps else None
+        reason = g.finish_reason
+        if call.timed_out:
+            reason = "timeout"
+        elif call.gone and reason == CANCELLED:
+            reason = "client_gone"
+        cost = self.cost(g.device_s)
+        m = self.metrics
+        if status < 400 or g.completion_tokens:
+            m.prompt_tokens[key] += len(g.prompt_ids)
+            m.generation_tokens[key] += g.completion_tokens
+            m.device_s[key] += g.device_s
+            m.cost[key] += cost
+            m.observe("request_queue_time_seconds", key, queue_s)
+            m.observe("e2e_request_latency_seconds", key, e2e)
+            if ttft is not None:
+                m.observe("time_to_first_token_seconds", key, ttft)
+            for gap in g.gaps:
+                m.observe("inter_token_latency_seconds", key, gap)
+        m.requests[(*key, reason or "error")] += 1
+        figures = {
+            "model_version": model.version,
+            "queue_ms": round(queue_s * 1e3, 3),
+            "time_to_first_token_ms": None if ttft is None else round(ttft * 1e3, 3),
+            "inter_token_ms": None if itl is None else round(itl * 1e3, 4),
+            "generation_ms": round(((g.ended or now) - (g.admitted or now)) * 1e3, 3),
+            "e2e_ms": round(e2e * 1e3, 3),
+            "device": model.runtime.device,
+            "gpu_seconds" if model.runtime.device == "cuda" else "cpu_seconds":
+                round(g.device_s, 6),
+            "cost": round(cost, 9),
+            "currency": self.settings.currency,
+        }
+        if self.request_log is not None:
+            text = self.settings.log_text
+            self.request_log.record(LlmEntry(
+                time.time(), model.name, model.version, call.endpoint, call.request_id, status,
+                call.stream, len(g.prompt_ids), g.completion_tokens, queue_s * 1e3,
+                None if ttft is None else ttft * 1e3, None if itl is None else itl * 1e3,
+                e2e * 1e3, reason, model.runtime.device, g.device_s, cost,
+                self.settings.currency, error or g.error,
+                call.prompt_text if text else None, g.text if text else None))
+        return figures
+
+    def check_capacity(self, model: LoadedLlm) -> None:
+        running, waiting = model.runtime.load()
+        if waiting >= self.settings.queue_capacity:
+            raise Unavailable(f"model '{model.name}' has {waiting} requests waiting "
+                              "(llm.queue_capacity); retry")

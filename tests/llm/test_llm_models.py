@@ -1,0 +1,170 @@
+"""Language-model folders in the registry: checks, hashing, signing, what `models show` says."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers.llm import ADMIN, register
+
+from appliance.errors import BadInput, Conflict, OperationFailed
+from appliance.llm import tiny
+from appliance.llm.folder import inspect_folder, materialize
+from appliance.promotion.service import promote
+from appliance.registry import import_folder, resolve
+from appliance.storage.home import Home
+
+
+def copy(src: Path, tmp_path: Path, name: str = "copy") -> Path:
+    dest = tmp_path / name
+    shutil.copytree(src, dest)
+    return dest
+
+
+def test_inspect_reads_what_models_show_needs(tiny_model: Path) -> None:
+    info = inspect_folder(tiny_model)
+    sig = info.signature()
+    assert sig["kind"] == "llm" and sig["model_type"] == "llama"
+    assert sig["context_length"] == 128 and sig["vocab_size"] == 300
+    assert 80_000 < sig["parameters"] < 200_000  # the ~100k-parameter model
+    assert sig["chat_template"] is True
+    names = {f.path for f in info.files}
+    assert {"genai_config.json", "model.onnx", "model.onnx.data", "tokenizer.json"} <= names
+
+
+@pytest.mark.parametrize("damage, names", [
+    (lambda d: (d / "genai_config.json").unlink(), "genai_config.json"),
+    (lambda d: (d / "tokenizer.json").write_text("{"), "tokenizer.json"),
+    (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json"),
+    (lambda d: (d / "model.onnx").write_bytes(b"not onnx at all"), "model.onnx"),
+    (lambda d: (d / "model.onnx.data").write_bytes(b"short"), "model.onnx.data"),
+    (lambda d: (d / "model.onnx.data").unlink(), "model.onnx.data"),
+    (lambda d: (d / "genai_config.json").write_text("[1, 2"), "genai_config.json"),
+])
+def test_a_folder_that_is_no_model_exits_2_naming_the_file(
+        tiny_model: Path, tmp_path: Path, runner, home: Home, damage, names: str) -> None:
+    folder = copy(tiny_model, tmp_path)
+    damage(folder)
+    result = runner("models", "import", "chat", str(folder))
+    assert result.exit_code == 2, result.output
+    assert names in result.output
+    with home.db() as db:  # nothing registered, no half-written version
+        assert db.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 0
+
+
+def test_import_is_content_addressed_and_show_tells_the_model(
+        tiny_model: Path, tmp_path: Path, runner, home: Home) -> None:
+    first = runner("models", "import", "chat", str(tiny_model))
+    assert first.exit_code == 0, first.output
+    assert first.output.strip() == "chat@1"
+    again = runner("models", "import", "chat", str(copy(tiny_model, tmp_path)))
+    assert "chat@1" in again.output and "already registered" in again.output
+    changed = copy(tiny_model, tmp_path, "changed")
+    config = json.loads((changed / "genai_config.json").read_text())
+    config["search"]["max_length"] = 64
+    (changed / "genai_config.json").write_text(json.dumps(config))
+    assert runner("models", "import", "chat", str(changed)).output.strip() == "chat@2"
+    shown = runner("models", "show", "chat@1")
+    assert shown.exit_code == 0, shown.output
+    assert "kind llm (llama): context 128 tokens, vocabulary 300" in shown.output
+    assert "parameters" in shown.output and "chat template: the model" in shown.output
+    as_json = json.loads(runner("models", "show", "chat@1", "--json").output)
+    assert as_json["model_version"]["signature"]["kind"] == "llm"
+
+
+def test_tabular_and_language_versions_do_not_mix(tiny_model: Path, home: Home) -> None:
+    from helpers.serving import mlp
+
+    from appliance.registry.importing import import_file
+    from appliance.onnxtools.models import signature_of
+
+    with home.db() as db:
+        import_folder(db, home.blobs, "chat", tiny_model, actor="t")
+        data = mlp(1)
+        with pytest.raises(Conflict, match="language model"):
+            import_file(db, home.blobs, "chat", data, signature_of(data, "m"), actor="t")
+        import_file(db, home.blobs, "tab", data, signature_of(data, "m"), actor="t")
+        with pytest.raises(Conflict, match="tabular"):
+            import_folder(db, home.blobs, "tab", tiny_model, actor="t")
+
+
+def test_promotion_signs_the_folder_and_a_changed_file_is_refused(
+        tiny_model: Path, home: Home, tmp_path: Path) -> None:
+    ref = register(home, tiny_model)
+    with home.db() as db:
+        mv = resolve(db, ref)
+        report = db.execute("SELECT gates FROM gate_reports ORDER BY id DESC LIMIT 1"
+                            ).fetchone()[0]
+    gates = {g["gate"]: g for g in json.loads(report)["gates"]}
+    assert gates["llm_files"]["passed"] and gates["llm_generates"]["passed"]
+    from appliance.serving.registry_source import RegistrySource
+
+    source = RegistrySource(home)
+    resolved = source.resolve("chat", None)
+    assert resolved.signed and (Path(resolved.model) / "genai_config.json").is_file()
+    # A model file changed in the blob store after promotion: the folder is not put back.
+    manifest = json.loads(home.blobs.read_bytes(mv.onnx_digest))
+    data_file = next(f for f in manifest["files"] if f["path"] == "model.onnx.data")
+    blob = home.blobs.path(data_file["sha256"])
+    blob.chmod(0o644)
+    raw = bytearray(blob.read_bytes())
+    raw[100] ^= 0xFF
+    blob.write_bytes(bytes(raw))
+    with pytest.raises(OperationFailed, match="model.onnx.data"):
+        source.resolve("chat", None)
+    with pytest.raises(OperationFailed, match="model.onnx.data"):
+        materialize(home.blobs, home.blobs.read_bytes(mv.onnx_digest), tmp_path / "out")
+    source.close()
+
+
+def test_an_unpromoted_language_model_is_never_loaded(tiny_model: Path, home: Home) -> None:
+    from appliance.serving.registry_source import RegistrySource
+
+    with home.db() as db:
+        import_folder(db, home.blobs, "chat", tiny_model, actor="t")
+    source = RegistrySource(home)
+    with pytest.raises(OperationFailed, match="never passed promotion"):
+        source.resolve("chat", 1)
+    source.close()
+
+
+def test_language_models_go_to_production_directly(tiny_model: Path, home: Home) -> None:
+    register(home, tiny_model)
+    with pytest.raises(BadInput, match="directly"):
+        promote(home, "chat@1", ADMIN, to="canary")
+
+
+def test_the_small_model_answers_its_facts(tiny_model: Path) -> None:
+    import threading
+
+    from appliance.llm.runtime import GenaiRuntime, Generation, Sampling
+
+    runtime = GenaiRuntime(tiny_model, eos_token_ids=[1])
+    done: list[Generation] = []
+    all_done = threading.Event()
+
+    class Sink:
+        def tokens(self, generation: Generation, text: str) -> None:
+            pass
+
+        def finished(self, generation: Generation) -> None:
+            done.append(generation)
+            if len(done) == len(tiny.facts()):
+                all_done.set()
+
+    try:
+        asked = []
+        for question, answer in tiny.facts():
+            g = Generation(runtime.encode(tiny.prompt_for(question)),
+                           Sampling(max_tokens=16, temperature=0.0), Sink())
+            runtime.submit(g)
+            asked.append((g, answer))
+        assert all_done.wait(60)
+    finally:
+        runtime.close()
+    wrong = [(g.text, a) for g, a in asked if g.text.strip() != a]
+    assert not wrong
+    assert {g.path for g, _ in asked} == {"single", "batched"}  # the engine batched the rest
+    assert all(g.finish_reason == "stop" and g.device_s > 0 for g, _ in asked)
