@@ -77,8 +77,8 @@ def test_import_is_content_addressed_and_show_tells_the_model(
 def test_tabular_and_language_versions_do_not_mix(tiny_model: Path, home: Home) -> None:
     from helpers.serving import mlp
 
-    from appliance.registry.importing import import_file
     from appliance.onnxtools.models import signature_of
+    from appliance.registry.importing import import_file
 
     with home.db() as db:
         import_folder(db, home.blobs, "chat", tiny_model, actor="t")
