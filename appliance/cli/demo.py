@@ -77,6 +77,13 @@ def _print_summary(summary: DemoSummary) -> None:
         shown = " -> ".join(f"{v} {a:.3f}" for v, a in summary.live_accuracy.items())
         click.echo(f"  live accuracy:   {shown}  (on the drifted traffic, from delayed labels)")
     click.echo(f"  drift found:     {', '.join(summary.drifted_features) or 'none'}")
+    if summary.llm is not None and summary.llm.answers:
+        tokens = sum(a.usage.get("total_tokens", 0) for a in summary.llm.answers)
+        cost = sum(a.figures.get("cost", 0.0) for a in summary.llm.answers)
+        currency = summary.llm.answers[0].figures.get("currency") or ""
+        click.echo(f"  language model:  {summary.llm.version}, {len(summary.llm.answers)} "
+                   f"questions answered through /v1/chat/completions, {tokens} tokens, "
+                   f"cost {cost:.3g} {currency}".rstrip())
     click.echo(f"  alerts:          {len(summary.alerts)}")
     click.echo(f"  rollout:         {'; '.join(summary.rollout)}")
     click.echo(f"  requests served: {summary.requests_sent - summary.requests_failed} of "

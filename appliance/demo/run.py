@@ -8,7 +8,9 @@
    (concept drift), feeding delayed labels;
 5. detect both, name the drifted features, raise alerts, retrain on recent data;
 6. roll the retrained version out through shadow and canary to production, under traffic;
-7. verify the audit trail.
+7. serve a small language model built on this machine and ask it questions through
+   OpenAI's API, with tokens, latency and cost per request (``demo/llm.py``);
+8. verify the audit trail.
 
 Every step checks what it claims and raises ``DemoFailed`` naming itself when it can not.
 The four services run as child processes (as ``appliance up`` runs them) against the
@@ -36,6 +38,7 @@ from appliance.auth.users import add_user
 from appliance.config import Config, load_config
 from appliance.datasets import add_dataset
 from appliance.demo import data as loans
+from appliance.demo import llm as demo_llm
 from appliance.demo.traffic import Client, Outcome, model_inputs, send
 from appliance.errors import ApplianceError, OperationFailed
 from appliance.jobs import KINDS
@@ -120,6 +123,7 @@ class DemoSummary:
     audit_entries: int = 0
     audit_checkpoints: int = 0
     seconds: float = 0.0
+    llm: demo_llm.LlmSummary | None = None
     running: Supervisor | None = None  # the services, when the demo leaves them running
 
 
@@ -159,6 +163,8 @@ def write_demo_config(home: Path, serving_port: int, console_port: int) -> Path:
         "console": {"host": HOST, "port": console_port, "workers": 1},
         "worker": {"poll_s": 0.2},
         "monitoring": {"min_rows": 100, "min_labels": 100},
+        # An example price, so that the demo shows a cost per request.
+        "llm": {"cost_per_gpu_hour": 2.5, "currency": "EUR"},
     }, sort_keys=True)
     path.write_text("# Written by 'appliance demo'.\n" + text)
     return path
@@ -170,7 +176,7 @@ class Demo:
         self.config_path = config_path
         self.config: Config = load_config(config_path)
         self.settings = settings
-        self.steps = Steps(say)
+        self.steps = Steps(say, total=8)
         self.say = say
         user = _os_user()
         self.actor = f"local:{user}"
@@ -451,6 +457,15 @@ class Demo:
         self.steps.info(f"{candidate} is in production; {self.traffic.sent} requests so far, "
                         f"{self.traffic.failed} failed")
 
+    def step_llm(self, summary: DemoSummary, build: demo_llm.ModelBuild) -> None:
+        self.steps.start("serve a language model: OpenAI's API, tokens, latency and cost")
+        port = int(summary.serving_url.rsplit(":", 1)[1].split("/")[0])
+        try:
+            summary.llm = demo_llm.run_step(self.home, build, self.principal, HOST, port,
+                                            self.wait_for, self.steps.info)
+        except OperationFailed as exc:
+            raise self.steps.fail(str(exc)) from exc
+
     def step_audit(self, summary: DemoSummary) -> None:
         self.steps.start("verify the audit trail")
         with self.home.db() as db:
@@ -519,6 +534,8 @@ def run_demo(root: Path, settings: DemoSettings, say: Say, *, keep: bool = False
                           serving_url=f"http://{HOST}:{serving_port}/v2",
                           admin_user="admin", admin_password=password)
     ok = False
+    # Built while the tabular loop runs; served in step 7.
+    build = demo_llm.ModelBuild(home.root / "demo-llm").start()
     try:
         demo.start_services(summary)
         dataset = demo.step_data(summary)
@@ -527,6 +544,7 @@ def run_demo(root: Path, settings: DemoSettings, say: Say, *, keep: bool = False
         t_data, t_concept = demo.step_shift(summary)
         demo.step_detect(summary, t_data, t_concept)
         demo.step_rollout(summary)
+        demo.step_llm(summary, build)
         demo.step_audit(summary)
         ok = True
     except ApplianceError as exc:

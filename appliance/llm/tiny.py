@@ -107,6 +107,9 @@ def _train(hf: Path, size: Size, seed: int) -> None:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a library's bar in the middle of our progress lines
 
     random.seed(seed)
     torch.manual_seed(seed)
