@@ -22,10 +22,10 @@ def _ms(value: float | None) -> str:
 
 
 def money(value: float | None) -> str:
-    """Cents once there are some; small amounts to four significant digits."""
+    """Two decimals from a cent up; smaller amounts to four significant digits."""
     if value is None:
         return "-"
-    return f"{value:,.2f}" if value >= 1 or value == 0 else f"{value:.4g}"
+    return f"{value:,.2f}" if value >= 0.01 or value == 0 else f"{value:.4g}"
 
 
 def _cells(label: str, g: dict[str, Any]) -> list[str]:
