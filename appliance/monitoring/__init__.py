@@ -13,11 +13,14 @@ The entry points the CLI, the console and the jobs call:
 - ``set_policy``, ``get_policy``: retraining policies.
 - ``run_retention(mon, config)``: roll the request log up into per-minute aggregates and
   delete or empty what is past its retention; ``traffic`` and ``served_models`` read them.
+- ``llm_usage(mdb, model=, since=, db=)``: the language models' requests, tokens, latency,
+  device time and cost per model version and per day.
 """
 
 from appliance.monitoring.alerts import Alert, acknowledge, get_alert, list_alerts
 from appliance.monitoring.check import ModelCheck, check_history, run_check
 from appliance.monitoring.feedback import FeedbackResult, add_feedback, add_feedback_records
+from appliance.monitoring.llm_usage import llm_usage
 from appliance.monitoring.overview import overview
 from appliance.monitoring.render import render_html, render_text
 from appliance.monitoring.retraining import get_policy, set_policy
@@ -37,6 +40,7 @@ __all__ = [
     "get_alert",
     "get_policy",
     "list_alerts",
+    "llm_usage",
     "overview",
     "render_html",
     "render_text",

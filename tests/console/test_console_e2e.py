@@ -204,7 +204,7 @@ PAGES = {
     "overview": "/", "models": "/models", "model": "/models/churn",
     "version": "/models/churn/2", "card": "/models/churn/2/card",
     "promote": "/models/churn/2/promote", "monitoring": "/monitoring",
-    "monitoring-model": "/monitoring/churn", "datasets": "/datasets",
+    "monitoring-model": "/monitoring/churn", "llm": "/llm", "datasets": "/datasets",
     "dataset": "/datasets/customers", "dataset-version": "/datasets/customers/1",
     "training": "/training", "job": "/training/jobs/1", "alerts": "/alerts",
     "audit": "/audit", "users": "/users", "settings": "/settings", "runs": "/runs",

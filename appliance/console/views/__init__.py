@@ -4,6 +4,7 @@ from appliance.console.views import (
     alerts,
     audit,
     datasets,
+    llm,
     meta,
     models,
     monitoring,
@@ -17,6 +18,6 @@ from appliance.console.views import (
 )
 
 BLUEPRINTS = [
-    session.bp, overview.bp, models.bp, promotion.bp, training.bp, runs.bp, datasets.bp, monitoring.bp, alerts.bp,
-    audit.bp, users.bp, settings.bp, meta.bp,
+    session.bp, overview.bp, models.bp, promotion.bp, training.bp, runs.bp, datasets.bp, monitoring.bp,
+    llm.bp, alerts.bp, audit.bp, users.bp, settings.bp, meta.bp,
 ]
