@@ -100,7 +100,9 @@ def ask(host: str, port: int, question: str, *, stream: bool) -> Answer:
         doc = json.loads(raw)
         return Answer(question, doc["choices"][0]["message"]["content"], False, doc["usage"],
                       doc["appliance"])
-    text, usage, figures = "", {}, {}
+    text = ""
+    usage: dict[str, int] = {}
+    figures: dict[str, Any] = {}
     for block in raw.decode().split("\n\n"):
         if not block.startswith("data: ") or block == "data: [DONE]":
             continue

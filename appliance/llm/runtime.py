@@ -45,6 +45,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    min_tokens: int = 0  # the end-of-sequence token is masked until this many
 
 
 class Sink(Protocol):
@@ -108,7 +109,9 @@ class GenaiRuntime:
 
     def __init__(self, folder: str | Path, *, cuda: bool = False, queue_capacity: int = 64,
                  eos_token_ids: list[int] | None = None, context_length: int | None = None,
-                 name: str = "llm") -> None:
+                 name: str = "llm", threaded: bool = True) -> None:
+        """``threaded``: run on a thread of its own; else the caller's thread drives it
+        with ``busy()`` and ``step()`` (a child process that does nothing else)."""
         import onnxruntime_genai as og
 
         self._og = og
@@ -138,10 +141,15 @@ class GenaiRuntime:
         self._batched: dict[int, Generation] = {}  # id(og request) -> generation
         self._cond = threading.Condition()
         self._closing = False
-        self._thread = threading.Thread(target=self._main, name=f"llm-{name}", daemon=True)
         self._ready = threading.Event()
-        self._thread.start()
-        self._ready.wait()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._main, name=f"llm-{name}",
+                                            daemon=True)
+            self._thread.start()
+            self._ready.wait()
+        else:
+            self._make_engine()
 
     # ---- the interface -------------------------------------------------------
 
@@ -177,7 +185,37 @@ class GenaiRuntime:
         with self._cond:
             self._closing = True
             self._cond.notify()
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return
+        while self._single or self._batched:
+            self.step()
+        self._refuse_waiting()
+
+    def busy(self) -> bool:
+        return bool(self._waiting or self._single or self._batched)
+
+    def step(self) -> None:
+        """Admit what waits and give every running stream one step."""
+        try:
+            with self._cond:
+                starting = self._admit()
+            for generation, path in starting:  # prefill, outside the lock
+                if path == "single":
+                    self._start_single(generation)
+                else:
+                    self._start_batched(generation)
+            self._turn()
+        except Exception as exc:  # noqa: BLE001 - a runtime failure ends the requests, not the runtime
+            log.exception("%s: generation failed", self.name)
+            self._fail_all(f"generation failed: {exc}")
+
+    def _refuse_waiting(self) -> None:
+        with self._cond:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for generation in waiting:
+            self._finish(generation, ERROR, "the model was unloaded before this request ran")
 
     # ---- the thread ------------------------------------------------------------
 
@@ -202,23 +240,9 @@ class GenaiRuntime:
                 while not (self._waiting or self._single or self._batched or self._closing):
                     self._cond.wait()
                 if self._closing and not (self._single or self._batched):
-                    waiting = list(self._waiting)
-                    self._waiting.clear()
                     break
-            try:
-                with self._cond:
-                    starting = self._admit()
-                for generation, path in starting:  # prefill, outside the lock
-                    if path == "single":
-                        self._start_single(generation)
-                    else:
-                        self._start_batched(generation)
-                self._turn()
-            except Exception as exc:  # noqa: BLE001 - a runtime failure ends the requests, not the thread
-                log.exception("%s: generation failed", self.name)
-                self._fail_all(f"generation failed: {exc}")
-        for generation in waiting:
-            self._finish(generation, ERROR, "the model was unloaded before this request ran")
+            self.step()
+        self._refuse_waiting()
 
     def _admit(self) -> list[tuple[Generation, str]]:
         """Take waiting requests in, oldest first: onto a generator of their own when
@@ -258,6 +282,8 @@ class GenaiRuntime:
             "max_length": min(self.context_length,
                               len(generation.prompt_ids) + s.max_tokens),
             "do_sample": s.temperature > 0}
+        if s.min_tokens:
+            options["min_length"] = len(generation.prompt_ids) + s.min_tokens
         if s.temperature > 0:
             options.update(temperature=s.temperature, top_p=s.top_p)
             if s.seed is not None:
@@ -279,6 +305,8 @@ class GenaiRuntime:
         request = self.engine.create_request()
         options = og.TurnOptions(request)
         options.set_max_generated_tokens(s.max_tokens)
+        if s.min_tokens:
+            options.set_min_generated_tokens(s.min_tokens)
         options.set_do_sample(s.temperature > 0)
         if s.temperature > 0:
             options.set_temperature(s.temperature)

@@ -241,7 +241,8 @@ class Engine:
                   signed: bool) -> LoadedModel:
         cuda = "CUDAExecutionProvider" in (self.providers or ())
         loaded = load_llm(name, version, Path(folder), info, cuda=cuda,
-                          settings=self.llm.settings, factory=self.llm.runtime_factory)
+                          settings=self.llm.settings, factory=self.llm.runtime_factory,
+                          loop=self._loop)
         model = LoadedModel(name, version, None, Signature((), ()), loaded.provider,
                             signed=signed)
         model.llm = loaded

@@ -20,7 +20,7 @@ import bisect
 import collections
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,14 +76,18 @@ class LoadedLlm:
 
 
 def load_llm(name: str, version: int, folder: Path, info: Mapping[str, Any], *, cuda: bool,
-             settings: LlmSettings, factory: Callable[..., Runtime] = GenaiRuntime
+             settings: LlmSettings, factory: type = GenaiRuntime, loop: Any = None
              ) -> LoadedLlm:
-    """Start a runtime on the folder and check it answers one token."""
+    """Start a runtime on the folder, in a child process (``factory`` runs there: see
+    ``appliance.llm.process``), and check it answers one token."""
+    from appliance.llm.process import ProcessRuntime
+
     template = ChatTemplate(folder)
-    runtime = factory(folder, cuda=cuda, queue_capacity=settings.queue_capacity,
-                           eos_token_ids=_eos_ids(folder),
-                           context_length=int(info.get("context_length") or 0) or None,
-                           name=f"{name}@{version}")
+    runtime = ProcessRuntime(folder, runtime=factory, cuda=cuda,
+                             queue_capacity=settings.queue_capacity,
+                             eos_token_ids=_eos_ids(folder),
+                             context_length=int(info.get("context_length") or 0) or None,
+                             name=f"{name}@{version}", loop=loop)
     done = threading.Event()
 
     class _Warm:
@@ -127,6 +131,7 @@ class Call:
         self.created = int(time.time())
         self.generation = Generation(prompt_ids, sampling, self)
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._event = asyncio.Event()
         self._chunks: collections.deque[str] = collections.deque()
         self._scheduled = False
@@ -145,6 +150,9 @@ class Call:
         self._kick()
 
     def _kick(self) -> None:
+        if threading.get_ident() == self._loop_thread:  # the loop reads the runtime's pipe
+            self._event.set()
+            return
         if not self._scheduled:
             self._scheduled = True
             try:
@@ -322,14 +330,15 @@ class LlmService:
         self.request_log = request_log
         # What runs a model folder: onnxruntime-genai; another backend with the same
         # interface (``appliance.llm.runtime.Runtime``) may stand in.
-        self.runtime_factory: Callable[..., Runtime] = GenaiRuntime
+        self.runtime_factory: type = GenaiRuntime
 
     def cost(self, device_s: float) -> float:
         return device_s * self.settings.cost_per_gpu_hour / 3600.0
 
     def sampling(self, model: LoadedLlm, prompt_tokens: int, *, max_tokens: int | None,
                  temperature: float, top_p: float, seed: int | None,
-                 stop: tuple[str, ...], param: str = "max_tokens") -> Sampling:
+                 stop: tuple[str, ...], param: str = "max_tokens",
+                 min_tokens: int = 0) -> Sampling:
         """Check the prompt and answer fit the model's context; the sampling settings."""
         context = model.context_length
         if prompt_tokens >= context:
@@ -343,8 +352,11 @@ class LlmService:
             raise BadInput(f"{param} {max_tokens} is past the context: the prompt is "
                            f"{prompt_tokens} tokens of the model's {context}, so at most "
                            f"{room} can be generated", param=param)
+        if min_tokens > max_tokens:
+            raise BadInput(f"min_tokens {min_tokens} is more than the {max_tokens} tokens the "
+                           "answer may have", param="min_tokens")
         return Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                        seed=seed, stop=stop)
+                        seed=seed, stop=stop, min_tokens=min_tokens)
 
     def record(self, call: Call, status: int, error: str | None = None) -> dict[str, Any]:
         """Count a finished call; its ``appliance`` figures (for the answer) are returned."""

@@ -138,6 +138,9 @@ def test_stop_strings_max_tokens_and_seeded_sampling(served: ServerThread) -> No
     doc = chat(served, ask(temperature=0, max_completion_tokens=2))[2]
     assert doc["choices"][0]["finish_reason"] == "length"
     assert doc["usage"]["completion_tokens"] == 2
+    doc = chat(served, ask(temperature=0, min_tokens=30, max_tokens=30))[2]
+    assert doc["usage"]["completion_tokens"] == 30  # vLLM's min_tokens: no end before 30
+    assert doc["choices"][0]["finish_reason"] == "length"
     seeded = [chat(served, ask("Tell me a story.", temperature=1.5, seed=7, max_tokens=20))[2]
               ["choices"][0]["message"]["content"] for _ in range(2)]
     assert seeded[0] == seeded[1]
@@ -158,6 +161,7 @@ def test_stop_strings_max_tokens_and_seeded_sampling(served: ServerThread) -> No
     ({**ask(), "max_tokens": 0}, 400, "max_tokens", "at least 1"),
     ({**ask(), "temperature": 9}, 400, "temperature", "<= 2"),
     ({**ask(), "n": 2}, 400, "n", "one answer"),
+    ({**ask(), "min_tokens": 9, "max_tokens": 5}, 400, "min_tokens", "more than"),
     ({**ask(), "stop": [1]}, 400, "stop", "strings"),
     ({**ask(), "stream": "yes"}, 400, "stream", "true or false"),
     ({**ask(), "stream_options": {"include_usage": True}}, 400, "stream_options", "stream"),

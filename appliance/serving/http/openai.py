@@ -125,6 +125,11 @@ class Params:
             raise BadInput(f"'{self.max_param}' must be at least 1, not {max_tokens}",
                            param=self.max_param)
         self.max_tokens = max_tokens
+        # vLLM's extension: no end of answer before this many tokens.
+        min_tokens = _integer(doc, "min_tokens") or 0
+        if min_tokens < 0:
+            raise BadInput("'min_tokens' must be 0 or more", param="min_tokens")
+        self.min_tokens = min_tokens
         self.temperature = _number(doc, "temperature", 1.0, 0.0, 2.0)
         self.top_p = _number(doc, "top_p", 1.0, 0.0, 1.0, open_low=True)
         seed = _integer(doc, "seed")
@@ -223,7 +228,7 @@ class OpenAI:
         sampling = service.sampling(model, len(ids), max_tokens=params.max_tokens,
                                     temperature=params.temperature, top_p=params.top_p,
                                     seed=params.seed, stop=params.stop,
-                                    param=params.max_param)
+                                    param=params.max_param, min_tokens=params.min_tokens)
         service.check_capacity(model)
         call = Call(model, ids, sampling, stream=params.stream, endpoint=endpoint,
                     prompt_text=prompt, request_id=params.user)

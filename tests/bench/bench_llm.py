@@ -1,0 +1,279 @@
+"""Language-model serving benchmark: raw onnxruntime-genai against the daemon, in one run.
+
+    .venv/bin/python -m tests.bench.bench_llm [--tokens 60] [--requests 30] [--no-small]
+
+Builds the small model (and, unless ``--no-small``, the larger one of a few million
+parameters; both cached under ``--work``, default a folder in the system's temporary
+directory) and measures, for each:
+
+- raw: onnxruntime-genai in this process, one ``Generator`` per prompt, generating
+  exactly ``--tokens`` tokens (the end-of-sequence token masked), greedy: tokens per
+  second over the whole request, and the time to the first token;
+- ours, not streamed and streamed: the same prompts through ``/v1/completions`` of the
+  serving daemon (its application and server, in a child process, with the model
+  registered, promoted and loaded from the registry), from a keep-alive client here,
+  with ``min_tokens`` = ``max_tokens`` = ``--tokens``: tokens per second as the client
+  sees them, and the time to the first streamed text;
+- eight concurrent streams: the aggregate tokens per second as a ratio of one stream's.
+
+Raw is measured before and after ours and averaged, since this machine's speed drifts.
+Prints ours, raw and the ratio for each goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance.llm import tiny
+
+GOALS = {"tiny": {"plain": 0.90, "stream": 0.70}, "small": {"plain": 0.95, "stream": 0.95}}
+
+
+def build(work: Path, size: str) -> Path:
+    folder = work / f"model-{size}"
+    if not (folder / "genai_config.json").exists():
+        print(f"building the {size} model in {folder} ...", flush=True)
+        started = time.perf_counter()
+        tiny.build(folder, size=size)
+        print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
+    return folder
+
+
+def prompts() -> list[str]:
+    return [tiny.prompt_for(q) for q, _ in tiny.facts()]
+
+
+def raw(folder: Path, tokens: int, requests: int) -> dict[str, float]:
+    """onnxruntime-genai in-process: tokens/s over whole requests, median first token."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    tokenizer = og.Tokenizer(model)
+    encoded = [tokenizer.encode(p) for p in prompts()]
+    rates, firsts = [], []
+    for i in range(requests):
+        ids = encoded[i % len(encoded)]
+        started = time.perf_counter()
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(ids) + tokens, min_length=len(ids) + tokens,
+                                  do_sample=False)
+        generator = og.Generator(model, params)
+        generator.append_tokens(ids)
+        stream = tokenizer.create_stream()
+        n = 0
+        while not generator.is_done():
+            generator.generate_next_token()
+            stream.decode(int(generator.get_next_tokens()[0]))
+            n += 1
+            if n == 1:
+                firsts.append(time.perf_counter() - started)
+        rates.append(n / (time.perf_counter() - started))
+    return {"tokens_per_s": statistics.median(rates), "ttft_ms": statistics.median(firsts) * 1e3}
+
+
+def serve_child(home: str, port_file: str) -> None:
+    """Child process: the serving daemon's application and server over a data directory."""
+    import asyncio
+    import signal
+
+    from appliance.config import parse_config
+    from appliance.serving.http import create_app
+    from appliance.serving.http.transport import serve
+    from appliance.storage.home import Home
+
+    config = parse_config({"serving": {"poll_interval_s": 0.2}})
+    app = create_app(config, home=Home(root=Path(home)))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await serve(app, "127.0.0.1", 0, stop=stop,
+                    on_ready=lambda p: Path(port_file).write_text(str(p)))
+
+    asyncio.run(main())
+
+
+class Daemon:
+    def __init__(self, work: Path, folder: Path, name: str) -> None:
+        from appliance.auth.permissions import Principal, Role
+        from appliance.promotion.service import promote
+        from appliance.registry import import_folder
+        from appliance.storage.home import Home, init_home
+
+        self.home = Home(root=Path(tempfile.mkdtemp(prefix="bench-llm-", dir=work)))
+        init_home(self.home)
+        with self.home.db() as db:
+            mv, _ = import_folder(db, self.home.blobs, name, folder, actor="bench")
+        promote(self.home, mv.ref, Principal(name="bench", role=Role.ADMIN))
+        port_file = self.home.root / "port"
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.bench.bench_llm",
+                                      "--serve-child", str(self.home.root), str(port_file)])
+        deadline = time.monotonic() + 120
+        while not port_file.exists() or not port_file.read_text():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit("the serving daemon did not start")
+            time.sleep(0.1)
+        self.port = int(port_file.read_text())
+        self.name = name
+        while name not in self.get("/v1/models"):
+            time.sleep(0.1)
+
+    def get(self, path: str) -> str:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def one(conn: http.client.HTTPConnection, name: str, prompt: str, tokens: int,
+        stream: bool) -> tuple[int, float, float]:
+    """(tokens, seconds, seconds to the first text) of one request, as the client sees it."""
+    body = json.dumps({"model": name, "prompt": prompt, "max_tokens": tokens,
+                       "min_tokens": tokens, "temperature": 0, "stream": stream}).encode()
+    started = time.perf_counter()
+    conn.request("POST", "/v1/completions", body, {"content-type": "application/json"})
+    resp = conn.getresponse()
+    if not stream:
+        doc = json.loads(resp.read())
+        if resp.status != 200:
+            raise SystemExit(f"the daemon answered {resp.status}: {doc}")
+        elapsed = time.perf_counter() - started
+        return doc["usage"]["completion_tokens"], elapsed, elapsed
+    first = 0.0
+    count = 0
+    buffer = b""
+    while True:
+        line = resp.readline()  # http.client undoes the chunked framing
+        if not line:
+            break
+        buffer += line
+        if line.startswith(b"data: {") and b'"text":""' not in line and not first:
+            first = time.perf_counter() - started
+        if line.startswith(b"data: [DONE]"):
+            break
+    resp.read()
+    elapsed = time.perf_counter() - started
+    count = tokens  # min_tokens = max_tokens: the answer has exactly this many
+    return count, elapsed, first
+
+
+def ours(daemon: Daemon, tokens: int, requests: int, stream: bool) -> dict[str, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=60)
+    rates, firsts = [], []
+    try:
+        texts = prompts()
+        for i in range(requests):
+            n, seconds, first = one(conn, daemon.name, texts[i % len(texts)], tokens, stream)
+            rates.append(n / seconds)
+            firsts.append(first)
+    finally:
+        conn.close()
+    return {"tokens_per_s": statistics.median(rates), "ttft_ms": statistics.median(firsts) * 1e3}
+
+
+def concurrent(daemon: Daemon, tokens: int, streams: int, seconds: float) -> float:
+    """Aggregate tokens/s of ``streams`` clients streaming at once for ``seconds``."""
+    total = [0] * streams
+    stop = time.perf_counter() + seconds
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=60)
+        texts = prompts()
+        i = k
+        try:
+            while time.perf_counter() < stop:
+                n, _, _ = one(conn, daemon.name, texts[i % len(texts)], tokens, True)
+                total[k] += n
+                i += 1
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(total) / (time.perf_counter() - started)
+
+
+def run(work: Path, size: str, tokens: int, requests: int) -> dict[str, Any]:
+    folder = build(work, size)
+    before = raw(folder, tokens, requests)
+    daemon = Daemon(work, folder, f"bench-{size}")
+    try:
+        ours(daemon, tokens, 3, False)  # warm the connection and the caches
+        plain = ours(daemon, tokens, requests, False)
+        streamed = ours(daemon, tokens, requests, True)
+        one_stream = concurrent(daemon, tokens, 1, 3.0)
+        eight = concurrent(daemon, tokens, 8, 3.0)
+    finally:
+        daemon.stop()
+    after = raw(folder, tokens, requests)
+    base = {k: (before[k] + after[k]) / 2 for k in before}
+    return {"size": size, "raw": base, "plain": plain, "stream": streamed,
+            "one_stream": one_stream, "eight_streams": eight}
+
+
+def report(result: dict[str, Any]) -> None:
+    size = result["size"]
+    goals = GOALS[size]
+    r = result["raw"]
+    print(f"\n{size} model, {r['tokens_per_s']:.0f} tokens/s raw, first token "
+          f"{r['ttft_ms']:.2f} ms raw")
+    print(f"{'measure':<34} {'ours':>10} {'raw':>10} {'ratio':>7}  goal")
+    for kind, label in (("plain", "tokens/s, not streamed"), ("stream", "tokens/s, streamed")):
+        o = result[kind]["tokens_per_s"]
+        ratio = o / r["tokens_per_s"]
+        met = "met" if ratio >= goals[kind] else "NOT met"
+        print(f"{label:<34} {o:>10.0f} {r['tokens_per_s']:>10.0f} {ratio:>7.2f}  "
+              f">= {goals[kind]:.2f} ({met})")
+    ttft = result["stream"]["ttft_ms"]
+    over = ttft - r["ttft_ms"]
+    print(f"{'first token p50, ms (streamed)':<34} {ttft:>10.2f} {r['ttft_ms']:>10.2f} "
+          f"{'+' if over >= 0 else ''}{over:>6.2f}  <= raw + 2 ms "
+          f"({'met' if over <= 2.0 else 'NOT met'})")
+    ratio = result["eight_streams"] / result["one_stream"]
+    print(f"{'8 streams / 1 stream, tokens/s':<34} {result['eight_streams']:>10.0f} "
+          f"{result['one_stream']:>10.0f} {ratio:>7.2f}  >= 2 where the runtime batches "
+          f"({'met' if ratio >= 2 else 'NOT met'})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tokens", type=int, default=60, help="Tokens per answer.")
+    parser.add_argument("--requests", type=int, default=30, help="Requests per measurement.")
+    parser.add_argument("--no-small", action="store_true",
+                        help="Skip the larger model (it takes a minute or two to build).")
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "appliance-bench-llm",
+                        help="Where the models are built and kept between runs.")
+    parser.add_argument("--serve-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_child:
+        serve_child(*args.serve_child)
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    sizes = ["tiny"] if args.no_small else ["tiny", "small"]
+    for size in sizes:
+        report(run(args.work, size, args.tokens, args.requests))
+
+
+if __name__ == "__main__":
+    main()
