@@ -38,7 +38,7 @@ TABLE: dict[str, tuple[str, str]] = {
     "gpu": ("gpu", "Print the GPUs (NVML): memory, utilisation, and memory held by jobs and serving."),
     "init": ("system", "Create the data directory and databases, and apply pending migrations."),
     "jobs": ("jobs", "Submit, inspect and cancel queued jobs."),
-    "llm": ("llm", "Language models served over OpenAI's API: their usage and cost."),
+    "llm": ("llm", "Language models served over OpenAI's API: an example model, usage and cost."),
     "models": ("models", "The model registry: versions, aliases and their history, tags."),
     "monitoring": ("monitoring", "Traffic of served models and their retraining policies."),
     "restore": ("backup", "Restore a backup into an empty data directory, verifying every file first."),

@@ -14,7 +14,7 @@ DEVICE_SECONDS = {"cuda": "GPU-s", "cpu": "CPU-s"}
 
 @click.group("llm")
 def llm_group() -> None:
-    """Language models served over OpenAI's API: their usage and cost."""
+    """Language models served over OpenAI's API: an example model, usage and cost."""
 
 
 def _ms(value: float | None) -> str:
@@ -86,3 +86,29 @@ def llm_usage_command(env: Env, model: str | None, since: str | None, as_json: b
 
 
 COMMANDS = [llm_group]
+
+
+@llm_group.command("build-example")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--size", type=click.Choice(["tiny", "small"]), default="tiny", show_default=True,
+              help="tiny: ~110k parameters, built in under a minute; small: a few million, "
+                   "a millisecond or more per token, for measuring.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training.")
+def llm_build_example(folder: str, size: str, seed: int) -> None:
+    """Build a small language model here, into FOLDER (new or empty), with nothing
+    downloaded: a byte-level BPE tokenizer and a Llama-architecture model trained on a
+    few made-up facts, converted by onnxruntime-genai's model builder. It answers
+    "What is the capital of Veltria?" with "Orsk." Register it with 'appliance models
+    import NAME FOLDER'.
+    """
+    from appliance.errors import BadInput, OperationFailed
+    from appliance.llm import tiny
+
+    try:
+        out = tiny.build(folder, size=size, seed=seed,
+                         progress=lambda m: click.echo(f"llm: {m}", err=True))
+    except FileExistsError as exc:
+        raise BadInput(f"FOLDER: {exc}; give a new or empty folder") from None
+    except RuntimeError as exc:
+        raise OperationFailed(str(exc)) from None
+    click.echo(str(out))

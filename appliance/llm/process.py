@@ -35,6 +35,9 @@ from appliance.llm.runtime import ERROR, Generation, Sampling
 log = logging.getLogger("appliance.llm")
 
 START_TIMEOUT_S = 300.0
+# How often the child sends streamed text: each message wakes the serving loop, and on a
+# small model a token takes a tenth of that.
+STREAM_FLUSH_S = 0.001
 
 
 def _class_path(cls: type) -> str:
@@ -255,7 +258,9 @@ def _finish(generation: Generation, state: dict[str, Any]) -> None:
 class _Forward:
     """The child's sink: collects what each step produced, sent once per step."""
 
-    def __init__(self, outbox: list[Any], finished: list[Any], key: int, stream: bool) -> None:
+    def __init__(self, outbox: list[Any], finished: list[Any], key: int, stream: bool,
+                 urgent: list[bool]) -> None:
+        self.urgent = urgent
         self.outbox = outbox
         self.done = finished
         self.key = key
@@ -264,6 +269,8 @@ class _Forward:
     def tokens(self, generation: Generation, text: str) -> None:
         if self.stream:
             self.outbox.append((self.key, text))
+            if generation.completion_tokens <= 1:
+                self.urgent[0] = True  # a first token goes out at once
 
     def finished(self, generation: Generation) -> None:
         g = generation
@@ -292,15 +299,25 @@ def child_main(conn: Connection, folder: str, runtime_path: str,
     conn.send(("ready", runtime.context_length, 1 + int(getattr(runtime, "engine_capacity", 0))))
     outbox: list[Any] = []
     finished: list[Any] = []
+    urgent = [False]
+    last_sent = [0.0]
     generations: dict[int, Generation] = {}
 
-    def send() -> None:
-        if outbox or finished:
+    def send(force: bool = False) -> None:
+        """Streamed text goes out every STREAM_FLUSH_S (each message wakes the parent);
+        a first token, a finished generation, or an idle model sends at once."""
+        now = time.perf_counter()
+        if finished or urgent[0] or force or (
+                outbox and now - last_sent[0] >= STREAM_FLUSH_S):
+            if not (outbox or finished):
+                return
             for key, _state in finished:
                 generations.pop(key, None)
             conn.send(("step", list(outbox), list(finished)))
             outbox.clear()
             finished.clear()
+            urgent[0] = False
+            last_sent[0] = now
 
     def handle(message: Any) -> bool:
         """False on 'close'."""
@@ -310,7 +327,7 @@ def child_main(conn: Connection, folder: str, runtime_path: str,
             sampling = Sampling(max_tokens=s[0], temperature=s[1], top_p=s[2], seed=s[3],
                                 stop=tuple(s[4]), min_tokens=s[5])
             generation = Generation(list(ids), sampling,
-                                    _Forward(outbox, finished, key, stream),
+                                    _Forward(outbox, finished, key, stream, urgent),
                                     submitted=submitted)
             generations[key] = generation
             try:
@@ -341,9 +358,9 @@ def child_main(conn: Connection, folder: str, runtime_path: str,
                 runtime.step()
             else:
                 running = handle(conn.recv())
-            send()
+            send(force=not runtime.busy())
         runtime.close()  # what runs finishes; what waits is refused
-        send()
+        send(force=True)
         conn.send(("closed",))
     except (EOFError, OSError, ValueError):
         pass  # the parent went away

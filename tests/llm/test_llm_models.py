@@ -168,3 +168,11 @@ def test_the_small_model_answers_its_facts(tiny_model: Path) -> None:
     assert not wrong
     assert {g.path for g, _ in asked} == {"single", "batched"}  # the engine batched the rest
     assert all(g.finish_reason == "stop" and g.device_s > 0 for g, _ in asked)
+
+
+def test_build_example_refuses_a_folder_that_holds_files(tmp_path: Path, runner) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    result = runner("llm", "build-example", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "not empty" in result.output
+    assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
