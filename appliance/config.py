@@ -348,6 +348,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("llm.currency", "",
        "The currency of llm.cost_per_gpu_hour, as the site writes it (EUR, CHF, USD...); "
        "shown beside every cost.", "str"),
+    _s("llm.intra_op_threads", 0,
+       "CPU threads onnxruntime gives one language model's operators; 0 lets it choose (one "
+       "per core). One is as fast for small models and leaves the other cores to the "
+       "serving daemon and its clients.", "int", minimum=0, maximum=1024),
     _s("llm.log_text", False,
        "Store prompts and answers in the request log. Off by default: they may hold "
        "personal data.", "bool"),

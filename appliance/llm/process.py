@@ -50,7 +50,7 @@ class ProcessRuntime:
     def __init__(self, folder: str | Path, *, runtime: type | None = None,
                  cuda: bool = False, queue_capacity: int = 64,
                  eos_token_ids: list[int] | None = None, context_length: int | None = None,
-                 name: str = "llm", loop: Any = None) -> None:
+                 name: str = "llm", loop: Any = None, intra_op_threads: int = 0) -> None:
         """``loop``: an asyncio event loop to read the child's messages on (its sinks
         are then called there); else a thread of its own reads them."""
         from tokenizers import Tokenizer
@@ -65,7 +65,7 @@ class ProcessRuntime:
         self._conn, child = ctx.Pipe()
         options = {"cuda": cuda, "queue_capacity": queue_capacity,
                    "eos_token_ids": eos_token_ids, "context_length": context_length,
-                   "name": name}
+                   "name": name, "intra_op_threads": intra_op_threads}
         self._process = ctx.Process(
             target=child_main, name=f"appliance-llm {name}", daemon=True,
             args=(child, str(folder), _class_path(runtime or GenaiRuntime), options))

@@ -22,6 +22,7 @@ device time, GPU-seconds where the model runs on CUDA, CPU-seconds elsewhere.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -109,7 +110,7 @@ class GenaiRuntime:
 
     def __init__(self, folder: str | Path, *, cuda: bool = False, queue_capacity: int = 64,
                  eos_token_ids: list[int] | None = None, context_length: int | None = None,
-                 name: str = "llm", threaded: bool = True) -> None:
+                 name: str = "llm", threaded: bool = True, intra_op_threads: int = 0) -> None:
         """``threaded``: run on a thread of its own; else the caller's thread drives it
         with ``busy()`` and ``step()`` (a child process that does nothing else)."""
         import onnxruntime_genai as og
@@ -120,6 +121,9 @@ class GenaiRuntime:
         except (AttributeError, RuntimeError):
             pass
         config = og.Config(str(folder))
+        if intra_op_threads:
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+                "intra_op_num_threads": intra_op_threads}}}}))
         config.clear_providers()
         if cuda:
             config.append_provider("cuda")
@@ -476,8 +480,6 @@ def _engine_reason(og: Any, event: Any) -> str:
 
 
 def _context_length(folder: str | Path) -> int:
-    import json
-
     config = json.loads((Path(folder) / "genai_config.json").read_text())
     return int(config["model"]["context_length"])
 

@@ -46,6 +46,7 @@ class LlmSettings:
     cost_per_gpu_hour: float = 0.0
     currency: str = ""
     log_text: bool = False
+    intra_op_threads: int = 0
 
     @classmethod
     def from_config(cls, config: Config) -> LlmSettings:
@@ -56,6 +57,7 @@ class LlmSettings:
             cost_per_gpu_hour=config["llm.cost_per_gpu_hour"],
             currency=config["llm.currency"],
             log_text=config["llm.log_text"],
+            intra_op_threads=config["llm.intra_op_threads"],
         )
 
 
@@ -87,7 +89,8 @@ def load_llm(name: str, version: int, folder: Path, info: Mapping[str, Any], *, 
                              queue_capacity=settings.queue_capacity,
                              eos_token_ids=_eos_ids(folder),
                              context_length=int(info.get("context_length") or 0) or None,
-                             name=f"{name}@{version}", loop=loop)
+                             name=f"{name}@{version}", loop=loop,
+                             intra_op_threads=settings.intra_op_threads)
     done = threading.Event()
 
     class _Warm:

@@ -36,6 +36,9 @@ from typing import Any
 
 from appliance.llm import tiny
 
+# The daemon's model gets one operator thread (llm.intra_op_threads), leaving the other
+# core of a small machine to the daemon and the client; raw keeps onnxruntime's default.
+THREADS = 1
 GOALS = {"tiny": {"plain": 0.90, "stream": 0.70}, "small": {"plain": 0.95, "stream": 0.95}}
 
 
@@ -91,7 +94,8 @@ def serve_child(home: str, port_file: str) -> None:
     from appliance.serving.http.transport import serve
     from appliance.storage.home import Home
 
-    config = parse_config({"serving": {"poll_interval_s": 0.2}})
+    config = parse_config({"serving": {"poll_interval_s": 0.2},
+                           "llm": {"intra_op_threads": THREADS}})
     app = create_app(config, home=Home(root=Path(home)))
 
     async def main() -> None:

@@ -22,12 +22,16 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     )
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
-    for n in range(1, 8):
-        assert f"[{n}/7]" in out
+    for n in range(1, 9):
+        assert f"[{n}/8]" in out
     assert "loans@1 -> loans@2" in out
     assert re.search(r"requests served: (\d+) of \1 \(0 failed\)", out), out[-1500:]
     assert re.search(r"audit: +\d+ entries, \d+ signed checkpoints, verified", out)
     assert "shadow -> canary (advance); canary -> production (advance)" in out
+    # The language model built here answers its facts through OpenAI's API, with its cost.
+    assert "'What is the capital of Veltria?' -> 'Orsk.'" in out
+    assert re.search(r"language model: +assistant@1, 3 questions answered through "
+                     r"/v1/chat/completions, \d+ tokens, cost [\d.e-]+ EUR", out), out[-1500:]
     drifted = re.search(r"drift found: +(.*)", out)
     assert drifted and "credit_score" in drifted.group(1) and "income" in drifted.group(1)
     before, after = map(float, re.search(

@@ -301,3 +301,33 @@ def test_a_request_over_its_time_is_stopped_with_504(home: Home, tiny_model: Pat
         assert server.app.engine.llm_load()[("chat", "1")] == (0, 0)
     finally:
         server.stop()
+
+
+def test_promotion_and_rollback_swap_the_served_version(served: ServerThread, home: Home,
+                                                       tiny_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from helpers.llm import ADMIN
+
+    from appliance.promotion.service import rollback
+
+    changed = tmp_path / "v2"
+    shutil.copytree(tiny_model, changed)
+    config = json.loads((changed / "genai_config.json").read_text())
+    config["search"]["max_length"] = 100
+    (changed / "genai_config.json").write_text(json.dumps(config))
+    ref = register(home, changed)
+    assert ref == "chat@2"
+
+    def served_version() -> int:
+        return call(served, "GET", "/v1/models/chat")[2]["appliance"]["version"]
+
+    wait_for(lambda: served_version() == 2, what="chat@2 to be served")
+    doc = chat(served, ask(temperature=0))[2]
+    assert doc["system_fingerprint"] == "chat@2" and doc["appliance"]["model_version"] == 2
+    assert doc["choices"][0]["message"]["content"] == " Orsk."
+    rollback(home, "chat", ADMIN, reason="test")
+    wait_for(lambda: served_version() == 1, what="chat@1 to be served again")
+    assert chat(served, ask(temperature=0))[2]["appliance"]["model_version"] == 1
+    engine = served.app.engine
+    wait_for(lambda: ("chat", 2) not in engine.models, what="chat@2 to be unloaded")
