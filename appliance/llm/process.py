@@ -38,6 +38,7 @@ START_TIMEOUT_S = 300.0
 # How often the child sends streamed text: each message wakes the serving loop, and on a
 # small model a token takes a tenth of that.
 STREAM_FLUSH_S = 0.001
+POLL_S = 0.0002  # how often a busy child looks for new requests and cancellations
 
 
 def _class_path(cls: type) -> str:
@@ -306,11 +307,10 @@ def child_main(conn: Connection, folder: str, runtime_path: str,
     def send(force: bool = False) -> None:
         """Streamed text goes out every STREAM_FLUSH_S (each message wakes the parent);
         a first token, a finished generation, or an idle model sends at once."""
+        if not (outbox or finished):
+            return
         now = time.perf_counter()
-        if finished or urgent[0] or force or (
-                outbox and now - last_sent[0] >= STREAM_FLUSH_S):
-            if not (outbox or finished):
-                return
+        if finished or urgent[0] or force or now - last_sent[0] >= STREAM_FLUSH_S:
             for key, _state in finished:
                 generations.pop(key, None)
             conn.send(("step", list(outbox), list(finished)))
@@ -351,10 +351,16 @@ def child_main(conn: Connection, folder: str, runtime_path: str,
     pending.register(conn.fileno(), select.POLLIN)
     running = True
     try:
+        polled = 0.0
         while running:
             if runtime.busy():
-                while running and pending.poll(0):
-                    running = handle(conn.recv())
+                # The pipe is looked at every POLL_S while generating, not every step: a
+                # step of a small model is shorter than the look.
+                now = time.perf_counter()
+                if now - polled >= POLL_S:
+                    polled = now
+                    while running and pending.poll(0):
+                        running = handle(conn.recv())
                 runtime.step()
             else:
                 running = handle(conn.recv())

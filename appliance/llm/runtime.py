@@ -202,8 +202,10 @@ class GenaiRuntime:
     def step(self) -> None:
         """Admit what waits and give every running stream one step."""
         try:
-            with self._cond:
-                starting = self._admit()
+            starting: list[tuple[Generation, str]] = []
+            if self._waiting:
+                with self._cond:
+                    starting = self._admit()
             for generation, path in starting:  # prefill, outside the lock
                 if path == "single":
                     self._start_single(generation)

@@ -6,7 +6,8 @@ Builds the small model (and, unless ``--no-small``, the larger one of a few mill
 parameters; both cached under ``--work``, default a folder in the system's temporary
 directory) and measures, for each:
 
-- raw: onnxruntime-genai in this process, one ``Generator`` per prompt, generating
+- raw: onnxruntime-genai in this process (its default operator threads; the daemon's
+  model gets one, ``llm.intra_op_threads``), one ``Generator`` per prompt, generating
   exactly ``--tokens`` tokens (the end-of-sequence token masked), greedy: tokens per
   second over the whole request, and the time to the first token;
 - ours, not streamed and streamed: the same prompts through ``/v1/completions`` of the
@@ -16,8 +17,8 @@ directory) and measures, for each:
   sees them, and the time to the first streamed text;
 - eight concurrent streams: the aggregate tokens per second as a ratio of one stream's.
 
-Raw is measured before and after ours and averaged, since this machine's speed drifts.
-Prints ours, raw and the ratio for each goal.
+Raw and ours take turns request by request, since this machine's speed drifts from
+minute to minute. Prints ours, raw and the ratio for each goal.
 """
 
 from __future__ import annotations
@@ -56,32 +57,38 @@ def prompts() -> list[str]:
     return [tiny.prompt_for(q) for q, _ in tiny.facts()]
 
 
-def raw(folder: Path, tokens: int, requests: int) -> dict[str, float]:
-    """onnxruntime-genai in-process: tokens/s over whole requests, median first token."""
-    import onnxruntime_genai as og
+class Raw:
+    """onnxruntime-genai in this process: one ``Generator`` per request, as a program that
+    embeds it would run it."""
 
-    model = og.Model(str(folder))
-    tokenizer = og.Tokenizer(model)
-    encoded = [tokenizer.encode(p) for p in prompts()]
-    rates, firsts = [], []
-    for i in range(requests):
-        ids = encoded[i % len(encoded)]
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime_genai as og
+
+        self.og = og
+        self.model = og.Model(str(folder))
+        self.tokenizer = og.Tokenizer(self.model)
+        self.encoded = [self.tokenizer.encode(p) for p in prompts()]
+
+    def one(self, i: int, tokens: int) -> tuple[int, float, float]:
+        """(tokens, seconds, seconds to the first token) of one request."""
+        og = self.og
+        ids = self.encoded[i % len(self.encoded)]
         started = time.perf_counter()
-        params = og.GeneratorParams(model)
+        params = og.GeneratorParams(self.model)
         params.set_search_options(max_length=len(ids) + tokens, min_length=len(ids) + tokens,
                                   do_sample=False)
-        generator = og.Generator(model, params)
+        generator = og.Generator(self.model, params)
         generator.append_tokens(ids)
-        stream = tokenizer.create_stream()
+        stream = self.tokenizer.create_stream()
         n = 0
+        first = 0.0
         while not generator.is_done():
             generator.generate_next_token()
             stream.decode(int(generator.get_next_tokens()[0]))
             n += 1
             if n == 1:
-                firsts.append(time.perf_counter() - started)
-        rates.append(n / (time.perf_counter() - started))
-    return {"tokens_per_s": statistics.median(rates), "ttft_ms": statistics.median(firsts) * 1e3}
+                first = time.perf_counter() - started
+        return n, time.perf_counter() - started, first
 
 
 def serve_child(home: str, port_file: str) -> None:
@@ -177,18 +184,27 @@ def one(conn: http.client.HTTPConnection, name: str, prompt: str, tokens: int,
     return count, elapsed, first
 
 
-def ours(daemon: Daemon, tokens: int, requests: int, stream: bool) -> dict[str, float]:
+def interleaved(raw: Raw, daemon: Daemon, tokens: int, requests: int) -> dict[str, Any]:
+    """Raw, ours not streamed and ours streamed, one request of each in turn, so that all
+    three see the machine as it is at that moment; medians of tokens/s and first token."""
     conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=60)
-    rates, firsts = [], []
+    texts = prompts()
+    rates: dict[str, list[float]] = {"raw": [], "plain": [], "stream": []}
+    firsts: dict[str, list[float]] = {"raw": [], "plain": [], "stream": []}
     try:
-        texts = prompts()
         for i in range(requests):
-            n, seconds, first = one(conn, daemon.name, texts[i % len(texts)], tokens, stream)
-            rates.append(n / seconds)
-            firsts.append(first)
+            for kind in ("raw", "plain", "stream"):
+                if kind == "raw":
+                    n, seconds, first = raw.one(i, tokens)
+                else:
+                    n, seconds, first = one(conn, daemon.name, texts[i % len(texts)], tokens,
+                                            kind == "stream")
+                rates[kind].append(n / seconds)
+                firsts[kind].append(first)
     finally:
         conn.close()
-    return {"tokens_per_s": statistics.median(rates), "ttft_ms": statistics.median(firsts) * 1e3}
+    return {kind: {"tokens_per_s": statistics.median(rates[kind]),
+                   "ttft_ms": statistics.median(firsts[kind]) * 1e3} for kind in rates}
 
 
 def concurrent(daemon: Daemon, tokens: int, streams: int, seconds: float) -> float:
@@ -219,20 +235,16 @@ def concurrent(daemon: Daemon, tokens: int, streams: int, seconds: float) -> flo
 
 def run(work: Path, size: str, tokens: int, requests: int) -> dict[str, Any]:
     folder = build(work, size)
-    before = raw(folder, tokens, requests)
+    raw = Raw(folder)
     daemon = Daemon(work, folder, f"bench-{size}")
     try:
-        ours(daemon, tokens, 3, False)  # warm the connection and the caches
-        plain = ours(daemon, tokens, requests, False)
-        streamed = ours(daemon, tokens, requests, True)
+        interleaved(raw, daemon, tokens, 3)  # warm the connection and the caches
+        measured = interleaved(raw, daemon, tokens, requests)
         one_stream = concurrent(daemon, tokens, 1, 3.0)
         eight = concurrent(daemon, tokens, 8, 3.0)
     finally:
         daemon.stop()
-    after = raw(folder, tokens, requests)
-    base = {k: (before[k] + after[k]) / 2 for k in before}
-    return {"size": size, "raw": base, "plain": plain, "stream": streamed,
-            "one_stream": one_stream, "eight_streams": eight}
+    return {"size": size, **measured, "one_stream": one_stream, "eight_streams": eight}
 
 
 def report(result: dict[str, Any]) -> None:
@@ -268,6 +280,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "appliance-bench-llm",
                         help="Where the models are built and kept between runs.")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="Rounds per model; with more than one, the median ratio of each "
+                             "goal and how many rounds met it are printed last.")
     parser.add_argument("--serve-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_child:
@@ -276,7 +291,35 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     sizes = ["tiny"] if args.no_small else ["tiny", "small"]
     for size in sizes:
-        report(run(args.work, size, args.tokens, args.requests))
+        rounds = []
+        for _ in range(max(1, args.repeat)):
+            rounds.append(run(args.work, size, args.tokens, args.requests))
+            report(rounds[-1])
+        if len(rounds) > 1:
+            summary(rounds)
+
+
+def ratios(result: dict[str, Any]) -> dict[str, tuple[float, bool]]:
+    goals = GOALS[result["size"]]
+    raw = result["raw"]
+    plain = result["plain"]["tokens_per_s"] / raw["tokens_per_s"]
+    stream = result["stream"]["tokens_per_s"] / raw["tokens_per_s"]
+    over = result["stream"]["ttft_ms"] - raw["ttft_ms"]
+    scale = result["eight_streams"] / result["one_stream"]
+    return {"not streamed / raw": (plain, plain >= goals["plain"]),
+            "streamed / raw": (stream, stream >= goals["stream"]),
+            "first token over raw, ms": (over, over <= 2.0),
+            "8 streams / 1 stream": (scale, scale >= 2.0)}
+
+
+def summary(rounds: list[dict[str, Any]]) -> None:
+    print(f"\n{rounds[0]['size']} model over {len(rounds)} rounds: median, rounds that met "
+          "the goal")
+    per = [ratios(r) for r in rounds]
+    for name in per[0]:
+        values = [p[name][0] for p in per]
+        met = sum(p[name][1] for p in per)
+        print(f"  {name:<28} {statistics.median(values):>7.2f}   {met}/{len(rounds)}")
 
 
 if __name__ == "__main__":
