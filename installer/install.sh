@@ -2,7 +2,8 @@
 # Set up the appliance.
 #
 #   installer/install.sh --dev     a development checkout: .venv in the repository, the
-#                                  package installed editable with its test tools. Needs no
+#                                  package installed editable with its test tools and the
+#                                  'ray' extra (a real single-node Ray for its test). Needs no
 #                                  root. Installs from wheelhouse/ with hash checking when it
 #                                  holds the wheels, else from the configured package index.
 #
@@ -92,6 +93,12 @@ install_dev() {
         with_ticker "installing the locked packages" \
             env PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --quiet --no-index --find-links "$wheelhouse" \
             --require-hashes --only-binary :all: -r "$lock"
+        if compgen -G "$wheelhouse/ray-*.whl" >/dev/null; then
+            # appliance[ray]: its own lock, the runtime set and Ray's resolved together.
+            env PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --quiet --no-index \
+                --find-links "$wheelhouse" --require-hashes --only-binary :all: \
+                -r "$here/requirements-ray.lock"
+        fi
         # The editable install's build backend (setuptools) comes from wheelhouse/ too.
         PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --no-index --find-links "$wheelhouse" \
             --no-deps -e "$root"
@@ -101,7 +108,7 @@ install_dev() {
         fi
     else
         step "installing from the package index (wheelhouse/ holds no wheels; a few minutes)"
-        with_ticker "installing from the package index" "${pip[@]}" install --quiet -e "$root[test]"
+        with_ticker "installing from the package index" "${pip[@]}" install --quiet -e "$root[test,ray]"
     fi
     step "checking the 'appliance' command"
     "$venv/bin/appliance" --version >/dev/null || die "the installed 'appliance' command does not run"

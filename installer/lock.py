@@ -3,8 +3,12 @@
 
 Run on a connected machine whenever pyproject's dependencies change:
 
-    python installer/lock.py            # resolve and write the lock
-    python installer/lock.py --check    # exit 1 when the lock is stale
+    python installer/lock.py            # resolve and write the locks
+    python installer/lock.py --check    # exit 1 when a lock is stale
+
+Each optional extra of ``LOCKED_EXTRAS`` gets a lock of its own
+(``requirements-<extra>.lock``): the runtime dependencies and the extra's, resolved
+together, so that installing it gives one consistent set.
 
 It resolves the runtime dependencies (not the ``test`` extra) for each target
 interpreter (CPython 3.11 on Linux x86_64 by default; ``--python 3.12`` adds one) with pip's resolver in
@@ -33,11 +37,20 @@ DEFAULT_PYTHONS = ("3.11",)
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "linux_x86_64")
 HEADER = "# pyproject-dependencies-sha256: "
+LOCKED_EXTRAS = ("ray",)  # appliance[ray]: jobs on a Ray cluster
 
 
-def dependencies(pyproject: Path = PYPROJECT) -> list[str]:
+def extra_lock(extra: str) -> Path:
+    return ROOT / "installer" / f"requirements-{extra}.lock"
+
+
+def dependencies(pyproject: Path = PYPROJECT, extra: str | None = None) -> list[str]:
+    """The runtime dependencies, with an optional extra's beside them."""
     data = tomllib.loads(pyproject.read_text())
-    return list(data["project"]["dependencies"])
+    deps = list(data["project"]["dependencies"])
+    if extra is not None:
+        deps += list(data["project"]["optional-dependencies"][extra])
+    return deps
 
 
 def normalise(name: str) -> str:
@@ -130,16 +143,21 @@ def main() -> int:
     parser.add_argument("--python", action="append", dest="pythons", metavar="X.Y",
                         help="target interpreter version; repeat for several (default 3.11)")
     args = parser.parse_args()
-    deps = dependencies()
+    targets = [(LOCK, dependencies())] + [(extra_lock(e), dependencies(extra=e))
+                                          for e in LOCKED_EXTRAS]
     if args.check:
-        stale = not LOCK.exists() or lock_digest(LOCK.read_text()) != dependencies_digest(deps)
-        print("requirements.lock is " + ("stale: run installer/lock.py" if stale else "current"))
-        return 1 if stale else 0
-    text = render(deps, tuple(args.pythons or DEFAULT_PYTHONS))
-    tmp = LOCK.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(LOCK)
-    print(f"wrote {LOCK.relative_to(ROOT)}: {len(parse_lock(text))} packages")
+        stale_any = False
+        for path, deps in targets:
+            stale = not path.exists() or lock_digest(path.read_text()) != dependencies_digest(deps)
+            stale_any = stale_any or stale
+            print(f"{path.name} is " + ("stale: run installer/lock.py" if stale else "current"))
+        return 1 if stale_any else 0
+    for path, deps in targets:
+        text = render(deps, tuple(args.pythons or DEFAULT_PYTHONS))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        print(f"wrote {path.relative_to(ROOT)}: {len(parse_lock(text))} packages")
     return 0
 
 

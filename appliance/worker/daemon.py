@@ -119,6 +119,9 @@ class Worker:
         changed = self._check_running(now)
         if now - self._last_beat >= self.settings.lease_s / 3:
             self._heartbeat(now)
+            sweep = getattr(self.executor, "sweep", None)  # Ray jobs nobody follows
+            if sweep is not None:
+                sweep()
         if (not self.draining and len(self.running) < self.settings.max_jobs
                 and (changed or now - self._last_claim >= self.settings.poll_s)):
             self._last_claim = now

@@ -42,6 +42,7 @@ log = logging.getLogger("appliance.worker.ray")
 
 STATE_FILE = "ray.json"
 CHECK_DIR = "ray-check"
+ORPHANS_FILE = "ray-orphans.json"  # in jobs/: Ray jobs to stop once the cluster answers
 ACTIVE = ("PENDING", "RUNNING")
 LOGS_EVERY_S = 5.0  # how often a running job's log is copied into job.log
 
@@ -356,10 +357,14 @@ class RayJob:
         silent = now - self._silent_since
         if silent < self._ex.settings.lost_after_s:
             return None
+        if self._sent:
+            # It may still run there, with nobody left to follow it: stopped once the
+            # cluster answers (``RayExecutor.sweep``), so it holds no CPUs or GPUs for good.
+            self._ex.orphaned(self.submission_id, self._launch.job_id)
         return self._end(Outcome(ok=False, error=(
             f"lost contact with the Ray cluster at {self._client.address} for {silent:.0f}s "
             f"(worker.ray.lost_after_s); the Ray job {self.submission_id} may still be "
-            f"running there; last error: {exc}")))
+            f"running there and is stopped once the cluster answers; last error: {exc}")))
 
     def _copy_logs(self) -> None:
         """Append what Ray's log of the job has beyond what job.log already holds."""
@@ -455,6 +460,49 @@ class RayExecutor:
     def start(self, launch: Launch) -> RayJob:
         launch.jobdir.mkdir(parents=True, exist_ok=True)
         return RayJob(self, launch)
+
+    # -- Ray jobs nobody follows any more --------------------------------------------
+
+    @property
+    def _orphans_path(self) -> Path:
+        return self.home / "jobs" / ORPHANS_FILE
+
+    def orphaned(self, submission_id: str, job_id: int) -> None:
+        """Remember a Ray job that may still run after its attempt gave up on it."""
+        orphans = self.orphans()
+        if all(o["submission_id"] != submission_id for o in orphans):
+            orphans.append({"submission_id": submission_id, "job": job_id,
+                            "since": time.time()})
+            self._orphans_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(self._orphans_path, orphans)
+
+    def orphans(self) -> list[dict[str, Any]]:
+        found = _read_json(self._orphans_path)
+        return [o for o in found if isinstance(o, dict) and "submission_id" in o] \
+            if isinstance(found, list) else []
+
+    def sweep(self) -> None:
+        """Stop the Ray jobs of attempts that lost the cluster, now that it may answer:
+        called by the worker with its heartbeat. One that Ray stops, or no longer knows,
+        leaves the list; one the head still does not answer for stays."""
+        orphans = self.orphans()
+        if not orphans:
+            return
+        left = []
+        for orphan in orphans:
+            sid = orphan["submission_id"]
+            try:
+                info = self.client.info(sid)
+                if info is not None and info.get("status") in ACTIVE:
+                    self.client.stop(sid)
+                    log.warning("stopped the Ray job %s of job %s: its attempt had lost the "
+                                "cluster and failed", sid, orphan.get("job"))
+            except RayUnreachable:
+                left.append(orphan)
+            except RayRefused as exc:
+                log.warning("Ray refused to stop the orphaned job %s: %s", sid, exc)
+        if len(left) != len(orphans):
+            _write_json(self._orphans_path, left)
 
     def check(self) -> None:
         """Prove at start that the cluster answers and its nodes see the data directory.

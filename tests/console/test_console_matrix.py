@@ -68,6 +68,7 @@ ROUTES = {
     "GET /api/models/<name>/versions/<int:version>/gates": "models.promote",
     "POST /api/models/<name>/versions/<int:version>/promote": "models.promote",
     "GET /api/openapi.json": "public",
+    "GET /metrics": "monitoring.read",
     "GET /api/overview": "models.read",
     "GET /api/runs": "runs.read",
     "GET /api/runs/<int:run_id>": "runs.read",
@@ -236,3 +237,27 @@ def test_api_errors_are_json(clients: dict[str, FlaskClient], who: str) -> None:
     response = clients[who].get("/api/users")
     assert response.status_code == (401 if who == "anonymous" else 403)
     assert response.is_json and "error" in response.get_json()
+
+
+def test_prometheus_scrapes_the_state_of_the_box_with_a_read_token(app: Flask) -> None:
+    from appliance.auth import tokens
+
+    db = app.config["APPLIANCE_HOME"].db()
+    try:
+        read = tokens.create_token(db, "viewer", "prometheus", ["read"], actor="test").token
+        from appliance.audit import service as audit_service
+
+        audit_service.checkpoint(db)
+    finally:
+        db.close()
+    c = app.test_client()
+    assert c.get("/metrics").status_code in (302, 401)  # nobody unnamed
+    got = c.get("/metrics", headers={"Authorization": f"Bearer {read}"})
+    assert got.status_code == 200 and got.content_type.startswith("text/plain")
+    text = got.get_data(as_text=True)
+    assert 'appliance_jobs{state="queued",kind="noop"} 1' in text  # the seeded job
+    assert "appliance_models_served 1" in text  # churn's production version
+    assert "# TYPE appliance_alerts gauge" in text
+    assert "appliance_audit_entries " in text
+    age = re.search(r"^appliance_audit_checkpoint_age_seconds ([\d.e+-]+)$", text, re.M)
+    assert age and 0 <= float(age.group(1)) < 3600  # the checkpoint just made

@@ -217,12 +217,23 @@ def test_a_cluster_silent_for_longer_than_lost_after_s_fails_the_job(
         wait_for(started, timeout=30, every=0.02)
         ray.down()
         run_until(w, db, job_id)
+        job = get_job(db, job_id)
+        assert job.state is JobState.FAILED
+        assert "lost contact with the Ray cluster" in (job.error or "")
+        assert "worker.ray.lost_after_s" in (job.error or "")
+        # The Ray job ran on without anyone to follow it: once the head answers again, the
+        # worker stops it and forgets it.
+        assert w.executor.orphans()[0]["submission_id"] == sid
+        ray.up()
+        assert running_on_ray(ray, sid)
+
+        def stopped() -> bool:
+            w.step()
+            return ray.jobs[sid].status() == "STOPPED" and not w.executor.orphans()
+
+        wait_for(stopped, timeout=30, every=0.05)
     finally:
         w.close()
-    job = get_job(db, job_id)
-    assert job.state is JobState.FAILED
-    assert "lost contact with the Ray cluster" in (job.error or "")
-    assert "worker.ray.lost_after_s" in (job.error or "")
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ def check(pyproject_deps: list[str], lock_text: str) -> list[str]:
         problems.append("lock header does not match pyproject's dependencies: run installer/lock.py")
     entries = lock.parse_lock(lock_text)
     for dep in pyproject_deps:
-        m = re.match(r"^([A-Za-z0-9._-]+)==([^;\s]+)", dep)
+        m = re.match(r"^([A-Za-z0-9._-]+)(?:\[[^\]]*\])?==([^;\s]+)", dep)
         if not m:
             problems.append(f"pyproject dependency {dep!r} is not pinned with ==")
             continue
@@ -46,6 +46,15 @@ def test_lock_matches_pyproject() -> None:
     for name, rows in entries.items():
         for _version, _marker, hashes in rows:
             assert hashes, name
+
+
+def test_each_locked_extra_has_a_lock_of_its_own() -> None:
+    for extra in lock.LOCKED_EXTRAS:
+        text = lock.extra_lock(extra).read_text()
+        deps = lock.dependencies(extra=extra)
+        assert check(deps, text) == [], extra
+        assert set(lock.parse_lock((ROOT / "installer" / "requirements.lock").read_text())) < \
+            set(lock.parse_lock(text))  # the runtime set, and the extra's beside it
 
 
 def test_check_catches_disagreement() -> None:
