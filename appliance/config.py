@@ -354,7 +354,8 @@ SETTINGS: tuple[Setting, ...] = (
        "serving daemon and its clients.", "int", minimum=0, maximum=1024),
     _s("llm.log_text", False,
        "Store prompts and answers in the request log. Off by default: they may hold "
-       "personal data.", "bool"),
+       "personal data. Kept ones are emptied after monitoring.input_retention_days.",
+       "bool"),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -11,7 +11,8 @@ hours and versions to models without the raw rows.
 
 ``prune`` then deletes raw rows that are rolled up and older than
 ``monitoring.retention_days``, and empties the kept inputs and outputs of rows
-older than ``monitoring.input_retention_days`` (drift and quality read those).
+older than ``monitoring.input_retention_days`` (drift and quality read those), and
+the prompts and answers of language-model requests (``llm.log_text``) of that age.
 The newest request row is never deleted, so SQLite never hands its id out
 again and the roll-up's high-water mark stays true. Deletion goes in chunks,
 each its own short transaction, so that the serving daemon's writer never
@@ -86,6 +87,7 @@ class RetentionReport:
     minutes_written: int = 0
     deleted_rows: int = 0
     emptied_inputs: int = 0
+    emptied_texts: int = 0  # language-model prompts and answers
     last_id: int = 0
     seconds: float = 0.0
 
@@ -201,6 +203,14 @@ def prune(mon: sqlite_utils.Database, config: Config, *, now: float | None = Non
                             " (key) DO UPDATE SET value = excluded.value", [INPUTS_KEY, upto])
             report.emptied_inputs += cur.rowcount
             done = upto
+        # Language-model prompts and answers (kept with llm.log_text) go at the same age.
+        if mon.execute("SELECT 1 FROM sqlite_master WHERE name = 'llm_requests'").fetchone():
+            with immediate(mon):
+                cur = mon.execute(
+                    "UPDATE llm_requests SET prompt = NULL, completion = NULL WHERE ts < ?"
+                    " AND (prompt IS NOT NULL OR completion IS NOT NULL)",
+                    [now - input_days * 86400.0])
+            report.emptied_texts += cur.rowcount
     return report
 
 

@@ -203,3 +203,22 @@ def test_doctor_warns_when_the_request_log_would_fill_the_disk_within_30_days(
     assert doctor._request_log_growth(home, short).ok
     names = {c.name for c in doctor.run_checks(home, config)}
     assert "request log growth" in names
+
+
+def test_retention_empties_old_language_model_prompts_and_answers(home) -> None:
+    now = time.time()
+    mon = home.monitoring_db()
+    for ts in (now - 10 * DAY, now - 3600):
+        mon.execute(
+            "INSERT INTO llm_requests (ts, day, model, version, endpoint, status, stream,"
+            " prompt_tokens, completion_tokens, queue_ms, e2e_ms, device, device_s, cost,"
+            " currency, prompt, completion) VALUES (?, '2026-01-01', 'chat', 1, 'chat', 200,"
+            " 0, 5, 3, 0.1, 2.0, 'cpu', 0.001, 0, '', 'my name is Ada', 'hello Ada')", [ts])
+    mon.conn.commit()
+    config = parse_config({"monitoring": {"retention_days": 30, "input_retention_days": 7}})
+    report = run_retention(mon, config, now=now)
+    assert report.emptied_texts == 1
+    rows = mon.execute("SELECT prompt, completion, prompt_tokens FROM llm_requests"
+                       " ORDER BY ts").fetchall()
+    assert [tuple(r) for r in rows] == [(None, None, 5), ("my name is Ada", "hello Ada", 5)]
+    mon.close()
