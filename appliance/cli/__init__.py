@@ -33,7 +33,7 @@ TABLE: dict[str, tuple[str, str]] = {
     "datasets": ("datasets", "Register and inspect immutable dataset versions."),
     "demo": ("demo", "Show the whole loop: data, training, gates, serving, drift, retraining, rollout, audit."),
     "doctor": ("system", "Check the installation: databases, migrations, blobs, permissions, disk, GPUs, onnxruntime."),
-    "drift": ("drift", "Data and prediction drift between a reference and current data."),
+    "drift": ("monitoring", "Data and prediction drift between a reference and current data."),
     "feedback": ("monitoring", "Delayed labels (ground truth) for served predictions."),
     "gpu": ("gpu", "Print the GPUs (NVML): memory, utilisation, and memory held by jobs and serving."),
     "init": ("system", "Create the data directory and databases, and apply pending migrations."),

@@ -69,4 +69,5 @@ def drift_check(env: Env, reference: str, current: str, as_json: bool, html_out:
         raise SystemExit(1)
 
 
-COMMANDS = [drift_group]
+# The group is published by appliance.cli.monitoring, which adds its 'report' command.
+COMMANDS: list[click.Command] = []

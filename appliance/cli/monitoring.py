@@ -230,4 +230,6 @@ def monitoring_retrain(env: Env, name: str | None) -> None:
         click.echo("no retrain job queued (no open alert that a policy turns into one)")
 
 
-COMMANDS = [feedback_group, alerts_group, monitoring_group]
+# 'drift' is listed here too: its 'report' command is defined in this module, so the
+# group must be loaded from here for 'appliance drift report' to exist.
+COMMANDS = [feedback_group, alerts_group, monitoring_group, drift_group]

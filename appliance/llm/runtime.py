@@ -486,4 +486,28 @@ def _context_length(folder: str | Path) -> int:
     return int(config["model"]["context_length"])
 
 
+class _Waiter:
+    """A sink that keeps nothing and says when the generation ended."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+    def tokens(self, generation: Generation, text: str) -> None:
+        pass
+
+    def finished(self, generation: Generation) -> None:
+        self.done.set()
+
+
+def probe(runtime: Runtime, *, text: str = "Hello", max_tokens: int = 8,
+          timeout_s: float = 300.0) -> Generation | None:
+    """A short greedy generation, to see that a model answers at all: the generation when
+    it ended within ``timeout_s`` (its ``finish_reason`` says how), else None."""
+    waiter = _Waiter()
+    generation = Generation(runtime.encode(text)[:16] or [0],
+                            Sampling(max_tokens=max_tokens, temperature=0.0), waiter)
+    runtime.submit(generation)
+    return generation if waiter.done.wait(timeout_s) else None
+
+
 RuntimeFactory = Callable[..., Runtime]

@@ -241,12 +241,11 @@ def llm_gates(home: Home, mv: ModelVersion, production: ModelVersion | None) -> 
     manifest, and the model loads and generates on this machine. (The metric, latency,
     parity and data-quality gates of tabular models do not apply; evaluation sets for
     language models are their own gate.)"""
-    import threading
     import time
 
     from appliance.gpu.inventory import NvmlSource
     from appliance.llm.folder import materialize, parse_manifest
-    from appliance.llm.runtime import ERROR, GenaiRuntime, Generation, Sampling
+    from appliance.llm.runtime import ERROR, GenaiRuntime, probe
     from appliance.onnxtools.providers import check_providers
 
     out: list[Gate] = []
@@ -262,15 +261,6 @@ def llm_gates(home: Home, mv: ModelVersion, production: ModelVersion | None) -> 
         out.append(Gate("signature", f"{production.ref} is a tabular model", "a language model",
                         False))
     cuda = "CUDAExecutionProvider" in check_providers(NvmlSource().read()).usable
-    done = threading.Event()
-
-    class _Sink:
-        def tokens(self, generation: Generation, text: str) -> None:
-            pass
-
-        def finished(self, generation: Generation) -> None:
-            done.set()
-
     try:
         runtime = GenaiRuntime(folder, cuda=cuda, name=mv.ref)
     except ApplianceError as exc:
@@ -278,15 +268,13 @@ def llm_gates(home: Home, mv: ModelVersion, production: ModelVersion | None) -> 
         return out
     try:
         started = time.perf_counter()
-        probe = Generation(runtime.encode("Hello")[:16] or [0],
-                           Sampling(max_tokens=8, temperature=0.0), _Sink())
-        runtime.submit(probe)
-        answered = done.wait(300)
+        answer = probe(runtime, max_tokens=8)
         elapsed = time.perf_counter() - started
     finally:
         runtime.close()
-    ok = answered and probe.finish_reason != ERROR and probe.completion_tokens > 0
-    value = (f"{probe.completion_tokens} tokens in {elapsed * 1e3:.0f} ms on "
-             f"{'cuda' if cuda else 'cpu'}" if ok else probe.error or "no answer in 300 s")
+    ok = answer is not None and answer.finish_reason != ERROR and answer.completion_tokens > 0
+    value = (f"{answer.completion_tokens} tokens in {elapsed * 1e3:.0f} ms on "
+             f"{'cuda' if cuda else 'cpu'}" if ok and answer is not None else
+             (answer.error if answer is not None else None) or "no answer in 300 s")
     out.append(Gate("llm_generates", value, "loads and generates", bool(ok)))
     return out

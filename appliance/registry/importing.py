@@ -78,6 +78,13 @@ def existing_version(db: sqlite_utils.Database, name: str, digest: str) -> Model
     return get_version_by_id(db, int(row[0])) if row else None
 
 
+def _kinds(db: sqlite_utils.Database, name: str) -> set[str]:
+    """What the versions of ``name`` are: 'onnx' (tabular) and/or 'llm'."""
+    return {json.loads(r[0]).get("kind", "onnx") for r in db.execute(
+        "SELECT mv.signature FROM model_versions mv JOIN models m ON m.id = mv.model_id"
+        " WHERE m.name = ?", [name])}
+
+
 def import_file(
     db: sqlite_utils.Database,
     blobs: BlobStore,
@@ -95,9 +102,7 @@ def import_file(
     check_name(name, "model name")
     digest = blobs.put_bytes(data)
     with immediate(db):
-        if any(json.loads(r[0]).get("kind") == "llm" for r in db.execute(
-                "SELECT mv.signature FROM model_versions mv JOIN models m"
-                " ON m.id = mv.model_id WHERE m.name = ?", [name])):
+        if "llm" in _kinds(db, name):
             raise Conflict(f"model {name} is a language model; import the ONNX file under "
                            "another name")
         found = existing_version(db, name, digest)
@@ -152,10 +157,7 @@ def import_folder(
         found = existing_version(db, name, digest)
         if found is not None:
             return found, False
-        kinds = {json.loads(r[0]).get("kind", "onnx") for r in db.execute(
-            "SELECT mv.signature FROM model_versions mv JOIN models m ON m.id = mv.model_id"
-            " WHERE m.name = ?", [name])}
-        if kinds - {"llm"}:
+        if _kinds(db, name) - {"llm"}:
             raise Conflict(f"model {name} holds tabular ONNX versions; import the language "
                            "model under another name")
         mv = insert_version(db, name=name, onnx_digest=digest, signature=info.signature(),

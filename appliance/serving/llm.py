@@ -28,7 +28,15 @@ from typing import Any
 from appliance.config import Config
 from appliance.errors import BadInput, OperationFailed, Unavailable
 from appliance.llm.chat import ChatTemplate
-from appliance.llm.runtime import CANCELLED, ERROR, GenaiRuntime, Generation, Runtime, Sampling
+from appliance.llm.runtime import (
+    CANCELLED,
+    ERROR,
+    GenaiRuntime,
+    Generation,
+    Runtime,
+    Sampling,
+    probe,
+)
 from appliance.serving.requestlog import LlmEntry, RequestLog
 
 # Seconds; time to first token and end-to-end latency span milliseconds to minutes.
@@ -91,22 +99,11 @@ def load_llm(name: str, version: int, folder: Path, info: Mapping[str, Any], *, 
                              context_length=int(info.get("context_length") or 0) or None,
                              name=f"{name}@{version}", loop=loop,
                              intra_op_threads=settings.intra_op_threads)
-    done = threading.Event()
-
-    class _Warm:
-        def tokens(self, generation: Generation, text: str) -> None:
-            pass
-
-        def finished(self, generation: Generation) -> None:
-            done.set()
-
-    warm = Generation(runtime.encode("hello")[:8] or [0], Sampling(max_tokens=1,
-                                                                   temperature=0.0), _Warm())
-    runtime.submit(warm)
-    if not done.wait(120) or warm.finish_reason == ERROR:
+    warm = probe(runtime, max_tokens=1, timeout_s=120)
+    if warm is None or warm.finish_reason == ERROR:
         runtime.close()
         raise OperationFailed(f"{name}@{version} did not generate a token when warmed: "
-                              f"{warm.error or 'no answer in 120 s'}")
+                              f"{warm.error if warm is not None else 'no answer in 120 s'}")
     return LoadedLlm(name, version, runtime, template, info)
 
 

@@ -102,3 +102,28 @@ def test_the_command_table_matches_the_modules() -> None:
         for command in getattr(module, "COMMANDS", ()):
             assert TABLE.get(command.name, ("",))[0] == info.name, command.name
     assert main.get_command(click.Context(main), "no-such-command") is None
+
+
+def test_a_fresh_process_sees_every_subcommand() -> None:
+    """Loading one command's module alone (as 'appliance NAME ...' does) gives the same
+    subcommands as loading them all: none is attached by a module that was not loaded."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups = {name: sorted(cmd.commands) for name, cmd in all_commands().items()
+              if isinstance(cmd, click.Group)}
+    script = ("import sys, click\n"
+              "from appliance.cli import main\n"
+              "cmd = main.get_command(click.Context(main), sys.argv[1])\n"
+              "print(' '.join(sorted(cmd.commands)))\n")
+
+    def fresh(name: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", script, name], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    with ThreadPoolExecutor(4) as pool:
+        seen = dict(zip(groups, pool.map(fresh, groups), strict=True))
+    assert seen == groups
