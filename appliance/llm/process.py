@@ -135,6 +135,15 @@ class ProcessRuntime:
             if key in self._outstanding and self._dead is None:
                 self._conn.send(("cancel", key))
 
+    @property
+    def alive(self) -> bool:
+        """False once the model's process has exited unasked (it crashed or was killed)."""
+        return self._dead is None and (self._closing or self._process.is_alive())
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
     def load(self) -> tuple[int, int]:
         n = len(self._outstanding)
         return min(n, self.slots), max(0, n - self.slots)
@@ -229,6 +238,7 @@ class ProcessRuntime:
             self._outstanding.clear()
         for generation in left:
             generation.finish_reason = ERROR
+            generation.retryable = True
             generation.error = self._dead or "the model was unloaded before this request ran"
             generation.ended = time.perf_counter()
             generation.sink.finished(generation)

@@ -74,6 +74,7 @@ class Generation:
     device_s: float = 0.0  # this request's share of the steps it was in
     finish_reason: str | None = None
     error: str | None = None
+    retryable: bool = False  # the error is the model's, not the request's (503, not 500)
     text: str = ""  # generated so far (only what was sent, once stop strings are checked)
     cancelled: bool = False
     path: str = ""  # 'single' (a generator of its own) or 'batched' (the engine)

@@ -178,6 +178,7 @@ class Engine:
     def _poll(self) -> None:
         while not self._stop.wait(self.settings.poll_interval_s):
             try:
+                self._drop_dead_llms()
                 self.sync()
                 self._unload_idle()
             except self._errors as exc:
@@ -295,6 +296,27 @@ class Engine:
                           route.name, version, message)
         return ok
 
+    def _drop_dead_llms(self) -> None:
+        """A language model whose process died is dropped, and loaded again by the sync
+        that follows (its requests in flight were answered with an error)."""
+        dead = [m for m in list(self.models.values())
+                if m.llm is not None and not getattr(m.llm.runtime, "alive", True)]
+        if not dead:
+            return
+        with self._lock:
+            for model in dead:
+                if self.models.get((model.name, model.version)) is model:
+                    del self.models[(model.name, model.version)]
+                model.retired = True
+                self.metrics.model_unloaded(model.key)
+                self.metrics.load_failed(model.key)
+                log.error("language model %s version %s: its process exited; loading it again",
+                          model.name, model.version)
+            self._fingerprint = object()  # the next sync reads the routes and loads it
+        for model in dead:
+            threading.Thread(target=model.llm.runtime.close, name="llm-dead",  # type: ignore[union-attr]
+                             daemon=True).start()
+
     def _unload_idle(self) -> None:
         routed = served_versions(self.routes)
         cutoff = time.monotonic() - self.settings.explicit_idle_s
@@ -331,7 +353,10 @@ class Engine:
             if failed:
                 raise Unavailable(f"model '{name}' is not ready: {failed[-1].error}")
             raise NotFound(f"model '{name}' is not served; it has no production version")
-        return route, self.models[(name, route.primary)]
+        model = self.models.get((name, route.primary))
+        if model is None:  # dropped a moment ago (its process died) and being loaded again
+            raise Unavailable(f"model '{name}' is loading; retry")
+        return route, model
 
     def llm_load(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(running, waiting) requests of each loaded language-model version."""

@@ -331,3 +331,23 @@ def test_promotion_and_rollback_swap_the_served_version(served: ServerThread, ho
     assert chat(served, ask(temperature=0))[2]["appliance"]["model_version"] == 1
     engine = served.app.engine
     wait_for(lambda: ("chat", 2) not in engine.models, what="chat@2 to be unloaded")
+
+
+def test_a_model_whose_process_dies_is_loaded_again(served: ServerThread) -> None:
+    import os
+    import signal
+
+    engine = served.app.engine
+    first = engine.served_llm("chat").runtime
+    os.kill(first.pid, signal.SIGKILL)
+
+    def answers_again() -> bool:
+        status, _, doc = chat(served, ask(temperature=0))
+        if status != 200:  # 503 while it is loaded again
+            assert status == 503, doc
+            return False
+        return doc["choices"][0]["message"]["content"] == " Orsk."
+
+    wait_for(answers_again, timeout=60, what="the model to be loaded again")
+    assert engine.served_llm("chat").runtime is not first
+    assert engine.metrics.load_failures[("chat", "1")] == 1

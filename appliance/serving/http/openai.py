@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from appliance.errors import ApplianceError, BadInput, NotFound, OperationFailed
+from appliance.errors import ApplianceError, BadInput, NotFound, OperationFailed, Unavailable
 from appliance.llm.chat import check_messages
 from appliance.llm.runtime import CANCELLED, ERROR
 from appliance.serving.engine import Engine
@@ -256,7 +256,11 @@ class OpenAI:
             service.record(call, 499, "the client went away")
             raise OperationFailed("the request was cancelled")
         if generation.finish_reason == ERROR:
-            service.record(call, 500, generation.error)
+            status = 503 if generation.retryable else 500
+            service.record(call, status, generation.error)
+            if generation.retryable:
+                raise Unavailable(f"model '{call.model.name}' could not answer: "
+                                  f"{generation.error}; retry")
             raise OperationFailed(f"model '{call.model.name}' failed: {generation.error}")
         figures = service.record(call, 200)
         base = _base(call, params)
@@ -291,7 +295,7 @@ class OpenAI:
             g = call.generation
             finished = True
             if call.timed_out or g.finish_reason in (CANCELLED, ERROR, None):
-                status = 504 if call.timed_out else 500
+                status = 504 if call.timed_out else 503 if g.retryable else 500
                 message = (f"the answer took longer than llm.request_timeout_s "
                            f"({service.settings.request_timeout_s:g} s); it was stopped"
                            if call.timed_out else f"generation failed: {g.error or 'cancelled'}")
