@@ -186,6 +186,23 @@ def _providers(inventory: Any) -> Check:
     return Check("onnxruntime providers", ok, detail)
 
 
+def _genai(inventory: Any) -> Check:
+    """onnxruntime-genai loads, its telemetry is off, and it sees the GPU where one is
+    usable: language models run on CUDA only when both NVML and it agree."""
+    name = "onnxruntime-genai"
+    try:
+        import onnxruntime_genai as og
+    except ImportError as exc:  # a broken install: the wheel or its libraries are missing
+        return Check(name, False, f"does not load: {exc}")
+    version = getattr(og, "__version__", "?")
+    cuda = bool(getattr(og, "is_cuda_available", lambda: False)())
+    if inventory.gpus and not cuda:
+        return Check(name, False, f"{version}: a GPU is present but this build of "
+                     "onnxruntime-genai has no CUDA; install onnxruntime-genai-cuda")
+    where = "CUDA and the CPU" if cuda and inventory.gpus else "the CPU"
+    return Check(name, True, f"{version}, language models run on {where}")
+
+
 def run_checks(
     home: Home, config: Config, gpu_source: InventorySource | None = None,
     progress: Callable[[Check], None] | None = None,
@@ -216,4 +233,5 @@ def run_checks(
     gpu_check, inventory = _gpus(gpu_source)
     add(gpu_check)
     add(_providers(inventory))
+    add(_genai(inventory))
     return checks

@@ -85,7 +85,9 @@ def test_init_twice_then_doctor(tmp_path: Path) -> None:
     report = json.loads(doc.output)
     names = {c["name"] for c in report["checks"]}
     assert {"appliance.db integrity", "appliance.db migrations", "blob store", "permissions",
-            "free disk", "gpus", "onnxruntime providers"} <= names
+            "free disk", "gpus", "onnxruntime providers", "onnxruntime-genai"} <= names
+    genai = next(c for c in report["checks"] if c["name"] == "onnxruntime-genai")
+    assert genai["ok"] and "language models run on the CPU" in genai["detail"]
     assert report["ok"] is True
 
 
