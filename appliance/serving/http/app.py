@@ -40,6 +40,7 @@ from appliance.errors import (
     Unauthorized,
     Unavailable,
 )
+from appliance.gpu import telemetry as gpu_telemetry
 from appliance.serving.codec import encode_response
 from appliance.serving.engine import Engine, EngineSettings
 from appliance.serving.llm import LlmService, LlmSettings
@@ -170,8 +171,10 @@ def parse_version(name: str, text: str) -> int:
 class ServingApp:
     def __init__(self, engine: Engine, *, authorizer: Authorizer, max_body_bytes: int,
                  home: Home | None = None, busy_poll_us: int = 100,
-                 config: Config | None = None) -> None:
+                 config: Config | None = None,
+                 telemetry: gpu_telemetry.TelemetrySource | None = None) -> None:
         self.engine = engine
+        self.telemetry = telemetry  # GPU figures on /metrics (DCGM's names)
         self.home = home  # where run() keeps the daemon's heartbeat row
         self.config = config  # the built-in server's limits, when made by create_app
         self.authorizer = authorizer
@@ -281,9 +284,12 @@ class ServingApp:
         path = "/" + "/".join(parts)
         if parts[0] == "metrics" and len(parts) == 1:
             self._only(method, "GET")
-            text = (self.engine.metrics.render() + self.engine.llm.metrics.render(
-                self.engine.llm_load())).encode()
-            return 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")], text
+            text = self.engine.metrics.render() + self.engine.llm.metrics.render(
+                self.engine.llm_load())
+            if self.telemetry is not None:  # NVML reads (and GPM's window) off the loop
+                text += gpu_telemetry.render(await asyncio.to_thread(self.telemetry.read))
+            return (200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+                    text.encode())
         if parts[0] != "v2":
             raise NotFound(f"no such endpoint: {path}")
         if len(parts) == 1:
@@ -612,6 +618,8 @@ def create_app(
                     llm=LlmService(LlmSettings.from_config(config), request_log))
     if authorizer is None:
         authorizer = token_authorizer(home, config["serving.anonymous_loopback"])
+    telemetry = gpu_telemetry.CachedTelemetry(gpu_telemetry.NvmlTelemetry(), max_age_s=5.0)
     return ServingApp(engine, authorizer=authorizer,
                       max_body_bytes=config["serving.max_body_bytes"], home=home,
-                      busy_poll_us=config["serving.busy_poll_us"], config=config)
+                      busy_poll_us=config["serving.busy_poll_us"], config=config,
+                      telemetry=telemetry)
