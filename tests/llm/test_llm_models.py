@@ -176,3 +176,22 @@ def test_build_example_refuses_a_folder_that_holds_files(tmp_path: Path, runner)
     result = runner("llm", "build-example", str(tmp_path / "x"))
     assert result.exit_code == 2 and "not empty" in result.output
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+
+
+def test_the_console_shows_a_language_model_version(tiny_model: Path, home: Home) -> None:
+    from helpers.console import PASSWORD, login, make_app
+
+    from appliance.audit.service import ensure_key
+    from appliance.auth import users
+
+    ensure_key(home, "t")
+    with home.db() as db:
+        users.add_user(db, "admin", "admin", PASSWORD, actor="t")
+    register(home, tiny_model)
+    client = make_app(home).test_client()
+    login(client, "admin")
+    page = client.get("/models/chat/1")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'id="llm-signature"' in html and "128 tokens" in html and "folder manifest" in html
+    assert '<option value="shadow">' not in html  # language models go to production only
