@@ -195,3 +195,28 @@ def test_the_console_shows_a_language_model_version(tiny_model: Path, home: Home
     html = page.get_data(as_text=True)
     assert 'id="llm-signature"' in html and "128 tokens" in html and "folder manifest" in html
     assert '<option value="shadow">' not in html  # language models go to production only
+
+
+def test_chat_template_the_models_own_or_the_plain_one(tiny_model: Path, tmp_path: Path) -> None:
+    from appliance.llm.chat import ChatTemplate, check_messages, plain_template
+
+    messages = check_messages([{"role": "system", "content": "Be brief."},
+                               {"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
+    own = ChatTemplate(tiny_model)
+    assert own.kind == "model"
+    assert own.render(messages) == "system: Be brief.\nuser: Hi\nassistant:"
+    plain = copy(tiny_model, tmp_path, "plain")
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    fallback = ChatTemplate(plain)
+    assert fallback.kind == "plain" and fallback.render(messages) == plain_template(messages)
+    assert inspect_folder(plain).signature()["chat_template"] is False
+    strict = copy(tiny_model, tmp_path, "strict")
+    (strict / "chat_template.jinja").write_text(
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}{% endif %}")
+    with pytest.raises(BadInput, match="user first"):
+        ChatTemplate(strict).render(messages)
+    with pytest.raises(BadInput, match="messages\\[1\\].content"):
+        check_messages([{"role": "user", "content": "a"}, {"role": "user", "content": 3}])
