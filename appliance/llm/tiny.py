@@ -129,7 +129,7 @@ def _train(hf: Path, size: Size, seed: int) -> None:
     hf.mkdir(parents=True)
     fast.save_pretrained(hf)
 
-    bos, eos = int(fast.convert_tokens_to_ids(BOS)), int(fast.convert_tokens_to_ids(EOS))  # type: ignore[arg-type]
+    bos, eos = int(fast.convert_tokens_to_ids(BOS)), int(fast.convert_tokens_to_ids(EOS))
     config = LlamaConfig(
         vocab_size=len(fast), hidden_size=size.hidden, intermediate_size=size.intermediate,
         num_hidden_layers=size.layers, num_attention_heads=size.heads,
