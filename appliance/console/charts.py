@@ -149,8 +149,9 @@ def line_chart(
             body.append(f'<text class="tick" x="{x_axis}" y="{sy(value, side) + 3:.1f}" '
                         f'text-anchor="{anchor}">{escape(fmt(value))}</text>')
     if right and right_label:
-        body.append(f'<text class="tick" x="{width - 2}" y="{bottom + 12}" text-anchor="end">'
-                    f"right axis: {escape(right_label)}</text>")
+        # Between the first and last x labels, which stand at the two ends.
+        body.append(f'<text class="tick" x="{PAD_LEFT + plot_w / 2:.1f}" y="{height - 6}" '
+                    f'text-anchor="middle">right axis: {escape(right_label)}</text>')
     body.extend(legend)
     for i, (name, pts) in enumerate([*series, *right]):
         side = 0 if i < len(series) else 1
