@@ -26,7 +26,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -160,9 +159,6 @@ class GenaiRuntime:
 
     def encode(self, text: str) -> list[int]:
         return [int(t) for t in self.tokenizer.encode(text)]
-
-    def decode(self, ids: list[int]) -> str:
-        return str(self.tokenizer.decode(ids))
 
     def submit(self, generation: Generation) -> None:
         if len(generation.prompt_ids) + generation.sampling.max_tokens > self.context_length:
@@ -510,5 +506,3 @@ def probe(runtime: Runtime, *, text: str = "Hello", max_tokens: int = 8,
     runtime.submit(generation)
     return generation if waiter.done.wait(timeout_s) else None
 
-
-RuntimeFactory = Callable[..., Runtime]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.errors import BadInput, OperationFailed, Unavailable
+from appliance.errors import BadInput, OperationFailed
 from appliance.llm.chat import ChatTemplate
 from appliance.llm.runtime import (
     CANCELLED,
@@ -411,9 +411,3 @@ class LlmService:
                 self.settings.currency, error or g.error,
                 call.prompt_text if text else None, g.text if text else None))
         return figures
-
-    def check_capacity(self, model: LoadedLlm) -> None:
-        running, waiting = model.runtime.load()
-        if waiting >= self.settings.queue_capacity:
-            raise Unavailable(f"model '{model.name}' has {waiting} requests waiting "
-                              "(llm.queue_capacity); retry")

@@ -26,7 +26,7 @@ from appliance.errors import ApplianceError, BadInput, NotFound, OperationFailed
 from appliance.llm.chat import check_messages
 from appliance.llm.runtime import CANCELLED, ERROR
 from appliance.serving.engine import Engine
-from appliance.serving.llm import Call, LoadedLlm
+from appliance.serving.llm import Call
 
 JSON = b"application/json"
 Headers = list[tuple[bytes, bytes]]
@@ -202,7 +202,7 @@ class OpenAI:
             if model is None or model.llm is None:
                 continue
             rows.append({"id": served, "object": "model",
-                         "created": _created(model.llm), "owned_by": "appliance",
+                         "created": model.llm.created, "owned_by": "appliance",
                          "appliance": {"version": model.version,
                                        "context_length": model.llm.context_length,
                                        "device": model.llm.runtime.device}})
@@ -229,7 +229,6 @@ class OpenAI:
                                     temperature=params.temperature, top_p=params.top_p,
                                     seed=params.seed, stop=params.stop,
                                     param=params.max_param, min_tokens=params.min_tokens)
-        service.check_capacity(model)
         call = Call(model, ids, sampling, stream=params.stream, endpoint=endpoint,
                     prompt_text=prompt, request_id=params.user)
         call.start()
@@ -335,10 +334,6 @@ def _watch(gone: asyncio.Event | None, call: Call) -> asyncio.Task[None] | None:
         call.cancel(gone=True)
 
     return asyncio.get_running_loop().create_task(watch())
-
-
-def _created(model: LoadedLlm) -> int:
-    return model.created
 
 
 def _base(call: Call, params: Params, *, chunk: bool = False) -> dict[str, Any]:
