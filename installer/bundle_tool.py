@@ -2,7 +2,7 @@
 """Helpers of the bundle scripts, standard library only (it runs before any venv exists).
 
     bundle_tool.py select   --lock L --wheels DIR --dest DIR   copy exactly the locked wheels, hash-checked
-    bundle_tool.py manifest --dir STAGE --version V            write STAGE/MANIFEST.json
+    bundle_tool.py manifest --dir STAGE --version V --profile P   write STAGE/MANIFEST.json
     bundle_tool.py verify   --dir STAGE                        every file listed, no extra file
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 CHUNK = 1 << 20
 SIGNED_BESIDE = {"SHA256SUMS", "SHA256SUMS.sig"}
+PROFILES = ("cpu", "cuda")  # installer/lock.py's profiles
 
 
 def sha256(path: Path) -> str:
@@ -86,7 +87,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
             name, version = wheel_name_version(Path(rel).name)
             wheels.append({"name": name, "version": version, "file": rel, "sha256": digest})
     manifest = {"format": "appliance.bundle/1", "version": args.version,
-                "wheels": wheels, "files": files}
+                "profile": args.profile, "wheels": wheels, "files": files}
     (stage / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return 0
 
@@ -123,6 +124,8 @@ def main() -> int:
     m = sub.add_parser("manifest")
     m.add_argument("--dir", required=True)
     m.add_argument("--version", required=True)
+    m.add_argument("--profile", required=True, choices=PROFILES,
+                   help="the build its lock is of: install.sh installs that lock")
     v = sub.add_parser("verify")
     v.add_argument("--dir", required=True)
     args = parser.parse_args()

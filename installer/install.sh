@@ -10,8 +10,10 @@
 #   installer/install.sh [--pubkey KEY.pem] [--root DIR] [--admin NAME] BUNDLE.tar.gz
 #                                  install a bundle on a server (as root). The bundle's
 #                                  signature and every file's hash are checked before anything
-#                                  in it runs; pip never reaches a network. Installing the same
-#                                  version again changes nothing.
+#                                  in it runs; pip never reaches a network. It installs the lock
+#                                  of the bundle's profile (cpu or cuda, from MANIFEST.json) and
+#                                  records the profile in <venv>/share/appliance/profile.
+#                                  Installing the same version again changes nothing.
 #   installer/install.sh --upgrade [--pubkey KEY.pem] [--root DIR] BUNDLE.tar.gz
 #                                  install a newer version beside the current one, migrate,
 #                                  switch /opt/appliance/current atomically, restart services.
@@ -210,16 +212,27 @@ install_programs() {
         return 0
     fi
     py="$(python_bin)"
+    # The build the bundle was made for (MANIFEST.json's profile; a bundle made before
+    # profiles was a cpu build) picks its lock.
+    local profile lock
+    profile="$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("profile", "cpu"))' \
+        "$dir/MANIFEST.json")" || die "can not read the bundle's MANIFEST.json"
+    case "$profile" in
+        cpu) lock="$dir/installer/requirements.lock" ;;
+        cuda) lock="$dir/installer/requirements-cuda.lock" ;;
+        *) die "the bundle's profile '$profile' is unknown to this installer" ;;
+    esac
+    [ -f "$lock" ] || die "the bundle has no installer/$(basename "$lock") for its $profile profile"
     # Built in place (a venv records its own path); only a finished one gets .installed,
     # and only then can current point at it.
     rm -rf "$target"
     mkdir -p "$OPT"
     "$py" -m venv "$target" || { rm -rf "$target"; die "can not create a venv (apt-get install python3-venv)"; }
-    echo "install:       $(grep -c '^[A-Za-z0-9]' "$dir/installer/requirements.lock") locked packages, hash-checked (a few minutes)"
+    echo "install:       $(grep -c '^[A-Za-z0-9]' "$lock") locked packages, hash-checked ($profile profile; a few minutes)"
     with_ticker "installing the locked packages" env PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 \
         "$target/bin/python" -m pip install \
         --disable-pip-version-check --quiet --no-index --find-links "$dir/wheelhouse" \
-        --require-hashes --only-binary :all: -r "$dir/installer/requirements.lock" \
+        --require-hashes --only-binary :all: -r "$lock" \
         || { rm -rf "$target"; die "pip could not install the locked wheels"; }
     PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 "$target/bin/python" -m pip install \
         --disable-pip-version-check --quiet --no-index --no-deps "$dir"/wheelhouse/appliance-*.whl \
@@ -228,6 +241,8 @@ install_programs() {
     cp "$dir"/docs/*.md "$target/share/doc/appliance/"
     cp "$dir"/systemd/* "$target/share/appliance/"
     cp "$dir/MANIFEST.json" "$target/share/appliance/"
+    # What 'appliance doctor' compares with the host's GPUs.
+    printf '%s\n' "$profile" > "$target/share/appliance/profile"
     touch "$target/.installed"
 }
 
@@ -372,7 +387,7 @@ while [ $# -gt 0 ]; do
         --root) [ $# -ge 2 ] || usage; R="$(realpath -m "$2")"; shift 2 ;;
         --pubkey) [ $# -ge 2 ] || usage; pubkey="$(realpath "$2")"; shift 2 ;;
         --admin) [ $# -ge 2 ] || usage; admin="$2"; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         -*) usage ;;
         *) [ -z "$bundle" ] || usage; bundle="$1"; shift ;;
     esac

@@ -27,14 +27,17 @@ def _key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def make_bundle(tmp: Path, key: Ed25519PrivateKey, *, tamper=None) -> Path:  # type: ignore[no-untyped-def]
+def make_bundle(tmp: Path, key: Ed25519PrivateKey, *, tamper=None,  # type: ignore[no-untyped-def]
+                profile: str | None = None, lock: str = "requirements.lock") -> Path:
     stage = tmp / "stage" / "appliance-9.9.9"
     (stage / "wheelhouse").mkdir(parents=True)
     (stage / "installer").mkdir()
     (stage / "wheelhouse" / "demo-1.0-py3-none-any.whl").write_bytes(b"PK not really a wheel")
-    (stage / "installer" / "requirements.lock").write_text("")
-    (stage / "MANIFEST.json").write_text(json.dumps({"format": "appliance.bundle/1",
-                                                     "version": "9.9.9"}, indent=2) + "\n")
+    (stage / "installer" / lock).write_text("")
+    manifest = {"format": "appliance.bundle/1", "version": "9.9.9"}
+    if profile is not None:
+        manifest["profile"] = profile
+    (stage / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
     sums = "".join(f"{hashlib.sha256((stage / f).read_bytes()).hexdigest()}  {f}\n" for f in files)
     (stage / "SHA256SUMS").write_text(sums)
@@ -123,3 +126,59 @@ def test_a_good_signature_gets_past_verification(tmp_path: Path) -> None:
     assert "install: [2/6] installing the programs of 9.9.9" in result.stdout
     assert "locked packages, hash-checked" in result.stdout
     assert not (tmp_path / "root" / "opt" / "appliance" / "9.9.9").exists()
+
+
+@pytest.mark.parametrize(
+    "profile, lock, words",
+    [
+        ("cuda", "requirements-cuda.lock", "hash-checked (cuda profile;"),
+        ("cpu", "requirements.lock", "hash-checked (cpu profile;"),
+        (None, "requirements.lock", "hash-checked (cpu profile;"),  # made before profiles
+    ],
+)
+def test_the_bundles_profile_picks_its_lock(tmp_path: Path, profile: str | None, lock: str,
+                                            words: str) -> None:
+    pub = tmp_path / "vendor.pem"
+    bundle = make_bundle(tmp_path, _key(pub), profile=profile, lock=lock)
+    result = run_install(bundle, pub, tmp_path / "root")
+    assert words in result.stdout, result.stdout + result.stderr
+    assert "pip could not install" in result.stderr  # the deliberately empty wheel, as above
+
+
+@pytest.mark.parametrize(
+    "profile, lock, words",
+    [
+        ("cuda", "requirements.lock",
+         "install: the bundle has no installer/requirements-cuda.lock for its cuda profile"),
+        ("tpu", "requirements.lock",
+         "install: the bundle's profile 'tpu' is unknown to this installer"),
+    ],
+)
+def test_a_bundle_without_its_profiles_lock_is_refused(tmp_path: Path, profile: str, lock: str,
+                                                      words: str) -> None:
+    pub = tmp_path / "vendor.pem"
+    bundle = make_bundle(tmp_path, _key(pub), profile=profile, lock=lock)
+    result = run_install(bundle, pub, tmp_path / "root")
+    assert result.returncode == 1 and result.stderr.splitlines()[-1] == words, result.stderr
+    assert not (tmp_path / "root" / "opt" / "appliance" / "9.9.9").exists()
+
+
+def test_build_bundle_stops_at_once_without_the_profiles_lock(tmp_path: Path) -> None:
+    # A copy of the script with no lock beside it: it must stop before downloading anything.
+    (tmp_path / "installer").mkdir()
+    script = tmp_path / "installer" / "build-bundle.sh"
+    shutil.copy(ROOT / "installer" / "build-bundle.sh", script)
+    for args in (["--key", "k.pem"], ["--profile", "cuda", "--key", "k.pem"]):  # cuda by default
+        result = subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                                timeout=60, cwd=tmp_path)
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr == (
+            "build-bundle: installer/requirements-cuda.lock is missing; make it on a machine "
+            "that reaches PyPI with: python3 installer/lock.py --profile cuda\n")
+    cpu = subprocess.run(["bash", str(script), "--profile", "cpu"], capture_output=True,
+                         text=True, timeout=60)
+    assert cpu.returncode == 1 and "installer/requirements.lock is missing" in cpu.stderr
+    bad = subprocess.run(["bash", str(script), "--profile", "gpu"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr == "build-bundle: --profile must be cuda or cpu, not 'gpu'\n"

@@ -76,14 +76,14 @@ def test_install_and_run_with_no_network(tmp_path: Path) -> None:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     build = subprocess.run(
         ["bash", "installer/build-bundle.sh", "--key", str(tmp_path / "vendor.key"),
-         "--wheelhouse", str(wheels), "--out", str(tmp_path / "dist")],
+         "--profile", "cpu", "--wheelhouse", str(wheels), "--out", str(tmp_path / "dist")],
         capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
     bundle = next((tmp_path / "dist").glob("appliance-*.tar.gz"))
     # Reproducible: the same inputs give the same bundle, byte for byte.
     again = subprocess.run(
         ["bash", "installer/build-bundle.sh", "--key", str(tmp_path / "vendor.key"),
-         "--wheelhouse", str(wheels), "--out", str(tmp_path / "dist2")],
+         "--profile", "cpu", "--wheelhouse", str(wheels), "--out", str(tmp_path / "dist2")],
         capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert again.returncode == 0, again.stderr[-2000:]
     twin = tmp_path / "dist2" / bundle.name
@@ -140,7 +140,7 @@ def test_install_and_run_with_no_network(tmp_path: Path) -> None:
                     "commit", "-qam", "next version"], check=True)
     build = subprocess.run(
         ["bash", str(nxt / "installer" / "build-bundle.sh"), "--key", str(tmp_path / "vendor.key"),
-         "--wheelhouse", str(wheels), "--out", str(tmp_path / "dist-next")],
+         "--profile", "cpu", "--wheelhouse", str(wheels), "--out", str(tmp_path / "dist-next")],
         capture_output=True, text=True, timeout=900, cwd=nxt)
     assert build.returncode == 0, build.stderr[-2000:]
     newer = next((tmp_path / "dist-next").glob("appliance-*.tar.gz"))
