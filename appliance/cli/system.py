@@ -51,7 +51,8 @@ def _has_admin(env: Env) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @pass_env
 def doctor(env: Env, as_json: bool) -> None:
-    """Check the installation: databases, migrations, blobs, permissions, disk, GPUs, onnxruntime.
+    """Check the installation: databases, migrations, blobs, permissions, disk, GPUs, the
+    bundle's profile against the GPUs, and whether torch and onnxruntime use them.
 
     Exits 1 when any check fails.
     """

@@ -12,9 +12,11 @@ import random
 import shutil
 import sqlite3
 import stat
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
@@ -175,6 +177,65 @@ def _gpus(source: InventorySource) -> tuple[Check, Any]:
     return Check("gpus", True, f"{len(inv.gpus)} found, driver {inv.driver} ({names})"), inv
 
 
+def installed_profile_file() -> Path:
+    """Where ``install.sh`` records the bundle's profile: beside the installed venv's other
+    bundle files (``/opt/appliance/<version>/share/appliance/profile``)."""
+    return Path(sys.prefix) / "share" / "appliance" / "profile"
+
+
+def _gpu_count(inventory: Any) -> str:
+    n = len(inventory.gpus)
+    return f"{n} GPU" + ("" if n == 1 else "s")
+
+
+def _profile(inventory: Any, profile_file: Path) -> Check:
+    """Does the installed bundle's build fit this host: the cpu build on a GPU server
+    trains on the CPU only."""
+    name = "bundle profile"
+    try:
+        profile = profile_file.read_text().strip()
+    except FileNotFoundError:
+        return Check(name, True, "development install, profile not recorded")
+    except OSError as exc:
+        return Check(name, False, f"can not read {profile_file}: {exc.strerror}")
+    if profile == "cpu" and inventory.gpus:
+        return Check(name, False, f"cpu build on a host with {_gpu_count(inventory)}: torch "
+                     "trains on the CPU only; install the cuda bundle")
+    if profile == "cpu":
+        return Check(name, True, "cpu build, and no GPU here")
+    if profile == "cuda" and inventory.gpus:
+        return Check(name, True, f"cuda build, {_gpu_count(inventory)} here")
+    if profile == "cuda":
+        return Check(name, True, "cuda build on a host without a GPU: it works, on the CPU "
+                     "(the cpu bundle is smaller)")
+    return Check(name, False, f"{profile_file} names an unknown profile {profile!r}; "
+                 "reinstall the bundle")
+
+
+def _torch(inventory: Any) -> Check:
+    """Which build of torch this is and whether it sees the GPUs NVML found. A CPU build
+    passes here (the bundle profile check judges it); a CUDA build that can not use the
+    GPUs fails."""
+    name = "torch"
+    try:
+        import torch
+    except ImportError as exc:  # a broken install: the wheel or its libraries are missing
+        return Check(name, False, f"does not load: {exc}")
+    version = torch.__version__
+    cuda = torch.version.cuda
+    if not cuda:
+        where = f" only, not on the {_gpu_count(inventory)} here" if inventory.gpus else ""
+        return Check(name, True, f"{version}, a CPU build: trains on the CPU{where}")
+    if not inventory.gpus:
+        return Check(name, True, f"{version} (CUDA {cuda}): no GPU here, trains on the CPU")
+    if not torch.cuda.is_available():
+        return Check(name, False, f"{version} (CUDA {cuda}) does not see the "
+                     f"{_gpu_count(inventory)} NVML found: the driver ({inventory.driver}) "
+                     f"must support CUDA {cuda}")
+    return Check(name, True, f"{version} (CUDA {cuda}) sees "
+                 f"{torch.cuda.device_count()} of {_gpu_count(inventory)}")
+
+
 def _providers(inventory: Any) -> Check:
     from appliance.onnxtools.providers import check_providers
 
@@ -205,8 +266,9 @@ def _genai(inventory: Any) -> Check:
 
 def run_checks(
     home: Home, config: Config, gpu_source: InventorySource | None = None,
-    progress: Callable[[Check], None] | None = None,
+    progress: Callable[[Check], None] | None = None, profile_file: Path | None = None,
 ) -> list[Check]:
+    """Every check, in order; ``profile_file`` (tests) stands in for the installed one."""
     checks: list[Check] = []
 
     def add(check: Check) -> None:
@@ -232,6 +294,8 @@ def run_checks(
         gpu_source = inventory_source(config["gpu.inventory_file"])
     gpu_check, inventory = _gpus(gpu_source)
     add(gpu_check)
+    add(_profile(inventory, profile_file or installed_profile_file()))
+    add(_torch(inventory))
     add(_providers(inventory))
     add(_genai(inventory))
     return checks

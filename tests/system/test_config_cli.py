@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +13,8 @@ from click.testing import CliRunner
 from appliance.cli import main
 from appliance.config import SETTINGS, load_config, parse_config, resolve_home
 from appliance.errors import ConfigError
+from appliance.gpu.inventory import GPU, StaticSource
+from appliance.system import doctor
 
 
 def test_defaults_when_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,4 +194,75 @@ def test_doctor_reads_the_configured_gpu_inventory_and_ignores_stray_files(tmp_p
     result = _run("--config", str(cfg), "--home", str(home), "doctor")
     assert result.exit_code == 0, result.output
     assert "ok   gpus: 1 found, driver simulated (0: Sim A100 40960 MiB)" in result.output
+    # A development checkout records no profile; its CPU build of torch says what it means.
+    assert "ok   bundle profile: development install, profile not recorded" in result.output
+    assert "ok   torch: 2.13.0+cpu, a CPU build: trains on the CPU only, not on the 1 GPU " \
+           "here" in result.output
     assert "ok   blob store: empty" in result.output
+
+
+def _gpus(n: int) -> StaticSource:
+    return StaticSource([GPU(i, f"GPU-{i}", "Sim H100", 80 * 2**30, 0, 0) for i in range(n)])
+
+
+@pytest.mark.parametrize(
+    "recorded, gpus, ok, detail",
+    [
+        ("cpu\n", 2, False, "cpu build on a host with 2 GPUs: torch trains on the CPU only; "
+                            "install the cuda bundle"),
+        ("cpu\n", 0, True, "cpu build, and no GPU here"),
+        ("cuda\n", 1, True, "cuda build, 1 GPU here"),
+        ("cuda\n", 0, True, "cuda build on a host without a GPU: it works, on the CPU "
+                            "(the cpu bundle is smaller)"),
+        (None, 2, True, "development install, profile not recorded"),
+    ],
+)
+def test_doctor_judges_the_bundles_profile_against_the_gpus(
+        home, config, tmp_path: Path, recorded: str | None, gpus: int, ok: bool,  # type: ignore[no-untyped-def]
+        detail: str) -> None:
+    profile = tmp_path / "share" / "appliance" / "profile"
+    if recorded is not None:
+        profile.parent.mkdir(parents=True)
+        profile.write_text(recorded)
+    checks = doctor.run_checks(home, config, gpu_source=_gpus(gpus), profile_file=profile)
+    found = next(c for c in checks if c.name == "bundle profile")
+    assert (found.ok, found.detail) == (ok, detail)
+    # It stands after the GPUs and before the libraries that use them.
+    names = [c.name for c in checks]
+    assert names.index("gpus") < names.index("bundle profile") < names.index("torch") < \
+        names.index("onnxruntime providers")
+
+
+def test_an_unknown_recorded_profile_fails(tmp_path: Path) -> None:
+    profile = tmp_path / "profile"
+    profile.write_text("tpu\n")
+    check = doctor._profile(_gpus(0).read(), profile)
+    assert not check.ok and check.detail == f"{profile} names an unknown profile 'tpu'; " \
+        "reinstall the bundle"
+
+
+def _fake_torch(cuda: str | None, available: bool, count: int) -> SimpleNamespace:
+    return SimpleNamespace(
+        __version__="2.13.0" if cuda else "2.13.0+cpu", version=SimpleNamespace(cuda=cuda),
+        cuda=SimpleNamespace(is_available=lambda: available, device_count=lambda: count))
+
+
+@pytest.mark.parametrize(
+    "torch, gpus, ok, detail",
+    [
+        (_fake_torch("13.0", True, 2), 2, True, "2.13.0 (CUDA 13.0) sees 2 of 2 GPUs"),
+        (_fake_torch("13.0", False, 0), 2, False,
+         "2.13.0 (CUDA 13.0) does not see the 2 GPUs NVML found: the driver (simulated) "
+         "must support CUDA 13.0"),
+        (_fake_torch("13.0", False, 0), 0, True, "2.13.0 (CUDA 13.0): no GPU here, trains on the CPU"),
+        (_fake_torch(None, False, 0), 1, True,
+         "2.13.0+cpu, a CPU build: trains on the CPU only, not on the 1 GPU here"),
+        (_fake_torch(None, False, 0), 0, True, "2.13.0+cpu, a CPU build: trains on the CPU"),
+    ],
+)
+def test_doctor_says_whether_torch_sees_the_gpus(monkeypatch: pytest.MonkeyPatch,
+                                                 torch: SimpleNamespace, gpus: int, ok: bool,
+                                                 detail: str) -> None:
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    check = doctor._torch(_gpus(gpus).read())
+    assert (check.name, check.ok, check.detail) == ("torch", ok, detail)

@@ -100,11 +100,19 @@ def test_install_and_run_with_no_network(tmp_path: Path) -> None:
     assert second.returncode == 0 and "already installed" in second.stdout  # changes nothing
 
     cli = f"{venv}/bin/appliance"
-    run = in_namespace(f"{cli} --home {root}/var/lib/appliance doctor && "
-                       f"{cli} --home {tmp_path}/demo demo --quick", 900)
+    assert (venv / "share" / "appliance" / "profile").read_text() == "cpu\n"
+    doctor = in_namespace(f"{cli} --home {root}/var/lib/appliance doctor", 300)
+    out = doctor.stdout + doctor.stderr
+    # This is the cpu bundle: on a host with GPUs its doctor fails that one check, saying so.
+    fails = [line for line in doctor.stdout.splitlines() if line.startswith("FAIL")]
+    assert all(f.startswith("FAIL bundle profile: cpu build on a host with") for f in fails), \
+        out[-4000:]
+    assert doctor.returncode == (1 if fails else 0), out[-4000:]
+    assert "bundle profile: cpu build" in out and "ok   torch: 2.13.0+cpu" in out
+    assert "ok   onnxruntime providers" in out
+    run = in_namespace(f"{cli} --home {tmp_path}/demo demo --quick", 900)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
-    assert "ok   onnxruntime providers" in out
     assert re.search(r"requests served: (\d+) of \1 \(0 failed\)", out), out[-2000:]
 
     # Part of the test suite, against the installed copy (not this checkout), with the test
