@@ -259,9 +259,14 @@ class GenaiRuntime:
                 self._waiting.popleft()
                 self._finish(head, CANCELLED)
                 continue
-            if single + batched == 0 or (self.engine is None and single == 0):
+            # The engine ends a turn one token short of the context: a request that needs
+            # all of it waits for a generator of its own.
+            whole = len(head.prompt_ids) + head.sampling.max_tokens >= self.context_length
+            if single + batched == 0 or (single == 0 and (self.engine is None or whole)):
                 path = "single"
                 single += 1
+            elif whole:
+                break
             elif self.engine is not None and batched < self.engine_capacity:
                 path = "batched"
                 batched += 1
@@ -307,9 +312,13 @@ class GenaiRuntime:
         s = generation.sampling
         request = self.engine.create_request()
         options = og.TurnOptions(request)
-        options.set_max_generated_tokens(s.max_tokens)
+        # Asked for N tokens, the engine gives N - 1 (it counts the token of the prompt's
+        # step apart): ask for one more, and ``_token`` ends the turn at N.
+        # It never goes past the context itself.
+        room = self.context_length - len(generation.prompt_ids)
+        options.set_max_generated_tokens(min(s.max_tokens + 1, room))
         if s.min_tokens:
-            options.set_min_generated_tokens(s.min_tokens)
+            options.set_min_generated_tokens(min(s.min_tokens + 1, room))
         options.set_do_sample(s.temperature > 0)
         if s.temperature > 0:
             options.set_temperature(s.temperature)

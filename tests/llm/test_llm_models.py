@@ -220,3 +220,38 @@ def test_chat_template_the_models_own_or_the_plain_one(tiny_model: Path, tmp_pat
         ChatTemplate(strict).render(messages)
     with pytest.raises(BadInput, match="messages\\[1\\].content"):
         check_messages([{"role": "user", "content": "a"}, {"role": "user", "content": 3}])
+
+
+def test_batched_answers_have_every_token_asked_for(tiny_model: Path) -> None:
+    """The engine gives one token fewer than it is asked for, and stops one short of the
+    context: asked for N, every answer has N, on either path, up to the whole context."""
+    import threading
+
+    from appliance.llm.runtime import GenaiRuntime, Generation, Sampling
+
+    runtime = GenaiRuntime(tiny_model, eos_token_ids=[1])
+    done: list[Generation] = []
+    all_done = threading.Event()
+
+    class Sink:
+        def tokens(self, generation: Generation, text: str) -> None:
+            pass
+
+        def finished(self, generation: Generation) -> None:
+            done.append(generation)
+            if len(done) == 6:
+                all_done.set()
+
+    try:
+        prompt = runtime.encode(tiny.prompt_for(tiny.facts()[0][0]))
+        whole = runtime.context_length - len(prompt)
+        asked = [Generation(prompt, Sampling(max_tokens=n, temperature=0.0, min_tokens=n),
+                            Sink()) for n in (6, 6, 7, 9, whole, whole)]
+        for g in asked:
+            runtime.submit(g)
+        assert all_done.wait(120)
+    finally:
+        runtime.close()
+    assert [g.completion_tokens for g in asked] == [6, 6, 7, 9, whole, whole]
+    assert all(g.finish_reason == "length" for g in asked)
+    assert "batched" in {g.path for g in asked[:4]}
