@@ -182,6 +182,28 @@ SETTINGS: tuple[Setting, ...] = (
     _s("gpu.inventory_file", "",
        "Read the GPU inventory from this JSON file instead of NVML, to simulate GPUs when "
        "planning or testing; empty means NVML.", "path"),
+    # --- capacity ---
+    _s("capacity.window_s", 1.0,
+       "Length of one measurement window of a capacity profile, in seconds; a point is "
+       "measured in windows until capacity.stability holds.", "float", minimum=0.05,
+       maximum=60),
+    _s("capacity.stability", 0.10,
+       "A profile point is stable when the throughput and mean latency of its last three "
+       "windows each lie within this share of their mean.", "float", minimum=0.001,
+       maximum=0.99),
+    _s("capacity.max_windows", 10,
+       "Most windows a profile point is measured in; a point not stable by then is kept "
+       "and marked so.", "int", minimum=3, maximum=1000),
+    _s("capacity.min_requests", 100,
+       "Answered requests a model needs in the log before the capacity report recommends "
+       "settings for it.", "int", minimum=1),
+    _s("capacity.replay_minutes", 10.0,
+       "How much of the busiest traffic the capacity report replays against the fitted "
+       "service time, in minutes.", "float", minimum=0.1, maximum=1440),
+    _s("capacity.slo_p95_ms", 100.0,
+       "The latency objective of the capacity report when --slo-p95-ms is not given: p95 "
+       "latency of a tabular request, p95 time to first token of a language model.",
+       "float", minimum=0.001),
     # --- audit, access control ---
     _s("auth.login_max_failures", 10,
        "Failed sign-ins per account within auth.login_window_minutes before it is locked out.",

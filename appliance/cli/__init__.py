@@ -28,6 +28,7 @@ TABLE: dict[str, tuple[str, str]] = {
     "alerts": ("monitoring", "List open and acknowledged alerts (newest first); see 'alerts ack'."),
     "audit": ("audit", "Read, verify, anchor and export the signed audit trail."),
     "backup": ("backup", "Write a consistent online backup: database snapshots, blobs, keys and a hash manifest."),
+    "capacity": ("capacity", "Measure what a model version serves, and size serving to the traffic it gets."),
     "config": ("system", "Inspect the configuration."),
     "console": ("console", "Run the admin web console and its JSON API until stopped."),
     "datasets": ("datasets", "Register and inspect immutable dataset versions."),

@@ -13,6 +13,7 @@ contract is in ``appliance.queue.kinds``.
   start a retrain job (the CLI, the console and the demo call it too)
 - ``rollout``: rollout-advance
 - ``retention``: monitoring-retention
+- ``capacity``: capacity-profile
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ KINDS: dict[str, JobKind] = {
         JobKind("monitoring-retention", "appliance.jobs.retention:run_retention_job",
                 "rolls the request log up into per-minute aggregates and deletes what is "
                 "past monitoring.retention_days", "appliance.jobs.retention:validate_retention_params"),
+        JobKind("capacity-profile", "appliance.jobs.capacity:run_profile_job",
+                "sweeps a model version as serving loads it (batch size and concurrency, or "
+                "streams and lengths) and stores its capacity profile",
+                "appliance.jobs.capacity:validate_profile_params"),
         JobKind("rollout-advance", "appliance.jobs.rollout:run_rollout_job",
                 "advances or rolls back staged rollouts from the request log",
                 "appliance.jobs.rollout:validate_rollout_params"),

@@ -18,7 +18,7 @@ def _requests(db: sqlite_utils.Database) -> None:
     db.execute(
         "CREATE TABLE requests ("
         " id INTEGER PRIMARY KEY,"
-        " ts REAL NOT NULL,"  # Unix seconds, when the request arrived
+        " ts REAL NOT NULL,"  # Unix seconds, when it was answered (arrival: ts - latency)
         " minute INTEGER NOT NULL,"  # CAST(ts / 60 AS INTEGER)
         " model TEXT NOT NULL,"
         " version INTEGER NOT NULL,"
