@@ -1,12 +1,12 @@
-"""The service time of one run against its size: t(b) = a + c·b, fitted by weighted least
-squares on (size, time, weight) points.
+"""The time one run takes: t = a + c·b + d·k, fitted by non-negative weighted least
+squares on (b, k, seconds, weight) points.
 
-For a tabular model, b is the rows of one onnxruntime run and t its time; for a
-language model, b is the sequences in one generation step and t the step's time (the
-inter-token latency at that many streams). ``a`` is what every run costs (launching
-kernels, crossing into onnxruntime), ``c`` what each row or sequence adds. Neither may
-be negative: a fit that gives a negative ``a`` is redone through the origin, one that
-gives a negative ``c`` is a constant.
+For a tabular model a run holds b rows from k requests: ``a`` is what every run costs
+(crossing into onnxruntime, launching kernels), ``c`` what each row adds, ``d`` what each
+request adds (decoding its body, splitting its answer back out). Where every request
+carries the same rows, b and k move together and ``d`` is folded into ``c`` (``d`` is 0).
+For a language model b = k is the sequences of one generation step. No term is ever
+negative.
 """
 
 from __future__ import annotations
@@ -22,39 +22,42 @@ import numpy as np
 class ServiceTime:
     a: float  # seconds a run costs whatever its size
     c: float  # seconds each row (or sequence) adds
+    d: float  # seconds each request adds
     points: int  # distinct sizes fitted on
     r2: float  # share of the variance of the times the line explains
-    source: str  # where the points came from: "request log", "profile", or both
+    source: str  # where the points came from
 
-    def __call__(self, b: int | float) -> float:
-        return self.a + self.c * b
+    def __call__(self, b: float, k: float | None = None) -> float:
+        return self.a + self.c * b + self.d * (b if k is None else k)
 
-    def throughput(self, b: int) -> float:
-        """Rows (or sequences) per second when every run has ``b``."""
-        return b / self(b)
+    def throughput(self, b: int, k: float | None = None) -> float:
+        """Rows (or sequences) per second when every run has ``b`` of them."""
+        return b / self(b, k)
 
     def as_dict(self) -> dict[str, Any]:
         return {"a_us": round(self.a * 1e6, 2), "c_us": round(self.c * 1e6, 3),
-                "points": self.points, "r2": round(self.r2, 4), "source": self.source}
+                "d_us": round(self.d * 1e6, 3), "points": self.points,
+                "r2": round(self.r2, 4), "source": self.source}
 
 
-def fit(points: Sequence[tuple[float, float, float]], source: str) -> ServiceTime | None:
-    """Fit on ``(b, seconds, weight)``; None with fewer than two distinct sizes."""
-    pts = [(float(b), float(t), float(w)) for b, t, w in points if w > 0 and t > 0]
-    sizes = {b for b, _, _ in pts}
-    if len(sizes) < 2:
+def fit(points: Sequence[tuple[float, float, float, float]], source: str
+        ) -> ServiceTime | None:
+    """Fit on ``(b, k, seconds, weight)``; None with fewer than two distinct sizes."""
+    from scipy.optimize import nnls
+
+    pts = [tuple(map(float, p)) for p in points if p[3] > 0 and p[2] > 0]
+    if len({(b, k) for b, k, _, _ in pts}) < 2:
         return None
-    b = np.array([p[0] for p in pts])
-    t = np.array([p[1] for p in pts])
-    w = np.sqrt(np.array([p[2] for p in pts]))
-    design = np.stack([np.ones_like(b), b], axis=1)
-    (a, c), *_ = np.linalg.lstsq(design * w[:, None], t * w, rcond=None)
-    if a < 0:
-        a, c = 0.0, float(np.sum(w * w * b * t) / np.sum(w * w * b * b))
-    if c < 0:
-        a, c = float(np.average(t, weights=w * w)), 0.0
-    predicted = a + c * b
-    mean = np.average(t, weights=w * w)
-    total = float(np.sum(w * w * (t - mean) ** 2))
-    r2 = 1.0 - float(np.sum(w * w * (t - predicted) ** 2)) / total if total > 0 else 1.0
-    return ServiceTime(float(a), float(c), len(sizes), r2, source)
+    b, k, t, w = (np.array([p[i] for p in pts]) for i in range(4))
+    root = np.sqrt(w)
+    design = np.stack([np.ones_like(b), b, k], axis=1)
+    if np.linalg.matrix_rank(design) < 3:  # b and k move together: no separate d
+        design = design[:, :2]
+    coef, _ = nnls(design * root[:, None], t * root)
+    a, c = float(coef[0]), float(coef[1])
+    d = float(coef[2]) if len(coef) > 2 else 0.0
+    predicted = design @ coef
+    mean = np.average(t, weights=w)
+    total = float(np.sum(w * (t - mean) ** 2))
+    r2 = 1.0 - float(np.sum(w * (t - predicted) ** 2)) / total if total > 0 else 1.0
+    return ServiceTime(a, c, d, len({(x, y) for x, y, _, _ in pts}), r2, source)

@@ -316,20 +316,18 @@ async def _tabular_point(engine: _Engine, model: LoadedModel, sweep: Sweep, prob
         "compute_us": _rounded(percentiles([e.latency_us - e.queue_us for e in ok])),
         "run_rows_mean": round(sum(r for r, _ in runs) / len(runs), 2) if runs else 0,
         "run_us": _rounded(percentiles(run_us)),
-        "service": _service_points(ok),
     }
+    # What one run occupies the model for, all its work counted (each request's decoding
+    # and answer as well as the run): the measured time divided among the runs. Clients
+    # keep the model busy, so this is the service time of a run of this size.
+    rows_per_run = sum(r for r, _ in runs) / len(runs) if runs else 0.0
+    if rows_per_run and point["rows_per_s"]:
+        point["service"] = {"rows": round(rows_per_run, 3),
+                            "requests": round(rows_per_run / batch, 3),
+                            "period_us": round(1e6 * rows_per_run / point["rows_per_s"], 2)}
+
     point.update(probe.figures())
     return point
-
-
-def _service_points(entries: list[Any]) -> list[list[float]]:
-    """For each run size seen, the median compute time of its requests (latency less
-    queue time, as the request log gives it) and how many: what ``fit`` fits t(b) on."""
-    by_rows: dict[int, list[int]] = {}
-    for e in entries:
-        by_rows.setdefault(e.batch_size, []).append(e.latency_us - e.queue_us)
-    return [[rows, round(float(np.median(us)), 1), len(us)]
-            for rows, us in sorted(by_rows.items())]
 
 
 def _rounded(values: dict[str, float], digits: int = 1) -> dict[str, float]:

@@ -92,8 +92,9 @@ def report_text(report: dict[str, Any]) -> str:
             continue
         s = m["service_time"]
         unit = "sequence" if m["kind"] == "llm" else "row"
-        lines.append(f"  service    t(b) = {s['a_us']:g} us + {s['c_us']:g} us per {unit} "
-                     f"(fitted on {s['points']} sizes from the {s['source']}, r² {s['r2']:.2f})")
+        per_request = f" + {s['d_us']:g} us per request" if s.get("d_us") else ""
+        lines.append(f"  service    t = {s['a_us']:g} us + {s['c_us']:g} us per {unit}{per_request} "
+                     f"(fitted on {s['points']} points from the {s['source']}, r² {s['r2']:.2f})")
         r = m["replay"]
         if m["kind"] == "llm":
             lines.append(f"  replay     {r['requests']:,} requests from {r['window_start']}: "

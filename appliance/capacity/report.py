@@ -7,19 +7,24 @@ For each model in the request log since a time:
    first to the last: requests (and rows or tokens) per second at the median minute, the
    95th percentile and the peak. Utilisation is the share of each minute the model spent
    computing (each request's compute time, split among the requests of its run).
-2. **Service time.** t(b) = a + c·b (``appliance.capacity.fit``), fitted on the compute
-   time of logged requests against the rows of the run they were in, and on the runs of
-   the version's newest capacity profile. A language model's step time against the
-   sequences in a step is fitted on its profile (the log does not say how many
-   sequences shared a step).
-3. **Replay.** The busiest ``capacity.replay_minutes`` of the log are replayed against
-   t(b) (``appliance.capacity.simulate``): first at the settings serving has now, where
-   the prediction is set beside the p95 the log shows, then at every candidate setting.
-   The recommendation is the one with the lowest predicted p95.
+2. **Service time.** t = a + c·b + d·k for a run of b rows from k requests
+   (``appliance.capacity.fit``), fitted on the version's newest capacity profile, where
+   the measured time divided among the runs is what a run occupies the model for; without
+   a profile, on the median compute time of logged requests against the size of their
+   run. A language model's step time against the sequences in a step is fitted on its
+   profile (the log does not say how many sequences shared a step).
+3. **Replay.** The busiest ``capacity.replay_minutes`` of the log are replayed
+   (``appliance.capacity.simulate``): each request decoded by the event loop (d), then
+   batched, each run taking a + c·b, all scaled by factors drawn from the spread the log
+   shows about t; first at the settings serving has now, where the prediction is set
+   beside the p95 the log shows, then at every candidate setting. The recommendation is
+   the shortest delay, then the largest batch limit, among those within ``TIE`` of the
+   lowest predicted p95.
 4. **Capacity.** The replay is repeated with the arrivals compressed or stretched in time
-   to find the highest rate at which the predicted p95 stays within the SLO; the peak
-   demand is set against it, and the report says plainly when the peak is more than
-   this box can serve within the SLO, and by how much.
+   to find the highest rate at which the predicted p95 stays within the SLO (and never
+   above what the box sustains, full runs back to back); the peak demand is set against
+   it, and the report says plainly when the peak is more than this box can serve within
+   the SLO, and by how much.
 5. **Memory to reserve.** Weights, plus the memory each row of a run adds (measured by
    the profile), at the recommended batch size; for a language model the KV cache, 2 ×
    layers × KV heads × head size × bytes × context × concurrent sequences, at the peak
@@ -46,7 +51,7 @@ from appliance.config import Config
 from appliance.errors import NotFound
 
 DELAYS_US = (0, 100, 250, 500, 1000, 2000, 5000)
-TIE = 0.01  # predicted p95s within 1% of the best are equally good
+TIE = 0.05  # predicted p95s within 5% of the best are equally good: the replay is no finer
 MAX_REPLAY = 50_000  # requests replayed at most (the newest of the busiest window)
 
 
@@ -73,15 +78,15 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1e3, 3)
 
 
-def _scale_within(predict: Callable[[float], float], slo_s: float) -> float:
-    """The largest factor by which the arrivals may be sped up (>1) or must be slowed
-    (<1) with the predicted p95 within ``slo_s``; searched between 1/256 and 256."""
-    lo, hi = 1 / 256, 256.0
+def _scale_within(predict: Callable[[float], float], slo_s: float, hi: float) -> float:
+    """The largest factor, up to ``hi``, by which the arrivals may be sped up (>1) or must
+    be slowed (<1) with the predicted p95 within ``slo_s``; 0 when even 1/1024 is not."""
+    lo = 1 / 1024
     if predict(lo) > slo_s:
         return 0.0
     if predict(hi) <= slo_s:
         return hi
-    for _ in range(24):
+    for _ in range(30):
         mid = math.sqrt(lo * hi)
         if predict(mid) <= slo_s:
             lo = mid
@@ -90,6 +95,11 @@ def _scale_within(predict: Callable[[float], float], slo_s: float) -> float:
         if hi / lo < 1.01:
             break
     return lo
+
+
+def _rate(arrivals: np.ndarray) -> float:
+    """Requests per second over the replayed window (at least a second long)."""
+    return len(arrivals) / max(float(arrivals[-1] - arrivals[0]), 1.0) if len(arrivals) else 0.0
 
 
 def _verdict(peak: float, within: float, unit: str, slo_ms: float) -> tuple[str, float]:
@@ -146,18 +156,25 @@ def _tabular(mon: sqlite_utils.Database, db: sqlite_utils.Database, config: Conf
     if len(rows) < minimum:
         out["missing"].append(f"only {len(rows)} answered requests since {_iso(since)}; the "
                               f"report needs {minimum} (capacity.min_requests)")
-    # service time: the log's requests, grouped by run size, and the profile's runs
-    points: list[tuple[float, float, float]] = []
+    # Service time: a profile measures what a run occupies the model for, all its work
+    # counted; the log only each request's own compute time (its share of the others'
+    # decoding is missing), so it is used alone only where there is no profile.
+    points: list[tuple[float, float, float, float]] = []
     compute = np.maximum(latency - queue, 0) / 1e6
-    for size in np.unique(batch[batch > 0]):
-        mask = batch == size
-        points.append((float(size), float(np.median(compute[mask])), float(mask.sum())))
-    sources = ["request log"] if points else []
     if profile:
         for point in profile["points"]:
-            for size, us, count in point.get("service", []):
-                points.append((float(size), us / 1e6, float(count)))
-        sources.append(f"profile {profile['id']}")
+            measured = point.get("service")
+            if isinstance(measured, dict):
+                points.append((measured["rows"], measured["requests"],
+                               measured["period_us"] / 1e6, float(point["windows"])))
+        sources = [f"profile {profile['id']}"]
+    else:
+        per_request = np.maximum(req_rows, 1)
+        for size in np.unique(batch[batch > 0]):
+            mask = batch == size
+            points.append((float(size), float(size / np.median(per_request[mask])),
+                           float(np.median(compute[mask])), float(mask.sum())))
+        sources = ["request log"] if points else []
     service = fit(points, " and ".join(sources))
     if service is None:
         out["missing"].append(
@@ -187,9 +204,30 @@ def _tabular(mon: sqlite_utils.Database, db: sqlite_utils.Database, config: Conf
     observed_p95 = float(np.percentile(latency[start:stop], 95)) / 1e6
     largest = int(window_rows.max())
 
+    # Runs vary about t: each replayed run takes t times a factor drawn from those the
+    # log shows, the same draws for every setting tried, so that the tail of the service
+    # time (and a machine slower under load than when profiled) reaches the prediction.
+    # The factors come from requests that ran alone (their compute time is the whole
+    # run); without enough of those, from every request, about their median.
+    alone = (batch > 0) & (batch == req_rows)
+    use = alone if alone.sum() >= 30 else batch > 0
+    spread = compute[use] / np.array([service(b, b / max(r, 1)) for b, r in
+                                      zip(batch[use], req_rows[use], strict=True)])
+    if len(spread) and not alone.sum() >= 30:
+        spread = spread / np.median(spread)
+    spread = np.clip(spread, 0.05, 50.0) if len(spread) else np.ones(1)
+
+    # A request's own work (``d``) is done by the event loop as it arrives, beside the run
+    # in progress; a run takes a + c·b.
+    rng = np.random.default_rng(0)
+    run_factors = rng.choice(spread, size=len(window_arr))
+    own = service.d * run_factors if service.d > 0 else None
+
     def run(max_batch: int, delay_us: int, scale: float = 1.0) -> simulate.Outcome:
-        return simulate.batcher(window_arr / scale, window_rows, service, max_batch,
-                                delay_us / 1e6)
+        draws = iter(run_factors)
+        return simulate.batcher(window_arr / scale, window_rows,
+                                lambda b, k: (service.a + service.c * b) * next(draws),
+                                max_batch, delay_us / 1e6, per_request=own)
 
     now = run(current["max_batch_size"], current["max_queue_delay_us"])
     out["replay"] = {"window_start": _iso(arrivals[start]), "requests": int(stop - start),
@@ -211,22 +249,32 @@ def _tabular(mon: sqlite_utils.Database, db: sqlite_utils.Database, config: Conf
                 candidates.append((outcome.p95(), delay, -sizes[-1]))
                 break
     best = min(p for p, _, _ in candidates)
-    p95, delay, neg = min(c for c in candidates if c[0] <= best * (1 + TIE) + 1e-6)
+    # Of the settings within TIE of the best: the shortest delay, then the largest batch.
+    p95, delay, neg = min((c for c in candidates if c[0] <= best * (1 + TIE) + 1e-6),
+                          key=lambda c: (c[1], c[2]))
     chosen = -neg
     out["recommendation"] = {"max_batch_size": chosen, "max_queue_delay_us": delay,
                              "predicted_p95_ms": _ms(p95), "candidates": len(candidates)}
     peak_rate = out["demand"]["requests_per_s"]["peak"]
-    window_rate = len(window_arr) / max(span, float(window_arr[-1]) if len(window_arr) else 1)
+    window_rate = _rate(window_arr)
+    # The most this box sustains: full runs of the recommended size, back to back. A
+    # replay of a short window can finish within the SLO above it (the backlog has no
+    # time to grow); a sustained rate can not.
+    per_run = chosen / float(window_rows.mean())  # requests in a full run
+    sustained = per_run / service(chosen, per_run)
+
     # The rate served within the SLO, at the recommended batch size with its delay or
     # none: a delay that pays at the logged load only adds latency to a trickle.
     def at_delay(d: int) -> Callable[[float], float]:
         return lambda k: run(chosen, d, k).p95()
 
-    scale = max(_scale_within(at_delay(d), slo_s) for d in sorted({0, delay}))
-    within = scale * window_rate
+    hi = max(2 * sustained / window_rate, 1.0)
+    scale = max(_scale_within(at_delay(d), slo_s, hi) for d in sorted({0, delay}))
+    within = min(scale * window_rate, sustained)
     sentence, headroom = _verdict(peak_rate, within, "requests/s", slo_s * 1e3)
     out["capacity"] = {
-        "max_rows_per_s": round(service.throughput(chosen), 1),
+        "max_rows_per_s": round(service.throughput(chosen, per_run), 1),
+        "max_requests_per_s": round(sustained, 3),
         "requests_per_s_within_slo": round(within, 3), "peak_requests_per_s": peak_rate,
         "headroom": round(headroom, 4), "exceeds": headroom < 0, "verdict": sentence}
     out["memory"] = _tabular_memory(profile, chosen)
@@ -284,7 +332,7 @@ def _llm(mon: sqlite_utils.Database, db: sqlite_utils.Database, config: Config, 
                               f"step time is measured by one (appliance capacity profile "
                               f"{name}@{version})")
     else:
-        pts = [(p["streams"], p["itl_ms"]["p50"] / 1e3, p["windows"])
+        pts = [(p["streams"], p["streams"], p["itl_ms"]["p50"] / 1e3, p["windows"])
                for p in profile["points"] if p["itl_ms"]["p50"] > 0]
         step = fit(pts, f"profile {profile['id']}")
         if step is None:
@@ -331,11 +379,15 @@ def _llm(mon: sqlite_utils.Database, db: sqlite_utils.Database, config: Config, 
         o = run(scale)
         return float(np.percentile(o.first if o.first is not None else o.latency, 95))
 
-    window_rate = len(window_arr) / max(span, float(window_arr[-1]) if len(window_arr) else 1)
-    within = _scale_within(ttft_p95, slo_s) * window_rate
+    window_rate = _rate(window_arr)
+    # The most it sustains: ``limit`` sequences in every step, each request its tokens.
+    sustained = limit / step(limit) / max(float(window_tokens.mean()), 1.0)
+    hi = max(2 * sustained / window_rate, 1.0)
+    within = min(_scale_within(ttft_p95, slo_s, hi) * window_rate, sustained)
     peak_rate = out["demand"]["requests_per_s"]["peak"]
     sentence, headroom = _verdict(peak_rate, within, "requests/s", slo_s * 1e3)
-    out["capacity"] = {"requests_per_s_within_slo": round(within, 3),
+    out["capacity"] = {"max_requests_per_s": round(sustained, 3),
+                       "requests_per_s_within_slo": round(within, 3),
                        "peak_requests_per_s": peak_rate, "headroom": round(headroom, 4),
                        "exceeds": headroom < 0, "slo_applies_to": "time to first token",
                        "verdict": sentence}

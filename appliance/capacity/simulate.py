@@ -5,9 +5,11 @@ time (``appliance.capacity.fit``).
 One run at a time; when the model is free and requests wait, it takes them in arrival
 order up to ``max_batch_size`` rows. With ``max_queue_delay`` above zero it first
 waits until the oldest request has waited that long or the rows fill a batch,
-whichever comes first (with zero it runs what is queued at once). A run of b rows takes
-t(b). A request's queue time is from its arrival to the start of its run; its latency
-to the end of the run.
+whichever comes first (with zero it runs what is queued at once). A run of b rows from
+k requests takes t(b, k); where each request also costs work of its own on the event
+loop (decoding it), that work is a server of its own in front of the batcher. A
+request's queue time is from its arrival in the batcher's queue to the start of its run;
+its latency from its arrival to the end of the run.
 
 ``steps``: continuous batching of a language model (onnxruntime-genai's engine). Every
 step advances each running sequence by one token and takes t(n) for n sequences;
@@ -38,10 +40,31 @@ class Outcome:
         return float(np.percentile(self.latency, 95)) if len(self.latency) else 0.0
 
 
-def batcher(arrivals: Floats, rows: Floats, service: Callable[[int], float],
-            max_batch_size: int, max_queue_delay: float) -> Outcome:
-    """Replay ``arrivals`` (seconds, ascending) of requests of ``rows`` rows; t(b) is
-    ``service``."""
+def decoded(arrivals: Floats, work: Floats) -> np.ndarray:
+    """When each request leaves a single FIFO server that spends ``work`` seconds on it
+    (the event loop decoding requests): d_i = max(a_i, d_(i-1)) + w_i."""
+    out = np.empty(len(arrivals))
+    done = -np.inf
+    for i, (a, w) in enumerate(zip(arrivals, work, strict=True)):
+        done = max(a, done) + w
+        out[i] = done
+    return out
+
+
+def batcher(arrivals: Floats, rows: Floats, service: Callable[[int, int], float],
+            max_batch_size: int, max_queue_delay: float,
+            per_request: Floats | None = None) -> Outcome:
+    """Replay ``arrivals`` (seconds, ascending) of requests of ``rows`` rows; a run of b
+    rows from k requests takes ``service(b, k)``. With ``per_request`` (seconds, one per
+    request), each request first passes the event loop, which decodes one request at a
+    time (``decoded``), and joins the batcher's queue when decoded: the decoding of
+    waiting requests overlaps the run in progress. Latency counts from the arrival; queue
+    time from joining the batcher's queue."""
+    start_at = np.asarray(arrivals, dtype=np.float64)
+    if per_request is not None:
+        ready = decoded(start_at, per_request)
+        out = batcher(ready, rows, service, max_batch_size, max_queue_delay)
+        return Outcome(out.latency + (ready - start_at), out.queue, out.batch_rows)
     n = len(arrivals)
     latency = np.zeros(n)
     queued = np.zeros(n)
@@ -75,7 +98,7 @@ def batcher(arrivals: Floats, rows: Floats, service: Callable[[int], float],
             batch.append(j)
             batch_rows += rows[j]
         waiting_rows -= batch_rows
-        end = now + service(int(batch_rows))
+        end = now + service(int(batch_rows), len(batch))
         for j in batch:
             queued[j] = now - arrivals[j]
             latency[j] = end - arrivals[j]

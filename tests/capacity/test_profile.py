@@ -48,7 +48,12 @@ def test_a_tabular_profile_sweeps_batch_size_and_concurrency(tmp_path: Path) -> 
         assert p["run_rows_mean"] >= p["batch_size"]  # merged runs hold whole requests
         assert p["memory_kind"] == "resident" and p["memory_bytes"] > 10 * 2**20
         assert p["activity_kind"] == "cpu" and p["activity_percent"] is not None
-        assert sum(n for _, _, n in p["service"]) > 0
+        run = p["service"]
+        assert run["rows"] == pytest.approx(p["run_rows_mean"], rel=0.01)
+        assert run["requests"] == pytest.approx(run["rows"] / p["batch_size"])
+        # a run's period is the measured time over the runs: at most the time a request
+        # took, at least a little
+        assert 0 < run["period_us"] <= lat["p99"] * 2
     assert profile["model_bytes"] == len(mlp())
     # concurrent requests of 8 rows are merged into runs of more than 8
     assert profile["points"][3]["run_rows_mean"] > 8

@@ -122,7 +122,7 @@ def test_too_little_traffic_or_one_run_size_is_not_enough_data(
     assert "recommendation" not in by["single"]
 
 
-def test_a_profile_fills_in_run_sizes_the_log_never_saw(
+def test_a_profile_gives_the_service_time_where_there_is_one(
         home: Home, db: sqlite_utils.Database, tmp_path) -> None:
     from helpers.promotion import imported_home
     from helpers.serving import mlp
@@ -133,7 +133,8 @@ def test_a_profile_fills_in_run_sizes_the_log_never_saw(
                "model_bytes": 300_000, "duration_s": 1.0, "skipped": [],
                "points": [{"batch_size": b, "concurrency": 1, "stable": True, "windows": 3,
                            "run_rows_mean": b, "memory_bytes": 100 * 2**20 + 4096 * b,
-                           "service": [[b, (A + C * b) * 1e6, 50]]} for b in sizes]}
+                           "service": {"rows": b, "requests": 1,
+                                       "period_us": (A + C * b) * 1e6}} for b in sizes]}
     with h.db() as hdb, h.monitoring_db() as mon:
         store.save(hdb, "mlp@1", profile, actor="tester")
         write(mon, [(T0 + i / 10, 2100, 0, 1) for i in range(500)], model="mlp")
