@@ -84,6 +84,8 @@ def _print_summary(summary: DemoSummary) -> None:
         click.echo(f"  language model:  {summary.llm.version}, {len(summary.llm.answers)} "
                    f"questions answered through /v1/chat/completions, {tokens} tokens, "
                    f"cost {cost:.3g} {currency}".rstrip())
+    if summary.capacity:
+        click.echo(f"  capacity:        {summary.capacity}")
     click.echo(f"  alerts:          {len(summary.alerts)}")
     click.echo(f"  rollout:         {'; '.join(summary.rollout)}")
     click.echo(f"  requests served: {summary.requests_sent - summary.requests_failed} of "

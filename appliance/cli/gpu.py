@@ -15,6 +15,8 @@ from appliance.queue.lease import holdings
 @pass_env
 def gpu(env: Env, as_json: bool) -> None:
     """Print the GPUs (NVML): memory, utilisation, and memory held by jobs and serving."""
+    # Against the budget: what jobs and serving hold, the reserve (gpu.reserve_mb) kept
+    # from jobs, and what a new job could still be given.
     inventory = inventory_source(env.config["gpu.inventory_file"]).read()
     held = Holdings(reserve_mb=env.config["gpu.reserve_mb"])
     try:
@@ -31,6 +33,7 @@ def gpu(env: Env, as_json: bool) -> None:
         d["jobs_mb"] = held.jobs_mb.get(g.index, 0)
         d["serving_mb"] = held.serving_mb.get(g.index, 0)
         d["whole_gpu_job"] = g.index in held.exclusive
+        d["reserve_mb"] = env.config["gpu.reserve_mb"]
         d["free_for_jobs_mb"] = 0 if g.index in held.exclusive else free_mb(g, held)
     if as_json:
         echo_json(data)
@@ -43,7 +46,8 @@ def gpu(env: Env, as_json: bool) -> None:
         click.echo(
             f"gpu{g.index}  {g.name}  {g.memory_used // MIB}/{g.memory_total // MIB} MiB used  "
             f"{g.utilization}% busy  jobs {d['jobs_mb']} MiB  serving {d['serving_mb']} MiB  "
-            f"free for jobs {d['free_for_jobs_mb']} MiB"
+            f"reserve {d['reserve_mb']} MiB  free for jobs {d['free_for_jobs_mb']} MiB"
+            + ("  (a job holds the whole GPU)" if d["whole_gpu_job"] else "")
         )
 
 

@@ -8,9 +8,11 @@
    (concept drift), feeding delayed labels;
 5. detect both, name the drifted features, raise alerts, retrain on recent data;
 6. roll the retrained version out through shadow and canary to production, under traffic;
-7. serve a small language model built on this machine and ask it questions through
+7. profile the production version as serving loads it, and size serving to the traffic
+   the demo sent: a capacity report with its replay and recommendation;
+8. serve a small language model built on this machine and ask it questions through
    OpenAI's API, with tokens, latency and cost per request (``demo/llm.py``);
-8. verify the audit trail.
+9. verify the audit trail.
 
 Every step checks what it claims and raises ``DemoFailed`` naming itself when it can not.
 The four services run as child processes (as ``appliance up`` runs them) against the
@@ -35,6 +37,8 @@ import yaml
 from appliance.audit import service as audit_service
 from appliance.auth import Principal, Role
 from appliance.auth.users import add_user
+from appliance.capacity import report as capacity_report
+from appliance.capacity import store as capacity_store
 from appliance.config import Config, load_config
 from appliance.datasets import add_dataset
 from appliance.demo import data as loans
@@ -124,6 +128,7 @@ class DemoSummary:
     audit_checkpoints: int = 0
     seconds: float = 0.0
     llm: demo_llm.LlmSummary | None = None
+    capacity: str = ""  # the capacity report's verdict for the served model
     running: Supervisor | None = None  # the services, when the demo leaves them running
 
 
@@ -176,7 +181,7 @@ class Demo:
         self.config_path = config_path
         self.config: Config = load_config(config_path)
         self.settings = settings
-        self.steps = Steps(say, total=8)
+        self.steps = Steps(say, total=9)
         self.say = say
         user = _os_user()
         self.actor = f"local:{user}"
@@ -457,6 +462,35 @@ class Demo:
         self.steps.info(f"{candidate} is in production; {self.traffic.sent} requests so far, "
                         f"{self.traffic.failed} failed")
 
+    def step_capacity(self, summary: DemoSummary, since: float) -> None:
+        self.steps.start("size serving to the traffic: profile, replay, recommend")
+        with self.home.db() as db:
+            ref = resolve(db, f"{MODEL}@production").ref
+        result = self.run_job(JobSpec(kind="capacity-profile", params={
+            "model": ref, "batch_sizes": [1, 16], "concurrency": [1, 4], "window_s": 0.25,
+            "max_windows": 8}), f"the capacity profile of {ref}", timeout=300)
+        with self.home.db() as db:
+            profile = capacity_store.get(db, int(result["profile_id"]))
+        for point in profile["points"]:
+            self.steps.info(f"batch {point['batch_size']:>2}, {point['concurrency']} in flight: "
+                            f"{point['rows_per_s']:,.0f} rows/s, p95 "
+                            f"{point['latency_us']['p95'] / 1000:.2f} ms")
+        with self.home.db() as db, self.home.monitoring_db() as mon:
+            report = capacity_report.build(mon, db, self.config, since=since, model=MODEL)
+        (m,) = report["models"]
+        if not m["enough"]:
+            raise self.steps.fail("the capacity report had too little data: "
+                                  + "; ".join(m["missing"]))
+        demand, rec = m["demand"]["requests_per_s"], m["recommendation"]
+        self.steps.info(f"{m['requests']} requests logged: peak {demand['peak']:g}/s, busy "
+                        f"{m['utilisation']['peak']:.0%} of the busiest minute")
+        self.steps.info(f"replayed: p95 {m['replay']['observed_p95_ms']} ms logged, "
+                        f"{m['replay']['predicted_p95_ms_at_current_settings']} ms predicted; "
+                        f"recommended max_batch_size {rec['max_batch_size']}, "
+                        f"max_queue_delay_us {rec['max_queue_delay_us']}")
+        summary.capacity = m["capacity"]["verdict"]
+        self.steps.info(summary.capacity)
+
     def step_llm(self, summary: DemoSummary, build: demo_llm.ModelBuild) -> None:
         self.steps.start("serve a language model: OpenAI's API, tokens, latency and cost")
         port = int(summary.serving_url.rsplit(":", 1)[1].split("/")[0])
@@ -534,7 +568,7 @@ def run_demo(root: Path, settings: DemoSettings, say: Say, *, keep: bool = False
                           serving_url=f"http://{HOST}:{serving_port}/v2",
                           admin_user="admin", admin_password=password)
     ok = False
-    # Built while the tabular loop runs; served in step 7.
+    # Built while the tabular loop runs; served in step 8.
     build = demo_llm.ModelBuild(home.root / "demo-llm").start()
     try:
         demo.start_services(summary)
@@ -544,6 +578,7 @@ def run_demo(root: Path, settings: DemoSettings, say: Say, *, keep: bool = False
         t_data, t_concept = demo.step_shift(summary)
         demo.step_detect(summary, t_data, t_concept)
         demo.step_rollout(summary)
+        demo.step_capacity(summary, since=time.time() - (time.monotonic() - started))
         demo.step_llm(summary, build)
         demo.step_audit(summary)
         ok = True

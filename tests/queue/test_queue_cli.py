@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers.queue import fast_config
+from helpers.serving import mlp
 
 from appliance.queue.jobs import get_job
 from appliance.queue.states import JobState
@@ -112,7 +113,13 @@ def test_gpu_command_with_a_simulated_inventory(runner, tmp_path: Path,
     gpus = json.loads(result.output)["gpus"]
     assert gpus[0]["name"] == "Sim A100" and gpus[0]["free_for_jobs_mb"] == 40960 - 1024 - 1024
     text = runner("gpu").output
-    assert "gpu0  Sim A100" in text
+    assert "gpu0  Sim A100" in text and "reserve 1024 MiB" in text
+    # a capacity profile asks for a whole GPU where there is one
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(mlp())
+    assert runner("models", "import", "mlp", str(onnx)).exit_code == 0
+    job = json.loads(runner("capacity", "profile", "mlp@1", "--json").output)
+    assert (job["gpus"], job["gpu_memory_mb"]) == (1, 0)
 
 
 def test_gpu_command_without_gpus(runner, tmp_path: Path,
