@@ -33,7 +33,7 @@ TABLE: dict[str, tuple[str, str]] = {
     "console": ("console", "Run the admin web console and its JSON API until stopped."),
     "datasets": ("datasets", "Register and inspect immutable dataset versions."),
     "demo": ("demo", "Show the whole loop: data, training, gates, serving, drift, retraining, rollout, audit."),
-    "doctor": ("system", "Check the installation: databases, migrations, blobs, permissions, disk, GPUs, onnxruntime."),
+    "doctor": ("system", "Check the installation: databases, migrations, blobs, permissions, disk, GPUs, the bundle's profile against the GPUs, and whether torch and onnxruntime use them."),
     "drift": ("monitoring", "Data and prediction drift between a reference and current data."),
     "feedback": ("monitoring", "Delayed labels (ground truth) for served predictions."),
     "gpu": ("gpu", "Print the GPUs (NVML): memory, utilisation, and memory held by jobs and serving."),
