@@ -102,6 +102,12 @@ def _rate(arrivals: np.ndarray) -> float:
     return len(arrivals) / max(float(arrivals[-1] - arrivals[0]), 1.0) if len(arrivals) else 0.0
 
 
+def _figure(value: float) -> str:
+    """Four significant digits, and whole with separators from 10,000 up (21,330, not
+    2.133e+04)."""
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
 def _verdict(peak: float, within: float, unit: str, slo_ms: float) -> tuple[str, float]:
     """A sentence for the peak against the rate served within the SLO, and the headroom
     (share of that rate left at the peak; negative when over)."""
@@ -110,10 +116,12 @@ def _verdict(peak: float, within: float, unit: str, slo_ms: float) -> tuple[str,
                 "p95: the model is slower than the SLO by itself", -1.0)
     headroom = 1.0 - peak / within
     if headroom >= 0:
-        return (f"the peak of {peak:.4g} {unit} is within what this box serves at p95 ≤ "
-                f"{slo_ms:g} ms (about {within:.4g} {unit}): {headroom:.0%} headroom", headroom)
-    return (f"the peak of {peak:.4g} {unit} EXCEEDS what this box serves at p95 ≤ "
-            f"{slo_ms:g} ms (about {within:.4g} {unit}) by {peak / within - 1:.0%}", headroom)
+        return (f"the peak of {_figure(peak)} {unit} is within what this box serves at p95 ≤ "
+                f"{slo_ms:g} ms (about {_figure(within)} {unit}): {headroom:.0%} headroom",
+                headroom)
+    return (f"the peak of {_figure(peak)} {unit} EXCEEDS what this box serves at p95 ≤ "
+            f"{slo_ms:g} ms (about {_figure(within)} {unit}) by {peak / within - 1:.0%}",
+            headroom)
 
 
 def _served_version(db: sqlite_utils.Database, name: str, logged: int) -> int:

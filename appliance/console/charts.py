@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from markupsafe import Markup, escape
 
@@ -60,18 +61,23 @@ LEGEND_LINE = 14
 CHAR_W = 6.2  # a 10 px label's average advance, enough to keep labels apart
 
 
-def _legend(names: Sequence[tuple[int, str]], x0: float, right: float) -> tuple[list[str], int]:
-    """Legend entries laid out left to right, wrapping before ``right``: never overlapping.
-    Returns the SVG parts and the number of lines used."""
+def _legend(names: Sequence[tuple[str, str]], x0: float, right: float) -> tuple[list[str], int]:
+    """Legend entries (series class, name) laid out left to right, wrapping before
+    ``right``: never overlapping. The class ``marked`` gets a ring (see ``xy_chart``)
+    instead of a bar. Returns the SVG parts and the number of lines used."""
     parts: list[str] = []
     x, line = x0, 0
-    for i, name in names:
+    for cls, name in names:
         w = 14 + CHAR_W * len(name) + 12
         if x > x0 and x + w > right:
             x, line = x0, line + 1
         y = PAD_TOP + line * LEGEND_LINE + 9
-        parts.append(f'<rect class="bar s{i % 4}" x="{x:.1f}" y="{y - 7}" width="10" height="4"/>')
-        parts.append(f'<text class="legend s{i % 4}" x="{x + 14:.1f}" y="{y}">{escape(name)}</text>')
+        if cls == "marked":
+            parts.append(f'<circle class="dot marked" cx="{x + 5:.1f}" cy="{y - 4}" r="4"/>')
+        else:
+            parts.append(f'<rect class="bar {cls}" x="{x:.1f}" y="{y - 7}" width="10" '
+                         'height="4"/>')
+        parts.append(f'<text class="legend {cls}" x="{x + 14:.1f}" y="{y}">{escape(name)}</text>')
         x += w
     return parts, (line + 1 if names else 0)
 
@@ -113,7 +119,7 @@ def line_chart(
     if x1 == x0:
         x0, x1 = x0 - 1, x1 + 1
     pad_right = PAD_LEFT if right else PAD_RIGHT
-    named = [(i, name) for i, (name, _) in enumerate([*series, *right])]
+    named = [(f"s{i % 4}", name) for i, (name, _) in enumerate([*series, *right])]
     legend, lines = _legend(named, PAD_LEFT, width - pad_right)
     top = PAD_TOP + lines * LEGEND_LINE + 2
     plot_w = width - PAD_LEFT - pad_right
@@ -242,3 +248,120 @@ def rebin(edges: Sequence[float], counts: Sequence[int], bins: int = 20) -> tupl
     labels = [fmt(lo + j * step) for j in range(bins)]
     labels[-1] = fmt(hi)
     return labels, out
+
+
+# --- x against y: numeric on both axes ----------------------------------------------
+
+XY_WIDTH = 720
+XY_HEIGHT = 300
+XY_PAD_LEFT = 62
+XY_PAD_BOTTOM = 40
+PALETTE = 8  # series classes s0..s7 in the stylesheet
+
+
+class XYPoint(NamedTuple):
+    """One point of ``xy_chart``: where it lies, what hovering it says, and whether it is
+    drawn as a marked (hollow, red-ringed) point, such as a measurement that never settled."""
+
+    x: float
+    y: float
+    note: str = ""
+    marked: bool = False
+
+
+def ticks(lo: float, hi: float, count: int = 6) -> list[float]:
+    """Round tick values (1, 2, 2.5 or 5 times a power of ten) from ``lo`` to just past
+    ``hi``: the finest such step that needs at most ``count`` ticks."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    power = 10 ** math.floor(math.log10((hi - lo) / count))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10, 20)
+                if math.ceil(hi / (m * power) - 1e-9) - math.floor(lo / (m * power)) + 1
+                <= count)
+    first = math.floor(lo / step) * step
+    out = []
+    value = first
+    while value < hi + step * 0.999:
+        out.append(round(value, 12))
+        value += step
+    return out
+
+
+def xy_chart(
+    series: Sequence[tuple[str, Sequence[XYPoint]]],
+    *,
+    title: str,
+    x_label: str,
+    x_unit: str,
+    y_label: str,
+    y_unit: str,
+    marked_label: str = "",
+    width: int = XY_WIDTH,
+    height: int = XY_HEIGHT,
+) -> Markup:
+    """Named series of points on numeric x and y axes (both from 0), each series joined in
+    the order given (not sorted by x: a throughput against latency curve can turn back).
+
+    Both axes carry round ticks and their label with the unit ("throughput (rows/s)");
+    every point is drawn and carries a ``<title>`` (its note, x and y) for hover. Marked points are drawn hollow
+    with a red ring, and ``marked_label`` names them in the legend when any is shown.
+    """
+    points = [p for _, pts in series for p in pts if math.isfinite(p.x) and math.isfinite(p.y)]
+    if not points:
+        return _empty(title, width, height)
+    any_marked = any(p.marked for p in points)
+    names = [(f"s{i % PALETTE}", name) for i, (name, _) in enumerate(series)]
+    if any_marked and marked_label:
+        names.append(("marked", marked_label))
+    legend, lines = _legend(names, XY_PAD_LEFT, width - PAD_RIGHT)
+    top = PAD_TOP + lines * LEGEND_LINE + 6
+    x_ticks = ticks(0.0, max(p.x for p in points) or 1.0)
+    y_ticks = ticks(0.0, max(p.y for p in points) or 1.0)
+    x1, y1 = x_ticks[-1], y_ticks[-1]
+    plot_w = width - XY_PAD_LEFT - PAD_RIGHT - 8
+    plot_h = height - top - XY_PAD_BOTTOM
+    bottom = top + plot_h
+
+    def sx(x: float) -> float:
+        return XY_PAD_LEFT + x / x1 * plot_w
+
+    def sy(y: float) -> float:
+        return bottom - y / y1 * plot_h
+
+    body = [
+        f'<line class="axis" x1="{XY_PAD_LEFT}" y1="{bottom}" x2="{XY_PAD_LEFT + plot_w}" '
+        f'y2="{bottom}"/>',
+        f'<line class="axis" x1="{XY_PAD_LEFT}" y1="{top}" x2="{XY_PAD_LEFT}" y2="{bottom}"/>',
+    ]
+    for value in x_ticks:
+        x = sx(value)
+        body.append(f'<line class="gridline" x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}"/>')
+        body.append(f'<text class="tick" x="{x:.1f}" y="{bottom + 13}" text-anchor="middle">'
+                    f"{escape(fmt(value))}</text>")
+    for value in y_ticks:
+        y = sy(value)
+        body.append(f'<line class="gridline" x1="{XY_PAD_LEFT}" y1="{y:.1f}" '
+                    f'x2="{XY_PAD_LEFT + plot_w}" y2="{y:.1f}"/>')
+        body.append(f'<text class="tick" x="{XY_PAD_LEFT - 5}" y="{y + 3:.1f}" '
+                    f'text-anchor="end">{escape(fmt(value))}</text>')
+    body.append(f'<text class="axis-label" x="{XY_PAD_LEFT + plot_w / 2:.1f}" '
+                f'y="{height - 6}" text-anchor="middle">{escape(x_label)} ({escape(x_unit)})</text>')
+    middle = top + plot_h / 2
+    body.append(f'<text class="axis-label" x="14" y="{middle:.1f}" text-anchor="middle" '
+                f'transform="rotate(-90 14 {middle:.1f})">{escape(y_label)} ({escape(y_unit)})</text>')
+    body.extend(legend)
+    for i, (name, pts) in enumerate(series):
+        cls = f"s{i % PALETTE}"
+        clean = [p for p in pts if math.isfinite(p.x) and math.isfinite(p.y)]
+        if len(clean) > 1:
+            coords = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in clean)
+            body.append(f'<polyline class="series {cls}" points="{coords}">'
+                        f"<title>{escape(name)}</title></polyline>")
+        for p in clean:
+            what = f"{name}, {p.note}" if p.note else name
+            hover = (f"{what}: {fmt(p.x)} {x_unit}, {y_label} {fmt(p.y)} {y_unit}"
+                     + (f" ({marked_label})" if p.marked and marked_label else ""))
+            body.append(f'<circle class="dot {cls}{" marked" if p.marked else ""}" '
+                        f'cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="{4 if p.marked else 3}">'
+                        f"<title>{escape(hover)}</title></circle>")
+    return _frame(title, body, width, height, "chart-xy")

@@ -99,15 +99,20 @@ def ago(ts: str | None) -> str:
 
 
 def num(value: Any, digits: int = 4) -> str:
-    """A number as a person reads it: four significant digits (0.9358, 1.235e-07, 12,345)."""
+    """A number as a person reads it: four significant digits (0.9358, 1.235e-07, 12,345);
+    from 10,000 up, whole and with separators (12,346, not 1.235e+04)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "-" if value is None else str(value)
     if isinstance(value, int):
         return f"{value:,}"
     if value != value:  # NaN
         return "n/a"
+    if value in (float("inf"), float("-inf")):
+        return "∞" if value > 0 else "-∞"
     if value == int(value) and abs(value) < 1e15:
         return f"{int(value):,}"
+    if 1e4 <= abs(value) < 1e15:
+        return f"{value:,.0f}"
     return f"{value:.{digits}g}"
 
 

@@ -241,3 +241,11 @@ def test_report_cli(runner, home: Home) -> None:
     assert bad.exit_code == 2 and "--since" in bad.output
     assert runner("capacity", "report", "--slo-p95-ms", "0").exit_code == 2
     assert runner("capacity", "report", "--model", "nope").exit_code == 2
+
+
+def test_the_verdict_writes_large_rates_whole_not_in_exponent_form() -> None:
+    from appliance.capacity.report import _verdict
+
+    sentence, headroom = _verdict(152.4, 21_330.4, "requests/s", 100)
+    assert "peak of 152.4 requests/s" in sentence and "about 21,330 requests/s" in sentence
+    assert "e+" not in sentence and headroom > 0.99

@@ -95,3 +95,55 @@ def test_every_point_shows_its_value_on_hover_and_empty_charts_say_why() -> None
         titles == ["p99: 12.5 at t+0s", "p99: 80.3 at t+60s"], titles
     empty = str(charts.line_chart([], title="requests per minute"))
     assert "no data yet: requests per minute" in empty
+
+
+def test_xy_chart_joins_points_in_the_order_given_on_numeric_axes() -> None:
+    P = charts.XYPoint
+    svg = parse(charts.xy_chart(
+        [("batch 1", [P(100, 2.0, "concurrency 1"), P(300, 3.0, "concurrency 2"),
+                      P(250, 9.0, "concurrency 4", marked=True)]),
+         ("batch 8", [P(800, 4.0)])],
+        title="throughput", x_label="throughput", x_unit="rows/s", y_label="latency p95",
+        y_unit="ms", marked_label="not stable"))
+    first, = svg.findall(f"{SVG}polyline")  # a one-point series is a dot alone
+    xs = [x for x, _ in _points(first)]
+    assert xs[0] < xs[2] < xs[1], "points stay in the order given, not sorted by x"
+    texts = [t.text for t in svg.findall(f"{SVG}text")]
+    assert "throughput (rows/s)" in texts and "latency p95 (ms)" in texts
+    assert "800" in texts and "0" in texts  # round ticks from 0 past the largest x
+    dots = svg.findall(f"{SVG}circle")
+    hovers = [c.find(f"{SVG}title").text for c in dots if c.find(f"{SVG}title") is not None]
+    assert "batch 1, concurrency 2: 300 rows/s, latency p95 3 ms" in hovers
+    assert "batch 1, concurrency 4: 250 rows/s, latency p95 9 ms (not stable)" in hovers
+    assert sum("marked" in c.get("class", "") for c in dots) == 2  # the point and its legend
+    assert charts.ticks(0, 7.3) == [0, 2, 4, 6, 8]
+
+
+def test_xy_chart_is_escaped_and_says_when_it_has_nothing() -> None:
+    hostile = '<script>alert(1)</script>"'
+    out = str(charts.xy_chart([(hostile, [charts.XYPoint(1, 1, hostile, True)])],
+                              title=hostile, x_label=hostile, x_unit=hostile,
+                              y_label=hostile, y_unit=hostile, marked_label=hostile))
+    assert "<script" not in out and "style=" not in out
+    parse(out)
+    empty = str(charts.xy_chart([("batch 1", [])], title="throughput", x_label="x",
+                                x_unit="u", y_label="y", y_unit="u"))
+    assert "no data yet: throughput" in empty
+
+
+def test_xy_legend_labels_never_overlap_and_stay_inside() -> None:
+    names = [f"prompt {16 * i}, answer {32 * i} tokens" for i in range(1, 11)]
+    svg = parse(charts.xy_chart([(n, [charts.XYPoint(i, i + 1)]) for i, n in enumerate(names)],
+                                title="t", x_label="x", x_unit="u", y_label="y", y_unit="u"))
+    labels = [t for t in svg.findall(f"{SVG}text") if t.get("class", "").startswith("legend")]
+    assert len(labels) == 10
+    boxes = [(float(t.get("x")), float(t.get("y")), len(t.text or "") * charts.CHAR_W)
+             for t in labels]
+    for i, (x, y, w) in enumerate(boxes):
+        assert x + w <= charts.XY_WIDTH, (x, w)
+        for x2, y2, w2 in boxes[i + 1:]:
+            assert y != y2 or x + w <= x2 or x2 + w2 <= x, "legend labels overlap"
+    # the plot starts below the legend's last line
+    top = min(float(line.get("y1")) for line in svg.findall(f"{SVG}line")
+              if line.get("class") == "axis")
+    assert top > max(y for _, y, _ in boxes)

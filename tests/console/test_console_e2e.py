@@ -204,7 +204,9 @@ PAGES = {
     "overview": "/", "models": "/models", "model": "/models/churn",
     "version": "/models/churn/2", "card": "/models/churn/2/card",
     "promote": "/models/churn/2/promote", "monitoring": "/monitoring",
-    "monitoring-model": "/monitoring/churn", "llm": "/llm", "datasets": "/datasets",
+    "monitoring-model": "/monitoring/churn", "llm": "/llm", "capacity": "/capacity",
+    "capacity-exceeds": "/capacity?slo_p95_ms=2.5", "capacity-profile": "/capacity/profiles/1",
+    "datasets": "/datasets",
     "dataset": "/datasets/customers", "dataset-version": "/datasets/customers/1",
     "training": "/training", "job": "/training/jobs/1", "alerts": "/alerts",
     "audit": "/audit", "users": "/users", "settings": "/settings", "runs": "/runs",
@@ -235,7 +237,7 @@ return out;
 
 @pytest.fixture(name="seeded_url")
 def seeded_url_fixture(tmp_path: Path) -> Iterator[str]:
-    from helpers.console import seed
+    from helpers.console import log_traffic, seed
     from test_console_monitoring import log_requests
 
     from appliance.audit import append
@@ -244,6 +246,7 @@ def seeded_url_fixture(tmp_path: Path) -> Iterator[str]:
     home = Home(root=tmp_path / "seeded")
     seed(home)
     log_requests(home)
+    log_traffic(home, rate=50, seconds=120)  # for the Capacity page's report
     db = home.db()
     try:
         with immediate(db):  # a long detail, as a policy change or an import writes one

@@ -12,6 +12,8 @@ def test_numbers_have_four_significant_digits() -> None:
     assert num(1.2345678e-07) == "1.235e-07"
     assert num(12345) == "12,345"
     assert num(601.0) == "601"
+    assert num(45678.91) == "45,679" and num(1234.567) == "1235"
+    assert num(float("inf")) == "∞"
     assert num(float("nan")) == "n/a"
     assert num(None) == "-"
     assert num(True) == "True" and num("x") == "x"

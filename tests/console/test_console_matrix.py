@@ -43,6 +43,9 @@ ROUTES = {
     "GET /api/alerts": "monitoring.read",
     "POST /api/alerts/<int:alert_id>/ack": "models.write",
     "GET /api/audit": "audit.read",
+    "GET /api/capacity/profiles": "models.read",
+    "GET /api/capacity/profiles/<int:profile_id>": "models.read",
+    "GET /api/capacity/report": "monitoring.read",
     "POST /api/audit/verify": "audit.read",
     "GET /api/datasets": "datasets.read",
     "GET /api/datasets/<name>": "datasets.read",
@@ -82,6 +85,8 @@ ROUTES = {
     "GET /audit/checkpoint": "audit.read",
     "GET /audit/export": "audit.write",
     "POST /audit/verify": "audit.read",
+    "GET /capacity": "monitoring.read",
+    "GET /capacity/profiles/<int:profile_id>": "models.read",
     "GET /datasets": "datasets.read",
     "GET /datasets/<name>": "datasets.read",
     "GET /datasets/<name>/<int:version>": "datasets.read",
@@ -122,7 +127,7 @@ ROUTES = {
 # Values for the URL variables, naming objects the fixture created.
 VALUES = {"name": "churn", "version": "1", "job_id": "1", "model": "churn",
           "username": "nobody", "token_id": "999", "filename": "console.css",
-          "alert_id": "999", "run_id": "1", "path": "notes.txt"}
+          "alert_id": "999", "run_id": "1", "path": "notes.txt", "profile_id": "1"}
 DATASET_RULES = {"/datasets/<name>", "/datasets/<name>/<int:version>",
                  "/api/datasets/<name>", "/api/datasets/<name>/versions/<int:version>"}
 

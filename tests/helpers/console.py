@@ -11,10 +11,12 @@ own copy.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flask import Flask
 from flask.testing import FlaskClient
 from onnx import TensorProto, helper
@@ -22,6 +24,7 @@ from onnx import TensorProto, helper
 from appliance.audit.service import ensure_key
 from appliance.auth import sessions, users
 from appliance.auth.permissions import Principal, Role
+from appliance.capacity import store as capacity_store
 from appliance.config import parse_config
 from appliance.console import create_app
 from appliance.datasets import add_dataset
@@ -74,8 +77,8 @@ class Template:
 def seed(home: Home) -> dict[str, str]:
     """One user per role (each with an open session), a model with two versions
     (production on the first; both real ONNX graphs whose reference profile is the
-    dataset's), a dataset, a failed run with one artifact, a queued job and the audit
-    signing key."""
+    dataset's) and a capacity profile of the first, a dataset, a failed run with one
+    artifact, a queued job and the audit signing key."""
     init_home(home)
     ensure_key(home, "test")
     db = home.db()
@@ -95,6 +98,7 @@ def seed(home: Home) -> dict[str, str]:
                     profile_digest=dv.profile_digest, dataset_version_id=dv.id,
                     metrics={"auc": 0.9})
         set_alias(db, "churn", 1, "production", "test")
+        capacity_store.save(db, "churn@1", capacity_profile(), actor="test")
         # A run that failed after leaving one artifact, for the Runs pages.
         run_id = start_run(db, model_name="churn", recipe={}, code_hash="0" * 64,
                            dataset_version_id=dv.id, dataset_digest=dv.digest, params={},
@@ -144,3 +148,70 @@ def client_with_session(app: Flask, session_id: str) -> FlaskClient:
 def session_token(client: FlaskClient) -> str | None:
     cookie = client.get_cookie(SESSION_COOKIE)
     return cookie.value if cookie else None
+
+
+# --- capacity: a profile and request-log traffic whose service time is known -------------
+
+RUN_S, ROW_S = 0.002, 0.0001  # a run of b rows takes 2 ms + 0.1 ms per row
+
+
+def capacity_profile(batch_sizes: tuple[int, ...] = (1, 4, 16, 64),
+                     concurrency: tuple[int, ...] = (1, 2, 4), unstable: int = 1
+                     ) -> dict[str, Any]:
+    """A tabular profile as ``appliance.capacity.profile`` stores one, made by hand: every
+    point's runs take RUN_S + ROW_S per row; the last ``unstable`` points never settled."""
+    points = []
+    for b in batch_sizes:
+        for c in concurrency:
+            run_us = (RUN_S + ROW_S * b * c) * 1e6
+            latency = run_us * 1.2
+            points.append({
+                "batch_size": b, "concurrency": c, "stable": True, "windows": 3,
+                "seconds": 3.0, "requests_per_s": round(c / latency * 1e6, 2),
+                "rows_per_s": round(b * c / latency * 1e6, 2),
+                "latency_us": {"p50": latency, "p95": latency * 1.3, "p99": latency * 1.6},
+                "queue_us": {"p50": run_us * 0.1, "p95": run_us * 0.2, "p99": run_us * 0.3},
+                "compute_us": {"p50": run_us, "p95": run_us * 1.1, "p99": run_us * 1.2},
+                "run_rows_mean": b * c, "run_us": {"p50": run_us, "p95": run_us, "p99": run_us},
+                "service": [[b * c, run_us, 50]], "memory_kind": "resident",
+                "memory_bytes": 100 * 2**20 + 4096 * b * c, "activity_kind": "cpu",
+                "activity_percent": min(100.0, 30.0 * c)})
+    for p in points[len(points) - unstable:]:
+        p["stable"], p["windows"] = False, 10
+    return {"kind": "tabular", "device": "cpu", "provider": "CPUExecutionProvider",
+            "model_bytes": 300_000, "duration_s": 12.5, "skipped": [],
+            "settings": {"max_batch_size": 256, "max_queue_delay_us": 0,
+                         "intra_op_threads": 1},
+            "points": points}
+
+
+def log_traffic(home: Home, *, model: str = "churn", version: int = 1, rate: float = 100.0,
+                seconds: float = 60.0, end: float | None = None, seed: int = 0) -> int:
+    """Request-log rows of a FIFO server that runs whatever waits (up to 64 rows) at once,
+    each run taking RUN_S + ROW_S per row: ``rate`` × ``seconds`` Poisson arrivals within
+    the ``seconds`` before ``end`` (now), every one answered; the number of rows written."""
+    rng = np.random.default_rng(seed)
+    end = time.time() - 1 if end is None else end
+    gaps = np.cumsum(rng.exponential(1 / rate, int(rate * seconds)))
+    arrivals = end - seconds + gaps / gaps[-1] * (seconds - 1)  # all answered before end
+    rows: list[dict[str, Any]] = []
+    free, i = 0.0, 0
+    while i < len(arrivals):
+        start = max(free, float(arrivals[i]))
+        j = i
+        while j < len(arrivals) and arrivals[j] <= start and j - i < 64:
+            j += 1
+        done = start + RUN_S + ROW_S * (j - i)
+        for k in range(i, j):
+            rows.append({"ts": done, "minute": int(done // 60), "model": model,
+                         "version": version, "route": "primary", "status": 200,
+                         "latency_us": int((done - arrivals[k]) * 1e6),
+                         "queue_us": int((start - arrivals[k]) * 1e6), "batch_size": j - i,
+                         "rows": 1})
+        free, i = done, j
+    mon = home.monitoring_db()
+    try:
+        mon["requests"].insert_all(rows, batch_size=5000)
+    finally:
+        mon.close()
+    return len(rows)

@@ -3,6 +3,7 @@
 from appliance.console.views import (
     alerts,
     audit,
+    capacity,
     datasets,
     llm,
     meta,
@@ -19,5 +20,5 @@ from appliance.console.views import (
 
 BLUEPRINTS = [
     session.bp, overview.bp, models.bp, promotion.bp, training.bp, runs.bp, datasets.bp, monitoring.bp,
-    llm.bp, alerts.bp, audit.bp, users.bp, settings.bp, meta.bp,
+    llm.bp, capacity.bp, alerts.bp, audit.bp, users.bp, settings.bp, meta.bp,
 ]

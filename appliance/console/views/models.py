@@ -13,6 +13,7 @@ from flask import Blueprint, jsonify, render_template, request
 from werkzeug.wrappers import Response
 
 from appliance import promotion, registry
+from appliance.capacity import store as capacity_store
 from appliance.console import web
 from appliance.console.apidoc import api
 from appliance.console.security import requires
@@ -43,6 +44,7 @@ def version_detail(name: str, version: int) -> dict[str, Any]:
             " started_at, ended_at, actor FROM runs WHERE id = ?", [mv.run_id]))
         lineage["run"] = rows[0] if rows else None
     signature = promotion.get_signature(db, mv.id)
+    profile = capacity_store.latest(db, mv.ref)
     return {"version": mv.as_dict(), "lineage": lineage,
             "history": [h for h in registry.alias_history(db, name) if h["version"] == version
                         or h["previous"] == version],
@@ -50,7 +52,11 @@ def version_detail(name: str, version: int) -> dict[str, Any]:
             "approvals": promotion.list_approvals(db, mv),
             "model_signature": None if signature is None else {
                 "key_id": signature.key_id, "signed_at": signature.signed_at,
-                "signed_by": signature.signed_by}}
+                "signed_by": signature.signed_by},
+            "capacity_profile": None if profile is None else {
+                "id": profile["id"], "kind": profile["kind"], "device": profile["device"],
+                "points": len(profile["points"]), "created_at": profile["created_at"],
+                "created_by": profile["created_by"]}}
 
 
 @bp.get("/models")
@@ -108,7 +114,8 @@ def api_model(name: str) -> Response:
 
 @bp.get("/api/models/<name>/versions/<int:version>")
 @requires(READ)
-@api(returns="{version, lineage, history, gate_reports, approvals, model_signature}")
+@api(returns="{version, lineage, history, gate_reports, approvals, model_signature, "
+             "capacity_profile}")
 def api_version(name: str, version: int) -> Response:
     """One version: signature, metrics, aliases, tags and lineage (dataset, run)."""
     return jsonify(version_detail(name, version))
