@@ -173,7 +173,8 @@ def capacity_profile(batch_sizes: tuple[int, ...] = (1, 4, 16, 64),
                 "queue_us": {"p50": run_us * 0.1, "p95": run_us * 0.2, "p99": run_us * 0.3},
                 "compute_us": {"p50": run_us, "p95": run_us * 1.1, "p99": run_us * 1.2},
                 "run_rows_mean": b * c, "run_us": {"p50": run_us, "p95": run_us, "p99": run_us},
-                "service": [[b * c, run_us, 50]], "memory_kind": "resident",
+                "service": {"rows": b * c, "requests": c, "period_us": run_us},
+                "memory_kind": "resident",
                 "memory_bytes": 100 * 2**20 + 4096 * b * c, "activity_kind": "cpu",
                 "activity_percent": min(100.0, 30.0 * c)})
     for p in points[len(points) - unstable:]:
