@@ -166,7 +166,11 @@ class GenaiRuntime:
         with self._cond:
             if self._closing:
                 raise Unavailable(f"model '{self.name}' is being unloaded; retry")
-            if len(self._waiting) >= self.queue_capacity:
+            # Waiting means beyond the free slots: what the next turn admits is not held
+            # against the queue (its requests may all arrive between two turns).
+            running = len(self._single) + len(self._batched)
+            free = max(0, 1 + self.engine_capacity - running)
+            if len(self._waiting) >= self.queue_capacity + free:
                 raise Unavailable(f"model '{self.name}' has {self.queue_capacity} requests "
                                   "waiting already (llm.queue_capacity); retry")
             self._waiting.append(generation)

@@ -285,6 +285,39 @@ def test_a_client_that_goes_away_frees_its_slot(home: Home, tiny_model: Path) ->
         server.stop()
 
 
+def test_a_full_queue_answers_503_with_retry_after_and_the_rest_finish(
+        home: Home, tiny_model: Path) -> None:
+    import threading
+
+    register(home, tiny_model)
+    server = serve(home, runtime=SlowRuntime, llm__queue_capacity=1)
+    try:
+        wait_for(lambda: call(server, "GET", "/v1/models")[2]["data"], what="chat served")
+        engine = server.app.engine
+        slots = engine.served_llm("chat").runtime.slots
+        # Every slot busy and one request waiting: 20 tokens at 0.05 s a step each.
+        results: list[int] = []
+        body = ask(temperature=0, min_tokens=20, max_tokens=20)
+        def one() -> None:
+            results.append(chat(server, body)[0])
+
+        threads = [threading.Thread(target=one)
+                   for _ in range(slots + 1)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: engine.llm_load()[("chat", "1")] == (slots, 1), timeout=30,
+                 what="every slot busy and one request waiting")
+        status, headers, doc = chat(server, body)
+        assert status == 503 and headers["retry-after"] == "1"
+        assert doc["error"]["type"] == "server_error" and doc["error"]["code"] == "overloaded"
+        assert "llm.queue_capacity" in doc["error"]["message"]
+        for t in threads:
+            t.join(60)
+        assert results == [200] * (slots + 1)  # those taken in all finish
+    finally:
+        server.stop()
+
+
 class VerySlowRuntime(SlowRuntime):
     step_s = 0.3
 
