@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def figure(value: float) -> str:
+    """Four significant digits, and whole with separators from 10,000 up."""
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
 def mib(value: float | None) -> str:
     return "-" if value is None else f"{value / 2**20:,.0f} MiB"
 
@@ -78,8 +83,9 @@ def report_text(report: dict[str, Any]) -> str:
                      "requests")
         demand = m.get("demand", {}).get("requests_per_s")
         if demand and m["requests"]:
-            lines.append(f"  demand     requests/s p50 {demand['p50']:g}, p95 {demand['p95']:g}, "
-                         f"peak {demand['peak']:g} (minute {demand['peak_minute']})")
+            lines.append(f"  demand     requests/s p50 {figure(demand['p50'])}, p95 "
+                         f"{figure(demand['p95'])}, peak {figure(demand['peak'])} (minute "
+                         f"{demand['peak_minute']})")
         if "utilisation" in m:
             u = m["utilisation"]
             lines.append(f"  busy       median {u['median']:.0%} of each minute, p95 "
