@@ -18,7 +18,8 @@ from appliance.storage.home import Home
 
 ADMIN = Principal(name="tester", role=Role.ADMIN)
 
-# A prompt for the small model (docs/prompts.md): it answers " Orsk." for Veltria.
+# A prompt for the small model (docs/prompts.md); without its system message the model
+# answers " Orsk." for Veltria.
 CAPITAL_PROMPT = """\
 description: Asks for a country's capital.
 model: chat
