@@ -48,6 +48,7 @@ def _p(name: str, scope: Scope, roles: frozenset[Role], help: str) -> Permission
 PERMISSIONS: dict[str, Permission] = {p.name: p for p in (
     _p("models.read", Scope.READ, _ALL, "List and show models, versions, aliases and cards."),
     _p("datasets.read", Scope.READ, _ALL, "List and show datasets."),
+    _p("prompts.read", Scope.READ, _ALL, "List, show and diff prompts and their history."),
     _p("runs.read", Scope.READ, _ALL, "Show training runs, their metrics and logs."),
     _p("jobs.read", Scope.READ, _ALL, "List and show jobs and schedules."),
     _p("monitoring.read", Scope.READ, _ALL, "Read metrics, drift reports and alerts."),
@@ -61,6 +62,9 @@ PERMISSIONS: dict[str, Permission] = {p.name: p for p in (
     _p("models.approve", Scope.WRITE, frozenset({Role.ADMIN, Role.APPROVER}),
        "Approve a promotion (never of a version one trained oneself)."),
     _p("models.rollback", Scope.WRITE, _OPS, "Roll production back to an earlier version."),
+    _p("prompts.write", Scope.WRITE, _OPS, "Register prompts and move non-production aliases."),
+    _p("prompts.promote", Scope.WRITE, _OPS, "Promote a prompt version to production."),
+    _p("prompts.rollback", Scope.WRITE, _OPS, "Roll a prompt's production back."),
     _p("serving.deploy", Scope.WRITE, _OPS, "Load and unload models in the serving daemon."),
     _p("feedback.write", Scope.WRITE, _OPS, "Record delayed labels for served predictions."),
     _p("audit.write", Scope.ADMIN, frozenset({Role.ADMIN}), "Sign checkpoints, export, rotate keys."),

@@ -42,6 +42,7 @@ TABLE: dict[str, tuple[str, str]] = {
     "llm": ("llm", "Language models served over OpenAI's API: an example model, usage and cost."),
     "models": ("models", "The model registry: versions, aliases and their history, tags."),
     "monitoring": ("monitoring", "Traffic of served models and their retraining policies."),
+    "prompts": ("prompts", "The prompt registry: templates for a language model, versions, aliases, promotion."),
     "restore": ("backup", "Restore a backup into an empty data directory, verifying every file first."),
     "runs": ("train", "Inspect and reproduce training runs."),
     "scheduler": ("schedules", "Run the scheduler daemon (only one may run): queue each schedule's jobs on time."),

@@ -121,8 +121,9 @@ class Call:
 
     def __init__(self, model: LoadedLlm, prompt_ids: list[int], sampling: Sampling, *,
                  stream: bool, endpoint: str, prompt_text: str,
-                 request_id: str | None = None) -> None:
+                 request_id: str | None = None, prompt_ref: str | None = None) -> None:
         self.model = model
+        self.prompt_ref = prompt_ref  # NAME@VERSION of the registered prompt it rendered
         self.stream = stream
         self.endpoint = endpoint
         self.prompt_text = prompt_text
@@ -401,6 +402,8 @@ class LlmService:
             "cost": round(cost, 9),
             "currency": self.settings.currency,
         }
+        if call.prompt_ref is not None:
+            figures["prompt"] = call.prompt_ref
         if self.request_log is not None:
             text = self.settings.log_text
             self.request_log.record(LlmEntry(
@@ -409,5 +412,6 @@ class LlmService:
                 None if ttft is None else ttft * 1e3, None if itl is None else itl * 1e3,
                 e2e * 1e3, reason, model.runtime.device, g.device_s, cost,
                 self.settings.currency, error or g.error,
-                call.prompt_text if text else None, g.text if text else None))
+                call.prompt_text if text else None, g.text if text else None,
+                call.prompt_ref))
         return figures

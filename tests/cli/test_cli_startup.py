@@ -65,7 +65,7 @@ LISTINGS = [
     ["models", "list"], ["datasets", "list"], ["jobs", "list"], ["runs", "list"],
     ["users", "list"], ["tokens", "list"], ["schedules", "list"], ["alerts"],
     ["audit", "log"], ["audit", "verify"], ["models", "show", "nothing"], ["jobs", "show", "1"],
-    ["config", "show"], ["gpu"],
+    ["config", "show"], ["gpu"], ["prompts", "list"], ["prompts", "show", "nothing"],
 ]
 
 

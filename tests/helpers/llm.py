@@ -18,6 +18,24 @@ from appliance.storage.home import Home
 
 ADMIN = Principal(name="tester", role=Role.ADMIN)
 
+# A prompt for the small model (docs/prompts.md); without its system message the model
+# answers " Orsk." for Veltria.
+CAPITAL_PROMPT = """\
+description: Asks for a country's capital.
+model: chat
+messages:
+  - role: system
+    content: You answer briefly.
+  - role: user
+    content: "What is the capital of {{country}}?"
+variables:
+  country:
+    description: The country asked about.
+parameters:
+  temperature: 0
+  max_tokens: 16
+"""
+
 
 def register(home: Home, folder: Path, name: str = "chat") -> str:
     """Import and promote the folder; its NAME@VERSION."""

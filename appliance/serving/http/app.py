@@ -41,6 +41,7 @@ from appliance.errors import (
     Unavailable,
 )
 from appliance.gpu import telemetry as gpu_telemetry
+from appliance.prompts.serving import PromptSource
 from appliance.serving.codec import encode_response
 from appliance.serving.engine import Engine, EngineSettings
 from appliance.serving.llm import LlmService, LlmSettings
@@ -184,7 +185,8 @@ class ServingApp:
         self.max_body_bytes = max_body_bytes
         self._started = False
         self._start_lock: asyncio.Lock | None = None
-        self.openai = openai.OpenAI(engine)
+        self.openai = openai.OpenAI(engine, prompts=None if home is None else PromptSource(
+            home.db, max_age_s=engine.settings.poll_interval_s))
 
     async def startup(self) -> None:
         if self._started:

@@ -25,8 +25,9 @@ import orjson
 from appliance.errors import ApplianceError, BadInput, NotFound, OperationFailed, Unavailable
 from appliance.llm.chat import check_messages
 from appliance.llm.runtime import CANCELLED, ERROR
+from appliance.prompts import serving as prompt_serving
 from appliance.serving.engine import Engine
-from appliance.serving.llm import Call
+from appliance.serving.llm import Call, LoadedLlm
 
 JSON = b"application/json"
 Headers = list[tuple[bytes, bytes]]
@@ -192,8 +193,10 @@ def _prompt(doc: Mapping[str, Any]) -> str:
 class OpenAI:
     """The ``/v1`` endpoints over the serving engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine,
+                 prompts: prompt_serving.PromptSource | None = None) -> None:
         self.engine = engine
+        self.prompts = prompts  # registered prompts, named as "prompts:/NAME@ALIAS"
 
     def models(self, name: str | None = None) -> Response:
         rows = []
@@ -216,8 +219,15 @@ class OpenAI:
     async def complete(self, endpoint: str, body: bytes,
                        gone: asyncio.Event | None) -> Response:
         doc = _body(body)
+        served = None
+        if prompt_serving.is_prompt_ref(doc.get("model")):
+            served = await self._named_prompt(endpoint, doc["model"])
+            doc = prompt_serving.apply(served, doc)
+        elif doc.get("variables") is not None:
+            raise BadInput("'variables' go with a prompt: \"model\": \"prompts:/NAME@ALIAS\"",
+                           param="variables")
         params = Params(doc, endpoint)
-        model = self.engine.served_llm(params.model)
+        model = await self._model(params.model, served)
         if endpoint == "chat":
             messages = check_messages(doc.get("messages"))
             prompt = model.template.render(messages)
@@ -230,7 +240,8 @@ class OpenAI:
                                     seed=params.seed, stop=params.stop,
                                     param=params.max_param, min_tokens=params.min_tokens)
         call = Call(model, ids, sampling, stream=params.stream, endpoint=endpoint,
-                    prompt_text=prompt, request_id=params.user)
+                    prompt_text=prompt, request_id=params.user,
+                    prompt_ref=served.prompt.ref if served is not None else None)
         call.start()
         watcher = _watch(gone, call)
         if params.stream:
@@ -244,6 +255,30 @@ class OpenAI:
             if watcher is not None:
                 watcher.cancel()
         return self._answer(call, params, generation)
+
+    async def _named_prompt(self, endpoint: str, ref: str) -> prompt_serving.ServedPrompt:
+        if self.prompts is None:
+            raise NotFound("this server reads no prompt registry", param="model")
+        if endpoint != "chat":
+            raise BadInput("a prompt answers at /v1/chat/completions", param="model")
+        return await asyncio.to_thread(self.prompts.get, ref)
+
+    async def _model(self, name: str, served: prompt_serving.ServedPrompt | None) -> LoadedLlm:
+        """The model that answers: by name its production version; for a prompt, the
+        version its ``model`` names (a version other than production only if signed)."""
+        if served is None:
+            return self.engine.served_llm(name)
+        about = f"prompt {served.prompt.ref} is for the model '{served.prompt.spec.model}'"
+        try:
+            if served.model_version is None:
+                return self.engine.served_llm(name)
+            loaded = await self.engine.version(name, served.model_version)
+        except NotFound as exc:
+            raise NotFound(f"{about}, which is not served: {exc.message}",
+                           param="model") from None
+        if loaded.llm is None:
+            raise BadInput(f"{about}, a tabular model", param="model")
+        return loaded.llm
 
     def _answer(self, call: Call, params: Params, generation: Any) -> Response:
         service = self.engine.llm
