@@ -111,6 +111,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("datasets.profile_top_k", 50,
        "Categories counted one by one per categorical column; the rest count as 'other'.",
        "int", minimum=1),
+    _s("evals.max_file_mb", 64,
+       "Largest evaluation-set file (JSONL) 'evals add' accepts, in MiB.", "int", minimum=1),
     _s("training.threads", 1,
        "CPU threads torch uses while training; fixed so that runs are reproducible.", "int",
        minimum=1, maximum=256),

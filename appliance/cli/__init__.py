@@ -35,6 +35,7 @@ TABLE: dict[str, tuple[str, str]] = {
     "demo": ("demo", "Show the whole loop: data, training, gates, serving, drift, retraining, rollout, audit."),
     "doctor": ("system", "Check the installation: databases, migrations, blobs, permissions, disk, GPUs, the bundle's profile against the GPUs, and whether torch and onnxruntime use them."),
     "drift": ("monitoring", "Data and prediction drift between a reference and current data."),
+    "evals": ("evals", "Evaluation sets of language models: register, run, report and compare."),
     "feedback": ("monitoring", "Delayed labels (ground truth) for served predictions."),
     "gpu": ("gpu", "Print the GPUs (NVML): memory, utilisation, and memory held by jobs and serving."),
     "init": ("system", "Create the data directory and databases, and apply pending migrations."),

@@ -14,6 +14,7 @@ contract is in ``appliance.queue.kinds``.
 - ``rollout``: rollout-advance
 - ``retention``: monitoring-retention
 - ``capacity``: capacity-profile
+- ``evals``: eval-run
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ KINDS: dict[str, JobKind] = {
                 "sweeps a model version as serving loads it (batch size and concurrency, or "
                 "streams and lengths) and stores its capacity profile",
                 "appliance.jobs.capacity:validate_profile_params"),
+        JobKind("eval-run", "appliance.jobs.evals:run_eval_job",
+                "runs an evaluation set against a language-model version, scores every "
+                "case and stores the run", "appliance.jobs.evals:validate_eval_params"),
         JobKind("rollout-advance", "appliance.jobs.rollout:run_rollout_job",
                 "advances or rolls back staged rollouts from the request log",
                 "appliance.jobs.rollout:validate_rollout_params"),
