@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,8 +27,9 @@ from appliance.registry import model_summary
 TABLE = "llm_requests"
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(m|min|h|d|w)")
 UNIT_S = {"m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
-COLUMNS = ("model, version, day, status, prompt_tokens, completion_tokens, ttft_ms, e2e_ms,"
-           " device, device_s, cost, currency")
+GROUP_COLUMNS = ("status, prompt_tokens, completion_tokens, ttft_ms, e2e_ms, device, device_s,"
+                 " cost, currency")  # what _Group.add takes
+COLUMNS = f"model, version, day, {GROUP_COLUMNS}"
 
 
 def _iso(ts: float) -> str:
@@ -146,6 +148,45 @@ def llm_usage(mdb: sqlite_utils.Database, *, model: str | None = None,
     if not totals:
         out["note"] = _empty_note(mdb, db, model, out["since"])
     return out
+
+
+def has_prompt_refs(mdb: sqlite_utils.Database) -> bool:
+    """Whether the log names prompts (``llm_requests.prompt_ref``, migration 0014)."""
+    return has_table(mdb) and any(
+        row[1] == "prompt_ref" for row in mdb.execute(f"PRAGMA table_info({TABLE})"))
+
+
+def prompt_usage(mdb: sqlite_utils.Database, *, since: float,
+                 refs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Totals per prompt version (``prompt_ref``, ``NAME@VERSION``) of the language-model
+    requests that named a prompt since ``since`` (Unix seconds), ordered by prompt name and
+    version; only the versions in ``refs`` when given. Requests that named a model have no
+    ``prompt_ref`` and are not counted. Given ``refs``, the query reads the partial index
+    on ``(prompt_ref, ts)`` one range per version, so a page can ask for the last day of a
+    large log; without, it reads the requests since ``since`` by time."""
+    if not has_prompt_refs(mdb):
+        return []
+    sql = f"SELECT prompt_ref, {GROUP_COLUMNS} FROM {TABLE}"
+    args: list[Any] = []
+    if refs is None:
+        sql += " WHERE prompt_ref IS NOT NULL"
+    elif not refs:
+        return []
+    else:
+        sql += f" WHERE prompt_ref IN ({', '.join('?' for _ in refs)})"
+        args.extend(refs)
+    sql += " AND ts >= ?"
+    args.append(since)
+    groups: dict[str, _Group] = {}
+    for ref, *rest in mdb.execute(sql, args):
+        groups.setdefault(str(ref), _Group()).add(tuple(rest))
+    out = []
+    for ref, group in groups.items():
+        name, _, version = ref.rpartition("@")
+        out.append({"ref": ref, "prompt": name or ref,
+                    "version": int(version) if version.isdigit() else None,
+                    **group.as_dict()})
+    return sorted(out, key=lambda r: (r["prompt"], r["version"] or 0, r["ref"]))
 
 
 def _empty_note(mdb: sqlite_utils.Database, db: sqlite_utils.Database | None,

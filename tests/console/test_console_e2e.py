@@ -206,6 +206,8 @@ PAGES = {
     "promote": "/models/churn/2/promote", "monitoring": "/monitoring",
     "monitoring-model": "/monitoring/churn", "llm": "/llm", "capacity": "/capacity",
     "capacity-exceeds": "/capacity?slo_p95_ms=2.5", "capacity-profile": "/capacity/profiles/1",
+    "prompts": "/prompts", "prompt": "/prompts/ticket-summary",
+    "prompt-diff": "/prompts/ticket-summary?a=1&b=3", "prompt-version": "/prompts/ticket-summary/3",
     "datasets": "/datasets",
     "dataset": "/datasets/customers", "dataset-version": "/datasets/customers/1",
     "training": "/training", "job": "/training/jobs/1", "alerts": "/alerts",
@@ -237,7 +239,7 @@ return out;
 
 @pytest.fixture(name="seeded_url")
 def seeded_url_fixture(tmp_path: Path) -> Iterator[str]:
-    from helpers.console import log_traffic, seed
+    from helpers.console import log_traffic, seed, seed_prompt_traffic
     from test_console_monitoring import log_requests
 
     from appliance.audit import append
@@ -247,6 +249,7 @@ def seeded_url_fixture(tmp_path: Path) -> Iterator[str]:
     seed(home)
     log_requests(home)
     log_traffic(home, rate=50, seconds=120)  # for the Capacity page's report
+    seed_prompt_traffic(home)  # a second prompt, alias moves and requests naming prompts
     db = home.db()
     try:
         with immediate(db):  # a long detail, as a policy change or an import writes one

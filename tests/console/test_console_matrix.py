@@ -29,6 +29,8 @@ EXPECTED_ROLES = {
     "datasets.write": OPERATE, "train": OPERATE, "jobs.write": OPERATE,
     "models.write": OPERATE, "models.promote": OPERATE, "models.rollback": OPERATE,
     "serving.deploy": OPERATE, "feedback.write": OPERATE, "models.approve": APPROVE,
+    "prompts.read": EVERYONE, "prompts.write": OPERATE, "prompts.promote": OPERATE,
+    "prompts.rollback": OPERATE,
     "audit.write": ADMIN, "users.admin": ADMIN, "config.admin": ADMIN, "admin": ADMIN,
     "signed-in": EVERYONE,
 }
@@ -71,6 +73,11 @@ ROUTES = {
     "GET /api/models/<name>/versions/<int:version>/gates": "models.promote",
     "POST /api/models/<name>/versions/<int:version>/promote": "models.promote",
     "GET /api/openapi.json": "public",
+    "GET /api/prompts": "prompts.read",
+    "GET /api/prompts/<name>": "prompts.read",
+    "POST /api/prompts/<name>/rollback": "prompts.rollback",
+    "GET /api/prompts/<name>/versions/<int:version>": "prompts.read",
+    "POST /api/prompts/<name>/versions/<int:version>/promote": "prompts.promote",
     "GET /metrics": "monitoring.read",
     "GET /api/overview": "models.read",
     "GET /api/runs": "runs.read",
@@ -107,6 +114,11 @@ ROUTES = {
     "GET /monitoring": "monitoring.read",
     "GET /monitoring/<model>": "monitoring.read",
     "POST /monitoring/<model>/check": "train",
+    "GET /prompts": "prompts.read",
+    "GET /prompts/<name>": "prompts.read",
+    "GET /prompts/<name>/<int:version>": "prompts.read",
+    "POST /prompts/<name>/promote": "prompts.promote",
+    "POST /prompts/<name>/rollback": "prompts.rollback",
     "GET /runs": "runs.read",
     "GET /runs/<int:run_id>": "runs.read",
     "GET /runs/<int:run_id>/artifacts/<path:path>": "runs.read",
@@ -136,6 +148,8 @@ def url_for_rule(rule: str) -> str:
     values = dict(VALUES)
     if rule in DATASET_RULES:
         values["name"] = "customers"
+    if rule.startswith(("/prompts/", "/api/prompts/")):
+        values["name"] = "capital"  # the seeded prompt
     return re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], rule)
 
 

@@ -30,6 +30,10 @@ from appliance.console import create_app
 from appliance.datasets import add_dataset
 from appliance.jobs import KINDS
 from appliance.promotion import set_policy
+from appliance.prompts import add_prompt
+from appliance.prompts import promote as promote_prompt
+from appliance.prompts import rollback as rollback_prompt
+from appliance.prompts import set_alias as set_prompt_alias
 from appliance.queue import jobs
 from appliance.registry import insert_version, set_alias
 from appliance.storage.db import immediate
@@ -75,7 +79,8 @@ class Template:
 
 
 def seed(home: Home) -> dict[str, str]:
-    """One user per role (each with an open session), a model with two versions
+    """One user per role (each with an open session), a prompt with two versions
+    (production on the first, staging on the second), a model with two versions
     (production on the first; both real ONNX graphs whose reference profile is the
     dataset's) and a capacity profile of the first, a dataset, a failed run with one
     artifact, a queued job and the audit signing key."""
@@ -111,9 +116,100 @@ def seed(home: Home) -> dict[str, str]:
         fail_run(db, run_id, error="seeded", log_digest=None, actor="test")
         jobs.submit(db, jobs.JobSpec(kind="noop"), parse_config({}), kinds=KINDS,
                     actor="test")
+        seed_prompt(db)
     finally:
         db.close()
     return opened
+
+
+# --- prompts --------------------------------------------------------------------------
+
+CAPITAL = """description: Asks for a country's capital.
+model: chat
+messages:
+  - role: system
+    content: You answer briefly.
+  - role: user
+    content: "What is the capital of {{country}}?"
+variables:
+  country: {description: The country asked about.}
+parameters: {temperature: 0, max_tokens: %d}
+"""
+ADMIN = Principal(name="admin", role=Role.ADMIN)
+
+
+def seed_prompt(db: Any) -> None:
+    """capital@1 (max_tokens 16) in production, capital@2 (max_tokens 8) on staging."""
+    for tokens in (16, 8):
+        add_prompt(db, "capital", (CAPITAL % tokens).encode(), actor="admin")
+    promote_prompt(db, "capital@1", ADMIN)
+    set_prompt_alias(db, "capital@2", "staging", actor="admin")
+
+
+SUMMARY = """description: Summarises a support ticket for the on-call engineer{extra}.
+model: {model}
+messages:
+  - role: system
+    content: |
+      You are the support desk's summariser. Read the ticket and write {{{{sentences}}}}
+      sentences for the on-call engineer: what broke, since when, who is affected, and what
+      the customer already tried. Never invent a detail the ticket does not give; say
+      "unknown" instead. Keep product names, error codes and version numbers exactly as
+      written, e.g. ERR_CONNECTION_REFUSED_WHILE_WAITING_FOR_THE_UPSTREAM_LOAD_BALANCER.
+  - role: user
+    content: "Ticket {{{{ticket_id}}}} from {{{{customer}}}}:\n\n{{{{ticket}}}}"
+variables:
+  ticket_id: {{description: The ticket's number.}}
+  customer: {{description: Who wrote it., default: a customer}}
+  ticket: {{description: "The ticket's text, as the customer wrote it."}}
+  sentences: {{default: "3"}}
+parameters: {{temperature: {temperature}, top_p: 0.9, max_tokens: 256, seed: 7, stop: ["\n\n\n"]}}
+response_schema:
+  type: object
+  required: [summary, severity]
+  properties:
+    summary: {{type: string, description: The summary for the engineer.}}
+    severity: {{type: string, enum: [low, medium, high, critical]}}
+"""
+
+
+def seed_prompt_traffic(home: Home, now: float | None = None) -> None:
+    """A second prompt, 'ticket-summary', with three versions, production promoted twice
+    and rolled back once, and the last day's language-model requests of both prompts
+    (``llm_requests.prompt_ref``), for the pages a person looks at."""
+    now = time.time() if now is None else now
+    db = home.db()
+    try:
+        for extra, temperature, model in (
+                ("", 0.7, "chat"), (", in the customer's language", 0.3, "chat@2"),
+                (", in the customer's language, with the severity", 0.2, "chat@staging")):
+            add_prompt(db, "ticket-summary", SUMMARY.format(
+                extra=extra, temperature=temperature, model=model).encode(), actor="operator")
+        promote_prompt(db, "ticket-summary@1", ADMIN, reason="first release")
+        promote_prompt(db, "ticket-summary@2", ADMIN, reason="in the customer's language")
+        rollback_prompt(db, "ticket-summary", ADMIN, reason="answers cut short")
+        set_prompt_alias(db, "ticket-summary@3", "staging", actor="operator",
+                         reason="to try on staging traffic")
+    finally:
+        db.close()
+    rows = []
+    for i in range(40):
+        ref = ("capital@1", "ticket-summary@1", "ticket-summary@2")[i % 3]
+        rows.append({"ts": now - 60 * (i + 1), "day": time.strftime(
+                         "%Y-%m-%d", time.gmtime(now - 60 * (i + 1))),
+                     "model": "chat", "version": 1, "endpoint": "chat", "status":
+                     500 if i % 17 == 5 else 200, "stream": 0, "prompt_tokens": 40 + 3 * i,
+                     "completion_tokens": 20 + i, "queue_ms": 1.0, "ttft_ms": 12.5 + i / 7,
+                     "e2e_ms": 180.0 + 13.37 * i, "device": "cpu", "device_s": 0.123456789,
+                     "cost": 0.000123456789 * (i + 1), "currency": "EUR", "prompt_ref": ref})
+    mon = home.monitoring_db()
+    try:
+        with immediate(mon):
+            for r in rows:
+                mon.execute(f"INSERT INTO llm_requests ({', '.join(r)}) VALUES "
+                            f"({', '.join('?' for _ in r)})", list(r.values()))
+    finally:
+        mon.close()
 
 
 def make_app(home: Home, **settings: Any) -> Flask:

@@ -150,3 +150,28 @@ def test_since_accepts_durations_and_iso_times() -> None:
     assert since_ts("2026-01-31T01:00:00+01:00", now) == 1_769_817_600.0
     with pytest.raises(BadInput, match="--since"):
         since_ts("soon", now)
+
+
+def test_usage_per_prompt_version_reads_the_prompt_index(home: Home) -> None:
+    from appliance.monitoring.llm_usage import prompt_usage
+
+    log_llm(home, [row(NOW - 60, prompt_ref="capital@2", e2e_ms=100.0),
+                   row(NOW - 70, prompt_ref="capital@10", e2e_ms=200.0),
+                   row(NOW - 80, prompt_ref="capital@2", status=500, ttft_ms=None),
+                   row(OLD, prompt_ref="capital@2"), row(NOW - 90)])
+    mdb = home.monitoring_db()
+    try:
+        every = prompt_usage(mdb, since=NOW - 86400)
+        assert [(u["ref"], u["requests"], u["errors"]) for u in every] == [
+            ("capital@2", 2, 1), ("capital@10", 1, 0)]  # in version order, not text order
+        assert every[0]["prompt"] == "capital" and every[0]["version"] == 2
+        assert every[0]["e2e_p95_ms"] == 100.0 and every[0]["cost"] == 0.5
+        named = prompt_usage(mdb, since=NOW - 86400, refs=["capital@10", "other@1"])
+        assert [u["ref"] for u in named] == ["capital@10"]
+        assert prompt_usage(mdb, since=NOW - 86400, refs=[]) == []
+        plan = " ".join(str(r) for r in mdb.execute(
+            "EXPLAIN QUERY PLAN SELECT status FROM llm_requests"
+            " WHERE prompt_ref IN (?, ?) AND ts >= ?", ["a@1", "a@2", 0.0]))
+        assert "llm_requests_prompt_ts" in plan
+    finally:
+        mdb.close()

@@ -11,6 +11,7 @@ from appliance.console.views import (
     monitoring,
     overview,
     promotion,
+    prompts,
     runs,
     session,
     settings,
@@ -20,5 +21,5 @@ from appliance.console.views import (
 
 BLUEPRINTS = [
     session.bp, overview.bp, models.bp, promotion.bp, training.bp, runs.bp, datasets.bp, monitoring.bp,
-    llm.bp, capacity.bp, alerts.bp, audit.bp, users.bp, settings.bp, meta.bp,
+    llm.bp, prompts.bp, capacity.bp, alerts.bp, audit.bp, users.bp, settings.bp, meta.bp,
 ]
