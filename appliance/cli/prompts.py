@@ -1,14 +1,16 @@
-"""``appliance prompts add|list|show|diff|history|alias|promote|rollback``."""
+"""``appliance prompts add|list|show|diff|history|alias|policy|promote|rollback``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+import yaml
 
 from appliance import prompts
 from appliance.cli._common import Env, echo_json, pass_env
-from appliance.errors import Unauthorized
+from appliance.errors import BadInput, Unauthorized
 
 if TYPE_CHECKING:
     from appliance.auth import Principal
@@ -170,8 +172,10 @@ def prompts_alias(env: Env, ref: str, alias: str, reason: str) -> None:
 @pass_env
 def prompts_promote(env: Env, ref: str, force: bool, reason: str, as_json: bool) -> None:
     """Run the prompt gates on NAME@VERSION and, when they pass, make it production."""
+    from appliance.promotion.prompt_gates import promote_prompt
+
     with env.home.db() as db:
-        done = prompts.promote(db, ref, _principal(env), force=force, reason=reason)
+        done = promote_prompt(db, ref, _principal(env), force=force, reason=reason)
     if as_json:
         echo_json(done.as_dict())
         return
@@ -180,6 +184,36 @@ def prompts_promote(env: Env, ref: str, force: bool, reason: str, as_json: bool)
     if done.forced:
         click.echo(f"FORCED by {env.actor}: {reason}")
     click.echo(f"{done.ref} is now production (was {done.move.previous or '-'})")
+
+
+@prompts_group.command("policy")
+@click.argument("name")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the policy as JSON.")
+@pass_env
+def prompts_policy(env: Env, name: str, file: str | None, as_json: bool) -> None:
+    """Show the promotion policy of prompt NAME, or set it from FILE.yaml (the evaluation
+    set its versions are scored on, least scores, regression, latency and tokens)."""
+    from appliance.promotion import prompt_gates
+
+    if file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{file}: can not be read: {exc}") from None
+        with env.home.db() as db:
+            policy = prompt_gates.set_policy(db, name, text, actor=env.actor)
+    else:
+        with env.home.db() as db:
+            found = prompt_gates.get_policy(db, name)
+        if found is None:
+            raise BadInput(f"prompt {name} has no promotion policy; its versions are promoted "
+                           "without gates (set one: appliance prompts policy NAME FILE.yaml)")
+        policy = found
+    if as_json:
+        echo_json(policy)
+        return
+    click.echo(yaml.safe_dump(policy, sort_keys=False).rstrip())
 
 
 @prompts_group.command("rollback")

@@ -26,7 +26,7 @@ from appliance.evals.cases import Case, check_params
 from appliance.evals.results import save_run
 from appliance.evals.scorers import Answer, Context, run_scorer
 from appliance.evals.sets import EvalsetVersion, get_evalset_version, load_cases
-from appliance.evals.targets import Target, parse_target
+from appliance.evals.targets import Target, check_target, parse_target
 from appliance.llm.runtime import ERROR, Generation, Sampling
 from appliance.registry import resolve
 from appliance.registry.versions import ModelVersion
@@ -61,10 +61,10 @@ def plan_run(db: sqlite_utils.Database, blobs: Any, target: str, evalset: str, *
              judge: str | None = None, params: dict[str, Any] | None = None) -> Plan:
     """Check everything a run needs: the target and its model, the set, the judge of
     every judge case, the parameters. ``BadInput`` or ``NotFound`` naming what is wrong."""
-    parsed = parse_target(target)
+    parsed = parse_target(target, db)
     run_params = check_params(params or {}, "run parameters")
     if judge is not None:
-        parse_target(judge)
+        check_target(judge, prompts=False)
     model = _llm(db, parsed.model_ref(), "target")
     version = get_evalset_version(db, evalset)
     cases = load_cases(blobs, version)
@@ -245,7 +245,7 @@ def evaluate(home: Home, config: Config, target: str, evalset: str, *,
     run_params = {**plan.params, "judge": plan.judge}
     with home.db() as db:
         return save_run(db, evalset_version_id=plan.evalset.id, evalset_ref=plan.evalset.ref,
-                        target=target, model_version_id=plan.model.id,
+                        target=plan.target.text, model_version_id=plan.model.id,
                         model_ref=plan.model.ref, params=run_params, device=models.device,
                         duration_s=time.perf_counter() - started, results=results,
                         actor=actor, job_id=job_id)

@@ -15,7 +15,7 @@ from appliance.errors import BadInput
 from appliance.evals.cases import check_params
 from appliance.evals.results import get_run
 from appliance.evals.run import evaluate
-from appliance.evals.targets import parse_target
+from appliance.evals.targets import check_target
 from appliance.queue.context import JobCancelled, JobContext
 from appliance.registry.refs import parse_ref
 from appliance.storage.home import Home
@@ -30,12 +30,12 @@ def validate_eval_params(params: dict[str, Any]) -> None:
     for key in ("target", "evalset"):
         if not isinstance(params.get(key), str) or not params[key]:
             raise BadInput(f"eval-run: parameter '{key}' is required")
-    parse_target(params["target"])
+    check_target(params["target"])
     parse_ref(params["evalset"], "evaluation set")
     if params.get("judge") is not None:
         if not isinstance(params["judge"], str):
             raise BadInput("eval-run: parameter 'judge' must be NAME@VERSION or NAME@ALIAS")
-        parse_target(params["judge"])
+        check_target(params["judge"], prompts=False)
     check_params(params.get("params", {}), "params")
 
 

@@ -53,8 +53,9 @@ GATES: tuple[Gate, ...] = ()
 
 class PromptPromotionRefused(OperationFailed):
     def __init__(self, ref: str, results: list[GateResult]) -> None:
-        failed = [r.gate for r in results if not r.passed]
-        super().__init__(f"{ref} was not promoted: gate(s) failed: {', '.join(failed)}")
+        failed = [f"{r.gate} ({r.detail})" if r.detail else r.gate
+                  for r in results if not r.passed]
+        super().__init__(f"{ref} was not promoted: gate(s) failed: {'; '.join(failed)}")
         self.results = results
 
 

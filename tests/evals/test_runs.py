@@ -170,7 +170,7 @@ def test_a_run_is_checked_before_it_is_queued(home: Home, chat: str, tmp_path: P
         with pytest.raises(BadInput, match="line 1 .* gives 'variables', not 'messages'"):
             plan_run(db, home.blobs, chat, "prompted")
     r = runner("evals", "run", "prompts:/support@production", "facts")
-    assert r.exit_code == 2 and "prompt targets come with the prompt registry" in r.output
+    assert r.exit_code == 2 and "prompt 'support' does not exist" in r.output
     r = runner("evals", "run", "chat", "facts")
     assert r.exit_code == 2 and "give NAME@VERSION or NAME@ALIAS" in r.output
     r = runner("evals", "run", chat, "facts", "--judge", chat, "--temperature", "5")

@@ -26,6 +26,7 @@ from appliance.console.security import requires
 from appliance.console.views.promotion import principal
 from appliance.errors import ApplianceError, BadInput, NotFound
 from appliance.monitoring.llm_usage import prompt_usage
+from appliance.promotion.prompt_gates import promote_prompt
 from appliance.prompts import promotion as prompt_promotion
 
 bp = Blueprint("prompts", __name__)
@@ -172,11 +173,10 @@ def param_text(value: Any) -> str:
 
 
 def do_promote(name: str, version: int) -> prompts.PromptPromotion:
-    # GATES is read now, not when promote() was defined, so a gate added at run time counts.
-    return prompts.promote(web.get_db(), f"{name}@{version}", principal(),
-                           force=web.form_field("force", required=False).lower() in TRUE,
-                           reason=web.form_field("reason", required=False),
-                           gates=prompt_promotion.GATES)
+    """Through the gates of the prompt's policy, as on the command line."""
+    return promote_prompt(web.get_db(), f"{name}@{version}", principal(),
+                          force=web.form_field("force", required=False).lower() in TRUE,
+                          reason=web.form_field("reason", required=False))
 
 
 def do_rollback(name: str) -> prompts.PromptAliasMove:
