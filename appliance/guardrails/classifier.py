@@ -2,7 +2,7 @@
 
 Two signatures are accepted, told apart by the model's first input:
 
-- **features in**: float32 ``[batch, 65536]``, the rows of ``features.py`` (what
+- **features in**: float32 ``[batch, 16384]``, the rows of ``features.py`` (what
   ``appliance guardrails train`` makes);
 - **text in**: a string tensor ``[batch]`` or ``[batch, 1]`` of raw prompts (e.g. a
   scikit-learn pipeline of ``TfidfVectorizer`` and ``LogisticRegression`` converted with

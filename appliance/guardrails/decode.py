@@ -20,8 +20,14 @@ MAX_RUN = 65536
 _B64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}(?:[ :]|\\x)?){8,}")
 # Short words that any English sentence is full of: rot13 is worth reading when it has more.
-_COMMON = re.compile(r"\b(?:the|and|you|your|all|are|to|of|is|in|it|that|for|now|what|ignore|"
-                     r"instructions|previous|system|prompt|with|this|be)\b")
+_COMMON = frozenset("the and you your all are to of is in it that for now what ignore "
+                    "instructions previous system prompt with this be".split())
+_WORDS = re.compile(r"[a-z]+")
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+
+
+def _common_words(text: str) -> int:
+    return sum(1 for w in text.split() if w.strip(".,;:!?\"'()") in _COMMON)
 
 
 @dataclass(frozen=True)
@@ -75,13 +81,16 @@ def _hex(run: str) -> str | None:
 def views(text: str) -> list[View]:
     """The decoded views of ``text`` (none for ordinary text)."""
     out: list[View] = []
-    if len(text) >= 16:
-        for m in _B64.finditer(text):
+    # Cheap tests first (in C): base64 needs a word of 16 characters, hex 16 digits.
+    for word in (w for w in text.split() if len(w) >= 16):
+        for m in _B64.finditer(word):
             if len(out) >= MAX_VIEWS:
                 break
             decoded = _base64(m.group()[:MAX_RUN])
             if decoded is not None:
-                out.append(View("base64", decoded, m.start(), m.end()))
+                start = text.find(m.group())
+                out.append(View("base64", decoded, start, start + len(m.group())))
+    if len(text) - len(text.translate(_NO_DIGITS)) >= 16:
         for m in _HEX.finditer(text):
             if len(out) >= MAX_VIEWS:
                 break
@@ -90,6 +99,6 @@ def views(text: str) -> list[View]:
                 out.append(View("hex", decoded, m.start(), m.end()))
     lowered = text.lower()
     rot = codecs.encode(lowered, "rot13")
-    if len(_COMMON.findall(rot)) > max(1, len(_COMMON.findall(lowered))):
+    if _common_words(rot) > max(1, _common_words(lowered)):
         out.append(View("rot13", rot, 0, len(text)))
     return out

@@ -18,7 +18,7 @@ import numpy as np
 from appliance.guardrails.normalise import normalise
 
 FEATURES_ID = "appliance.hashed-byte-ngrams/1"
-BITS = 16
+BITS = 14
 DIM = 1 << BITS
 NGRAMS = (1, 2, 3, 4)
 _PRIME = np.uint32(16777619)
@@ -30,14 +30,16 @@ def buckets(normalised: str) -> np.ndarray:
     """Every n-gram's bucket index (uint32), all n together."""
     b = np.frombuffer(normalised.encode("utf-8"), dtype=np.uint8).astype(np.uint32)
     parts = []
+    # The hash of an n-gram extends that of its first n-1 bytes (minus the seed n-1): so
+    # carry ``acc`` (the bytes' part) and add each n's seed term, n * PRIME ** n, apart.
+    acc = np.zeros(len(b), dtype=np.uint32)
     for n in NGRAMS:
         count = len(b) - n + 1
         if count <= 0:
             break
-        h = np.full(count, n, dtype=np.uint32)
-        for k in range(n):
-            h = h * _PRIME + b[k:k + count]
-        parts.append((h * _GOLDEN) >> _SHIFT)
+        acc = acc[:count] * _PRIME + b[n - 1:n - 1 + count]
+        seed = np.uint32((n * pow(int(_PRIME), n, 1 << 32)) % (1 << 32))
+        parts.append(((acc + seed) * _GOLDEN) >> _SHIFT)
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
 
 
@@ -46,9 +48,10 @@ def vector(normalised: str, out: np.ndarray | None = None) -> np.ndarray:
     row = np.zeros(DIM, dtype=np.float32) if out is None else out
     idx = buckets(normalised)
     if idx.size:
-        uniq, counts = np.unique(idx, return_counts=True)
-        values = np.log1p(counts.astype(np.float32))
-        row[uniq] = values / np.float32(np.sqrt(np.dot(values, values)))
+        counts = np.bincount(idx, minlength=DIM)
+        nz = np.flatnonzero(counts)
+        values = np.log1p(counts[nz].astype(np.float32))
+        row[nz] = values / np.float32(np.sqrt(np.dot(values, values)))
     return row
 
 

@@ -23,7 +23,16 @@ _CONFUSABLES = {
     "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
     "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c",
 }
-_INVISIBLE = {c: None for c in (0x00AD, 0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164)}
+# Format characters (Unicode category Cf: zero-width space and joiners, bidirectional
+# controls, the BOM, tag characters...) and fillers that draw nothing: removed.
+_CF_RANGES = ((0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD),
+              (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E),
+              (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F),
+              (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD),
+              (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001),
+              (0xE0020, 0xE007F), (0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5),
+              (0x3164, 0x3164))
+_INVISIBLE: dict[int, None] = {c: None for lo, hi in _CF_RANGES for c in range(lo, hi + 1)}
 _SPACES = re.compile(r"\s+")
 
 
@@ -37,17 +46,11 @@ def _fold_table() -> dict[int, str | None]:
 _TABLE = _fold_table()
 
 
-def _strip_format(text: str) -> str:
-    if text.isascii():
-        return text
-    return "".join(c for c in text if unicodedata.category(c) != "Cf")
-
-
 def normalise(text: str) -> str:
     """The text the checks read: NFKC, no format characters, look-alikes mapped to Latin,
     case-folded, runs of whitespace as one space."""
     if not text.isascii():
-        text = _strip_format(unicodedata.normalize("NFKC", text)).translate(_TABLE)
+        text = unicodedata.normalize("NFKC", text).translate(_TABLE)
     return _SPACES.sub(" ", text.casefold()).strip()
 
 

@@ -67,17 +67,37 @@ PATTERNS: dict[str, str] = {
         r"never break character|opposite mode|evil (?:mode|confidant|bot))\b"),
 }
 
+# Words a pattern can not match without (lower case): a pattern runs only on a text that
+# holds one of them, a substring search in C, so most ordinary prompts run no regex at all.
+KEYWORDS: dict[str, tuple[str, ...]] = {
+    "ignore_instructions": ("ignor", "disregard", "forget", "override", "bypass", "skip",
+                            "drop"),
+    "ignore_instructions_fr": ("ignor", "oubli"),
+    "ignore_instructions_de": ("ignor", "vergiss", "vergessen"),
+    "ignore_instructions_es": ("ignor", "olvida"),
+    "new_persona": ("you are", "you're", "act as", "pretend", "roleplay"),
+    "do_anything_now": ("anything now", "jailbr", "developer mode"),
+    "no_restrictions": ("restriction", "filter", "censor", "guideline", "polic", "limitation",
+                        "constraint"),
+    "reveal_prompt": ("prompt", "instruction", "text above"),
+    "fake_delimiter": ("<|", "inst]", "<<", "##", "end of", "begin"),
+    "harm_framing": ("refuse", "always answer", "character", "opposite mode", "evil"),
+}
 _COMPILED = {name: re.compile(p) for name, p in PATTERNS.items()}
-_ANY = re.compile("|".join(f"(?P<{name}>{p})" for name, p in PATTERNS.items()))
+# The plain alternative, one regular expression for all (the benchmark's baseline).
+ANY = re.compile("|".join(f"(?P<{name}>{p})" for name, p in PATTERNS.items()))
 
 
 def first_hit(normalised: str) -> Hit | None:
-    """The first pattern that matches, in one pass over the text."""
-    m = _ANY.search(normalised)
-    if m is None:
-        return None
-    name = m.lastgroup or next(k for k, v in m.groupdict().items() if v is not None)
-    return Hit(name, m.start(), m.end(), m.group())
+    """The earliest match among the patterns whose keywords the text holds."""
+    best: Hit | None = None
+    for name, rx in _COMPILED.items():
+        if not any(k in normalised for k in KEYWORDS[name]):
+            continue
+        m = rx.search(normalised)
+        if m and (best is None or m.start() < best.start):
+            best = Hit(name, m.start(), m.end(), m.group())
+    return best
 
 
 def hits(normalised: str) -> list[Hit]:
