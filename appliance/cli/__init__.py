@@ -38,6 +38,7 @@ TABLE: dict[str, tuple[str, str]] = {
     "evals": ("evals", "Evaluation sets of language models: register, run, report and compare."),
     "feedback": ("monitoring", "Delayed labels (ground truth) for served predictions."),
     "gpu": ("gpu", "Print the GPUs (NVML): memory, utilisation, and memory held by jobs and serving."),
+    "guardrails": ("guardrails", "Run-time guardrails for language models: train and test the injection classifier, check a text."),
     "init": ("system", "Create the data directory and databases, and apply pending migrations."),
     "jobs": ("jobs", "Submit, inspect and cancel queued jobs."),
     "llm": ("llm", "Language models served over OpenAI's API: an example model, usage and cost."),

