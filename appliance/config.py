@@ -380,6 +380,10 @@ SETTINGS: tuple[Setting, ...] = (
        "Store prompts and answers in the request log. Off by default: they may hold "
        "personal data. Kept ones are emptied after monitoring.input_retention_days.",
        "bool"),
+    _s("guardrails.enabled", True,
+       "Check language-model requests and answers with the guardrails in the serving "
+       "daemon (injection checks on the way in; canary, prompt leakage, secrets and personal "
+       "data on the way out), as guardrails.policies says.", "bool"),
     _s("guardrails.policies", "",
        "YAML file of the guardrail policies (a default, and overrides per model and per "
        "prompt; see docs/guardrails.md); empty means the built-in default policy.", "path"),

@@ -71,8 +71,11 @@ class GuardrailBlocked(BadInput):
 
     code = "guardrail"
 
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(f"refused by the guardrails ({', '.join(verdict.triggered)})")
+    def __init__(self, verdict: Verdict, *, answer: bool = False) -> None:
+        checks = ", ".join(r.check for r in verdict.results if r.triggered
+                           and r.action is Action.BLOCK)
+        super().__init__(f"the answer was withheld by the guardrails ({checks})" if answer
+                         else f"refused by the guardrails ({checks})")
         self.verdict = verdict
 
 

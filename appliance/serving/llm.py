@@ -116,6 +116,53 @@ def _eos_ids(folder: Path) -> list[int]:
         eos, int) else []
 
 
+class Guardrails:
+    """The guardrails the daemon applies to language-model requests: the policies
+    (``guardrails.policies``) and the checks with their classifier (``appliance.guardrails``).
+    """
+
+    def __init__(self, policies: Any, guard: Any) -> None:
+        self.policies = policies
+        self.guard = guard
+
+    @classmethod
+    def load(cls, config: Config, db: Any, blobs: Any) -> Guardrails | None:
+        """From the configuration; None when ``guardrails.enabled`` is off. The classifier
+        is read from the registry now (none registered: the pattern checks still run)."""
+        from appliance import guardrails
+
+        if not config["guardrails.enabled"]:
+            return None
+        policies = guardrails.load_policies(config["guardrails.policies"] or None)
+        classifier = guardrails.load_classifier(db, blobs, config["guardrails.classifier"])
+        return cls(policies, guardrails.Guard(classifier))
+
+
+@dataclass
+class Screen:
+    """One request's guardrails: its policy, the system prompt as the client gave it and
+    the canary placed in it, and the verdicts so far (for the log and the metrics)."""
+
+    policy: Any
+    system_prompt: str | None = None
+    canary: str | None = None
+    verdicts: list[Any] | None = None
+
+    def log(self) -> str | None:
+        import json
+
+        out = []
+        for v in self.verdicts or ():
+            d = {"stage": v.stage, "action": v.action.value if v.action else None,
+                 "triggered": v.triggered, "ms": round(v.elapsed_ms, 3)}
+            if v.triggered:
+                d["results"] = [r.as_dict() for r in v.results if r.triggered]
+            if v.notes:
+                d["notes"] = v.notes
+            out.append(d)
+        return json.dumps(out, separators=(",", ":")) if out else None
+
+
 class Call:
     """One request in flight: the asyncio side of a ``Generation`` (the ``Sink``)."""
 
@@ -124,6 +171,7 @@ class Call:
                  request_id: str | None = None, prompt_ref: str | None = None) -> None:
         self.model = model
         self.prompt_ref = prompt_ref  # NAME@VERSION of the registered prompt it rendered
+        self.screen: Screen | None = None  # the guardrails' state for this request
         self.stream = stream
         self.endpoint = endpoint
         self.prompt_text = prompt_text
@@ -265,6 +313,8 @@ class LlmMetrics:
         self.requests: dict[tuple[str, str, str], int] = collections.defaultdict(int)
         self.device_s: dict[tuple[str, str], float] = collections.defaultdict(float)
         self.cost: dict[tuple[str, str], float] = collections.defaultdict(float)
+        # (model, version, stage, check, action) -> verdicts with that check triggered
+        self.guardrail: dict[tuple[str, str, str, str, str], int] = collections.defaultdict(int)
 
     def observe(self, name: str, key: tuple[str, str], value: float) -> None:
         hist = self.hist.get((name, *key))
@@ -315,6 +365,12 @@ class LlmMetrics:
         family("cost_total", "counter",
                "Cost of requests: device-seconds priced by llm.cost_per_gpu_hour.",
                [(lab, f"{n:.6f}") for lab, n in per_key(self.cost)])
+        family("guardrail_verdicts_total", "counter",
+               "Guardrail checks that triggered, per stage (input, output), check and the "
+               "action taken (block, redact, flag).",
+               [(_labels((("model", m), ("version", v), ("stage", st), ("check", c),
+                          ("action", a))), n)
+                for (m, v, st, c, a), n in sorted(self.guardrail.items())])
         family("num_requests_running", "gauge", "Requests generating now.",
                [(lab, r) for lab, (r, _w) in per_key(running)])
         family("num_requests_waiting", "gauge", "Requests waiting for a slot.",
@@ -332,6 +388,28 @@ class LlmService:
         # What runs a model folder: onnxruntime-genai; another backend with the same
         # interface (``appliance.llm.runtime.Runtime``) may stand in.
         self.runtime_factory: type = GenaiRuntime
+        self.guardrails: Guardrails | None = None  # set when the daemon starts
+
+    def verdict(self, model: LoadedLlm, screen: Screen, verdict: Any) -> None:
+        """Keep a guardrail verdict for the request's log row and count what triggered."""
+        screen.verdicts = [*(screen.verdicts or ()), verdict]
+        for r in verdict.results:
+            if r.triggered:
+                self.metrics.guardrail[(model.name, str(model.version), verdict.stage,
+                                        r.check, r.action.value if r.action else "none")] += 1
+
+    def refused(self, model: LoadedLlm, *, endpoint: str, stream: bool, prompt_text: str,
+                request_id: str | None, prompt_ref: str | None, screen: Screen,
+                prompt_tokens: int) -> None:
+        """Log a request the guardrails refused before it reached the model."""
+        self.metrics.requests[(model.name, str(model.version), "guardrail")] += 1
+        if self.request_log is not None:
+            self.request_log.record(LlmEntry(
+                time.time(), model.name, model.version, endpoint, request_id, 400, stream,
+                prompt_tokens, 0, 0.0, None, None, 0.0, "guardrail", model.runtime.device,
+                0.0, 0.0, self.settings.currency, "refused by the guardrails",
+                prompt_text if self.settings.log_text else None, None, prompt_ref,
+                screen.log()))
 
     def cost(self, device_s: float) -> float:
         return device_s * self.settings.cost_per_gpu_hour / 3600.0
@@ -359,8 +437,10 @@ class LlmService:
         return Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                         seed=seed, stop=stop, min_tokens=min_tokens)
 
-    def record(self, call: Call, status: int, error: str | None = None) -> dict[str, Any]:
-        """Count a finished call; its ``appliance`` figures (for the answer) are returned."""
+    def record(self, call: Call, status: int, error: str | None = None,
+               reason: str | None = None) -> dict[str, Any]:
+        """Count a finished call; its ``appliance`` figures (for the answer) are returned.
+        ``reason`` stands for the generation's finish reason (an answer withheld)."""
         g = call.generation
         model = call.model
         key = (model.name, str(model.version))
@@ -370,8 +450,11 @@ class LlmService:
         ttft = (g.first_token - call.arrived) if g.first_token is not None else None
         e2e = end - call.arrived
         itl = (sum(g.gaps) / len(g.gaps)) if g.gaps else None
+        given = reason
         reason = g.finish_reason
-        if call.timed_out:
+        if given is not None:
+            reason = given
+        elif call.timed_out:
             reason = "timeout"
         elif call.gone and reason == CANCELLED:
             reason = "client_gone"
@@ -413,5 +496,5 @@ class LlmService:
                 e2e * 1e3, reason, model.runtime.device, g.device_s, cost,
                 self.settings.currency, error or g.error,
                 call.prompt_text if text else None, g.text if text else None,
-                call.prompt_ref))
+                call.prompt_ref, call.screen.log() if call.screen is not None else None))
         return figures

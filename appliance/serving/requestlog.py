@@ -56,7 +56,7 @@ class Entry:
 LLM_COLUMNS = ("ts", "day", "model", "version", "endpoint", "request_id", "status", "stream",
                "prompt_tokens", "completion_tokens", "queue_ms", "ttft_ms", "itl_ms",
                "e2e_ms", "finish_reason", "device", "device_s", "cost", "currency", "error",
-               "prompt", "completion", "prompt_ref")
+               "prompt", "completion", "prompt_ref", "guardrail")
 _LLM_INSERT = (f"INSERT INTO llm_requests ({', '.join(LLM_COLUMNS)}) "
                f"VALUES ({', '.join('?' for _ in LLM_COLUMNS)})")
 
@@ -87,6 +87,7 @@ class LlmEntry:
     prompt: str | None = None  # only with llm.log_text
     completion: str | None = None
     prompt_ref: str | None = None  # the prompt version (NAME@VERSION) a request named
+    guardrail: str | None = None  # JSON: the guardrails' verdicts, per stage
 
 
 def _tensors_json(tensors: Mapping[str, np.ndarray] | None) -> str | None:
@@ -249,4 +250,4 @@ def _llm_row(e: LlmEntry) -> tuple[Any, ...]:
     return (e.ts, day, e.model, e.version, e.endpoint, e.request_id, e.status, int(e.stream),
             e.prompt_tokens, e.completion_tokens, e.queue_ms, e.ttft_ms, e.itl_ms, e.e2e_ms,
             e.finish_reason, e.device, e.device_s, e.cost, e.currency, e.error, e.prompt,
-            e.completion, e.prompt_ref)
+            e.completion, e.prompt_ref, e.guardrail)

@@ -9,7 +9,7 @@ from typing import Any
 
 from appliance.auth.permissions import Principal, Role
 from appliance.config import parse_config
-from appliance.llm.runtime import GenaiRuntime
+from appliance.llm.runtime import GenaiRuntime, Generation
 from appliance.promotion.service import promote
 from appliance.registry import import_folder
 from appliance.serving.http import create_app
@@ -78,3 +78,22 @@ class SlowRuntime(GenaiRuntime):
     def _turn(self) -> None:
         time.sleep(self.step_s)
         super()._turn()
+
+
+class SecretRuntime(GenaiRuntime):
+    """The real runtime, whose answers end with an AWS access key (a model that leaks one)."""
+
+    def _finish(self, generation: Generation, reason: str, error: str | None = None) -> None:
+        if reason in ("stop", "length"):
+            generation._pending += " AKIAIOSFODNN7EXAMPLE"
+        super()._finish(generation, reason, error)
+
+
+class EchoRuntime(GenaiRuntime):
+    """The real runtime, whose answers end with their whole prompt (a model that repeats
+    its system prompt, canary and all)."""
+
+    def _finish(self, generation: Generation, reason: str, error: str | None = None) -> None:
+        if reason in ("stop", "length"):
+            generation._pending += " " + self.tokenizer.decode(generation.prompt_ids)
+        super()._finish(generation, reason, error)

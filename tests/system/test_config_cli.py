@@ -183,7 +183,12 @@ def test_a_non_finite_number_is_refused(tmp_path: Path, text: str) -> None:
         load_config(cfg)
 
 
-def test_doctor_reads_the_configured_gpu_inventory_and_ignores_stray_files(tmp_path: Path) -> None:
+def test_doctor_reads_the_configured_gpu_inventory_and_ignores_stray_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a development checkout: no recorded profile (an installed bundle records one).
+    from appliance.system import doctor
+
+    monkeypatch.setattr(doctor, "installed_profile_file", lambda: tmp_path / "no-profile")
     home = tmp_path / "h"
     assert _run("--home", str(home), "init").exit_code == 0
     (home / "blobs" / "sha256" / "README").write_text("not a blob")  # a stray file

@@ -44,7 +44,7 @@ from appliance.gpu import telemetry as gpu_telemetry
 from appliance.prompts.serving import PromptSource
 from appliance.serving.codec import encode_response
 from appliance.serving.engine import Engine, EngineSettings
-from appliance.serving.llm import LlmService, LlmSettings
+from appliance.serving.llm import Guardrails, LlmService, LlmSettings
 from appliance.serving.metrics import Metrics
 from appliance.serving.requestlog import RequestLog
 from appliance.serving.source import ModelSource
@@ -195,8 +195,17 @@ class ServingApp:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
             if not self._started:
+                if self.home is not None and self.config is not None:
+                    self.engine.llm.guardrails = await asyncio.to_thread(
+                        self._guardrails, self.home, self.config)
                 await self.engine.start()
                 self._started = True
+
+    @staticmethod
+    def _guardrails(home: Home, config: Config) -> Guardrails | None:
+        """The guardrails of language-model requests (``guardrails.*``)."""
+        with home.db() as db:
+            return Guardrails.load(config, db, home.blobs)
 
     async def shutdown(self) -> None:
         if self._started:

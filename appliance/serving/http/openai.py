@@ -23,11 +23,12 @@ from typing import Any
 import orjson
 
 from appliance.errors import ApplianceError, BadInput, NotFound, OperationFailed, Unavailable
+from appliance.guardrails import GuardrailBlocked
 from appliance.llm.chat import check_messages
 from appliance.llm.runtime import CANCELLED, ERROR
 from appliance.prompts import serving as prompt_serving
 from appliance.serving.engine import Engine
-from appliance.serving.llm import Call, LoadedLlm
+from appliance.serving.llm import Call, LoadedLlm, Screen
 
 JSON = b"application/json"
 Headers = list[tuple[bytes, bytes]]
@@ -51,7 +52,7 @@ def error_doc(status: int, message: str, param: str | None = None,
 
 
 def error_response(exc: ApplianceError) -> Response:
-    code = None
+    code = getattr(exc, "code", None)
     if isinstance(exc, NotFound) and exc.param == "model":
         code = "model_not_found"
     elif exc.status == 400 and "context" in exc.message:
@@ -228,13 +229,23 @@ class OpenAI:
                            param="variables")
         params = Params(doc, endpoint)
         model = await self._model(params.model, served)
+        service = self.engine.llm
+        screen: Screen | None = None
         if endpoint == "chat":
             messages = check_messages(doc.get("messages"))
+            if service.guardrails is not None:
+                screen = Screen(service.guardrails.policies.for_request(
+                    model=params.model, prompt=served.prompt.name if served else None))
+                self._screen_input(model, screen, "\n".join(
+                    m["content"] for m in messages if m["role"] == "user"), params, served)
+                messages = self._protect(screen, messages)
             prompt = model.template.render(messages)
         else:
             prompt = _prompt(doc)
+            if service.guardrails is not None:
+                screen = Screen(service.guardrails.policies.for_request(model=params.model))
+                self._screen_input(model, screen, prompt, params, served)
         ids = model.runtime.encode(prompt)
-        service = self.engine.llm
         sampling = service.sampling(model, len(ids), max_tokens=params.max_tokens,
                                     temperature=params.temperature, top_p=params.top_p,
                                     seed=params.seed, stop=params.stop,
@@ -242,6 +253,7 @@ class OpenAI:
         call = Call(model, ids, sampling, stream=params.stream, endpoint=endpoint,
                     prompt_text=prompt, request_id=params.user,
                     prompt_ref=served.prompt.ref if served is not None else None)
+        call.screen = screen
         call.start()
         watcher = _watch(gone, call)
         if params.stream:
@@ -255,6 +267,45 @@ class OpenAI:
             if watcher is not None:
                 watcher.cancel()
         return self._answer(call, params, generation)
+
+    # ---- guardrails ----------------------------------------------------------------
+
+    def _screen_input(self, model: LoadedLlm, screen: Screen, text: str, params: Params,
+                      served: prompt_serving.ServedPrompt | None) -> None:
+        """The input checks; a blocked request is logged and answered 400 (guardrail)."""
+        service = self.engine.llm
+        assert service.guardrails is not None
+        verdict = service.guardrails.guard.check_input(text, screen.policy)
+        service.verdict(model, screen, verdict)
+        if verdict.blocked:
+            service.refused(model, endpoint=params.endpoint, stream=params.stream,
+                            prompt_text=text, request_id=params.user,
+                            prompt_ref=served.prompt.ref if served else None, screen=screen,
+                            prompt_tokens=0)
+            raise GuardrailBlocked(verdict)
+
+    def _protect(self, screen: Screen, messages: list[dict[str, str]]
+                 ) -> list[dict[str, str]]:
+        """The first system message with the policy's canary in it (none: unchanged)."""
+        service = self.engine.llm
+        assert service.guardrails is not None
+        for i, m in enumerate(messages):
+            if m["role"] == "system":
+                text, canary = service.guardrails.guard.protect_system_prompt(
+                    m["content"], screen.policy)
+                screen.system_prompt, screen.canary = m["content"], canary
+                return [*messages[:i], {**m, "content": text}, *messages[i + 1:]]
+        return messages
+
+    def _screen_output(self, call: Call, text: str) -> Any:
+        """The output checks on an answer; the verdict (its ``text`` masked if redacted)."""
+        service = self.engine.llm
+        screen = call.screen
+        assert service.guardrails is not None and screen is not None
+        verdict = service.guardrails.guard.check_output(
+            text, screen.policy, system_prompt=screen.system_prompt, canary=screen.canary)
+        service.verdict(call.model, screen, verdict)
+        return verdict
 
     async def _named_prompt(self, endpoint: str, ref: str) -> prompt_serving.ServedPrompt:
         if self.prompts is None:
@@ -296,13 +347,21 @@ class OpenAI:
                 raise Unavailable(f"model '{call.model.name}' could not answer: "
                                   f"{generation.error}; retry")
             raise OperationFailed(f"model '{call.model.name}' failed: {generation.error}")
+        text = generation.text
+        if call.screen is not None:
+            verdict = self._screen_output(call, text)
+            if verdict.blocked:
+                service.record(call, 400, "the answer was withheld by the guardrails",
+                               reason="guardrail")
+                raise GuardrailBlocked(verdict, answer=True)
+            text = verdict.text
         figures = service.record(call, 200)
         base = _base(call, params)
         if params.endpoint == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": generation.text},
+            choice = {"index": 0, "message": {"role": "assistant", "content": text},
                       "logprobs": None, "finish_reason": generation.finish_reason}
         else:
-            choice = {"index": 0, "text": generation.text, "logprobs": None,
+            choice = {"index": 0, "text": text, "logprobs": None,
                       "finish_reason": generation.finish_reason}
         return _ok({**base, "choices": [choice], "usage": _usage(call),
                     "appliance": figures})
@@ -318,7 +377,10 @@ class OpenAI:
                 yield _event({**base, "choices": [{"index": 0, "delta": {
                     "role": "assistant", "content": ""}, "logprobs": None,
                     "finish_reason": None}]})
+            sent: list[str] = []
             async for text in call.pieces(service.settings.request_timeout_s):
+                if call.screen is not None:
+                    sent.append(text)
                 if chat:
                     choice = {"index": 0, "delta": {"content": text}, "logprobs": None,
                               "finish_reason": None}
@@ -337,6 +399,16 @@ class OpenAI:
                 yield _event(error_doc(status, message))
                 yield b"data: [DONE]\n\n"
                 return
+            if call.screen is not None:
+                # A streamed answer is checked whole, at its end: what was sent can not be
+                # called back, so a block ends the stream with the guardrail's error.
+                verdict = self._screen_output(call, "".join(sent))
+                if verdict.blocked:
+                    blocked = GuardrailBlocked(verdict, answer=True)
+                    service.record(call, 400, blocked.message, reason="guardrail")
+                    yield _event(error_doc(400, blocked.message, code=blocked.code))
+                    yield b"data: [DONE]\n\n"
+                    return
             figures = service.record(call, 200)
             last = ({"index": 0, "delta": {}, "logprobs": None,
                      "finish_reason": g.finish_reason} if chat else
