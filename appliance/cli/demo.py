@@ -84,6 +84,11 @@ def _print_summary(summary: DemoSummary) -> None:
         click.echo(f"  language model:  {summary.llm.version}, {len(summary.llm.answers)} "
                    f"questions answered through /v1/chat/completions, {tokens} tokens, "
                    f"cost {cost:.3g} {currency}".rstrip())
+    if summary.prompts is not None:
+        p = summary.prompts
+        click.echo(f"  prompts:         {' -> '.join(p.versions)}, contains "
+                   + ", ".join(f"{v} {s:.2f}" for v, s in p.scores.items())
+                   + ("; an injection refused" if p.blocked else "") + "; rolled back")
     if summary.capacity:
         click.echo(f"  capacity:        {summary.capacity}")
     click.echo(f"  alerts:          {len(summary.alerts)}")

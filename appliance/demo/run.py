@@ -12,7 +12,10 @@
    the demo sent: a capacity report with its replay and recommendation;
 8. serve a small language model built on this machine and ask it questions through
    OpenAI's API, with tokens, latency and cost per request (``demo/llm.py``);
-9. verify the audit trail.
+9. a prompt for it: version 1 in production, version 2 scored on an evaluation set and
+   promoted through the prompt's gates, an injection refused by the guardrails, a
+   rollback, and usage per prompt version;
+10. verify the audit trail.
 
 Every step checks what it claims and raises ``DemoFailed`` naming itself when it can not.
 The four services run as child processes (as ``appliance up`` runs them) against the
@@ -129,6 +132,7 @@ class DemoSummary:
     seconds: float = 0.0
     llm: demo_llm.LlmSummary | None = None
     capacity: str = ""  # the capacity report's verdict for the served model
+    prompts: demo_llm.PromptSummary | None = None
     running: Supervisor | None = None  # the services, when the demo leaves them running
 
 
@@ -181,7 +185,7 @@ class Demo:
         self.config_path = config_path
         self.config: Config = load_config(config_path)
         self.settings = settings
-        self.steps = Steps(say, total=9)
+        self.steps = Steps(say, total=10)
         self.say = say
         user = _os_user()
         self.actor = f"local:{user}"
@@ -500,6 +504,16 @@ class Demo:
         except OperationFailed as exc:
             raise self.steps.fail(str(exc)) from exc
 
+    def step_prompts(self, summary: DemoSummary) -> None:
+        self.steps.start("prompts: evaluated, gated, guarded, rolled back")
+        port = int(summary.serving_url.rsplit(":", 1)[1].split("/")[0])
+        try:
+            summary.prompts = demo_llm.run_prompt_loop(
+                self.home, self.principal, HOST, port, self.run_job, self.wait_for,
+                self.steps.info)
+        except OperationFailed as exc:
+            raise self.steps.fail(str(exc)) from exc
+
     def step_audit(self, summary: DemoSummary) -> None:
         self.steps.start("verify the audit trail")
         with self.home.db() as db:
@@ -580,6 +594,7 @@ def run_demo(root: Path, settings: DemoSettings, say: Say, *, keep: bool = False
         demo.step_rollout(summary)
         demo.step_capacity(summary, since=time.time() - (time.monotonic() - started))
         demo.step_llm(summary, build)
+        demo.step_prompts(summary)
         demo.step_audit(summary)
         ok = True
     except ApplianceError as exc:

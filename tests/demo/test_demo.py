@@ -22,8 +22,8 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     )
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
-    for n in range(1, 10):
-        assert f"[{n}/9]" in out
+    for n in range(1, 11):
+        assert f"[{n}/10]" in out
     assert "loans@1 -> loans@2" in out
     assert re.search(r"requests served: (\d+) of \1 \(0 failed\)", out), out[-1500:]
     assert re.search(r"audit: +\d+ entries, \d+ signed checkpoints, verified", out)
@@ -36,6 +36,9 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert re.search(r"batch 16, 4 in flight: [\d,]+ rows/s", out), out[-3000:]
     assert re.search(r"recommended max_batch_size \d+, max_queue_delay_us \d+", out)
     assert re.search(r"capacity: +the peak of [\d.]+ requests/s", out), out[-1500:]
+    # The prompt loop: v2 scored and promoted through the gates, an injection refused.
+    assert re.search(r"prompts: +capital@1 -> capital@2, contains capital@1 0\.00, "
+                     r"capital@2 1\.00; an injection refused; rolled back", out), out[-3000:]
     drifted = re.search(r"drift found: +(.*)", out)
     assert drifted and "credit_score" in drifted.group(1) and "income" in drifted.group(1)
     before, after = map(float, re.search(

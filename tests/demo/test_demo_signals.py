@@ -63,7 +63,7 @@ def _start_demo(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
                                  str(tmp_path / "demo"), "demo", "--quick"],
                                 stdout=o, stderr=e, env=env, cwd=tmp_path)
     # Mid-run: the four services answer and the first step has begun.
-    _wait(lambda: "[1/9]" in out.read_text() and "services up" in out.read_text()
+    _wait(lambda: "[1/10]" in out.read_text() and "services up" in out.read_text()
           or proc.poll() is not None, 240, "the demo's services")
     assert proc.poll() is None, out.read_text() + err.read_text()
     return proc, out, err
