@@ -11,16 +11,18 @@ from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers.console import SCRIPT, client_with_session, make_app
+from helpers.console import SCRIPT, client_with_session, make_app, seed_prompt
 
 from appliance.auth import sessions, users
 from appliance.auth.permissions import Principal, Role
 from appliance.console.security import DOCUMENT_CSP
 from appliance.evals.report import render_html
 from appliance.evals.results import get_run
+from appliance.promotion import prompt_gates
 from appliance.storage.home import Home, init_home
 
 LONG_FLOAT = re.compile(r"\d\.\d{5,}")
+POLICY = "evalset: capitals\nmin_score: {contains: 0.75}\nmax_regression: 0.0\nmax_tokens: 16\n"
 
 
 def text_of(client: FlaskClient, url: str, status: int = 200) -> str:
@@ -153,6 +155,47 @@ def test_unknown_runs_and_bad_input(clients: dict[str, FlaskClient]) -> None:
     assert "?a=RUN&amp;b=RUN" in text_of(viewer, "/evals/compare?a=1", 400)
 
 
+def test_the_prompt_pages_show_runs_policy_and_gates_without_promoting(
+        app: Flask, clients: dict[str, FlaskClient]) -> None:
+    viewer = clients["viewer"]
+    no_policy = text_of(viewer, "/prompts/capital/1")
+    assert 'id="no-policy"' in no_policy and 'href="/evals/runs/3">#3</a>' in no_policy
+    db = app.config["APPLIANCE_HOME"].db()
+    try:
+        prompt_gates.set_policy(db, "capital", POLICY, actor="admin")
+        entries = db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+    finally:
+        db.close()
+
+    one = text_of(viewer, "/prompts/capital/1")
+    assert 'id="policy"' in one and "contains ≥ 0.75" in one
+    gates = one[one.index('id="gates"'):one.index("</table>", one.index('id="gates"'))]
+    for gate in ("evaluated", "min_score", "no_regression", "tokens"):
+        assert f'<td class="mono nowrap">{gate}</td><td class="ok">pass' in gates, gate
+    assert "this version is production" in one
+
+    two = text_of(viewer, "/prompts/capital/2")
+    assert "gates fail" in two and 'id="eval-runs-empty"' in two
+    assert "capital@2 has no evaluation run on capitals@1; run it: appliance evals run " \
+           "prompts:/capital@2 capitals@1 --wait" in two
+
+    page = text_of(viewer, "/prompts/capital")
+    table = page[page.index('id="version-gates"'):page.index("</table>", page.index(
+        'id="version-gates"'))]
+    assert re.search(r'/prompts/capital/2">2</a></td>\s*<td class="bad">FAIL', table)
+    assert re.search(r'/prompts/capital/1">1</a> <span class="pill">production</span></td>'
+                     r'\s*<td class="ok">pass', table)
+    assert 'href="/evals/runs/3">#3</a>' in page
+    db = app.config["APPLIANCE_HOME"].db()
+    try:  # the gates only read: nothing promoted, nothing audited
+        assert db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] == entries
+        assert db.execute("SELECT v.version FROM prompt_aliases a JOIN prompt_versions v"
+                          " ON v.id = a.version_id WHERE a.alias = 'production'"
+                          ).fetchone()[0] == 1
+    finally:
+        db.close()
+
+
 def test_an_empty_database_gets_pages_that_say_so(tmp_path: Path) -> None:
     home = Home(root=tmp_path / "empty")
     init_home(home)
@@ -163,6 +206,10 @@ def test_an_empty_database_gets_pages_that_say_so(tmp_path: Path) -> None:
     page = text_of(viewer, "/evals")
     assert 'id="evalsets-empty"' in page and 'id="runs-empty"' in page
     assert 'id="compare-empty"' in text_of(viewer, "/evals/compare")
+    with home.db() as db:
+        seed_prompt(db)  # a prompt, but no set, run or policy
+    assert 'id="no-policy"' in text_of(viewer, "/prompts/capital/1")
+    assert 'id="eval-runs-empty"' in text_of(viewer, "/prompts/capital")
     assert viewer.get("/api/evals/runs").get_json() == {"runs": []}
     assert viewer.get("/api/evals/sets").get_json() == {"sets": []}
     assert viewer.get("/evals/runs/1").status_code == 404
