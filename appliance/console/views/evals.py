@@ -61,10 +61,11 @@ def eval_target(run: dict[str, Any]) -> dict[str, Any]:
 
 @bp.app_template_filter("expect_args")
 def expect_args(expectation: dict[str, Any]) -> list[tuple[str, str]]:
-    """A scorer's arguments as (name, text) pairs; strings, lists and objects as JSON."""
+    """A scorer's arguments as (name, text) pairs, strings, lists and objects as JSON; those
+    left unset (``all`` beside ``any``, no extra ``markers``) are not shown."""
     return [(k, web.num(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
              else json.dumps(v, ensure_ascii=False, sort_keys=True))
-            for k, v in expectation.items() if k != "scorer"]
+            for k, v in expectation.items() if k != "scorer" and v not in (None, [], {})]
 
 
 def case_failed(case: dict[str, Any]) -> bool:
