@@ -50,6 +50,8 @@ PERMISSIONS: dict[str, Permission] = {p.name: p for p in (
     _p("datasets.read", Scope.READ, _ALL, "List and show datasets."),
     _p("prompts.read", Scope.READ, _ALL, "List, show and diff prompts and their history."),
     _p("runs.read", Scope.READ, _ALL, "Show training runs, their metrics and logs."),
+    _p("evals.read", Scope.READ, _ALL,
+       "Show evaluation sets and runs, their reports and comparisons."),
     _p("jobs.read", Scope.READ, _ALL, "List and show jobs and schedules."),
     _p("monitoring.read", Scope.READ, _ALL, "Read metrics, drift reports and alerts."),
     _p("audit.read", Scope.READ, _ALL, "Read and verify the audit log."),

@@ -43,6 +43,10 @@ HOST_PREFIX = "__Host-"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSP = ("default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
        "object-src 'none'")
+# A self-contained document the console serves as it is (an evaluation run's report): its
+# own inline CSS and nothing else; no script, no fetch, sandboxed (no script, no origin).
+DOCUMENT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; "
+                "form-action 'none'; base-uri 'none'; sandbox")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -251,7 +255,8 @@ def authorize() -> None:
 
 def add_headers(response: Response) -> Response:
     """after_request: security headers everywhere; nothing but static assets is cached."""
-    response.headers["Content-Security-Policy"] = CSP
+    if response.headers.get("Content-Security-Policy") != DOCUMENT_CSP:
+        response.headers["Content-Security-Policy"] = CSP  # the one other policy a view may set
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Frame-Options"] = "DENY"

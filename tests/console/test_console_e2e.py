@@ -212,7 +212,9 @@ PAGES = {
     "dataset": "/datasets/customers", "dataset-version": "/datasets/customers/1",
     "training": "/training", "job": "/training/jobs/1", "alerts": "/alerts",
     "audit": "/audit", "users": "/users", "settings": "/settings", "runs": "/runs",
-    "run": "/runs/1",
+    "run": "/runs/1", "evals": "/evals", "evalset": "/evals/sets/facts",
+    "eval-run": "/evals/runs/2", "evals-compare": "/evals/compare?a=1&b=2",
+    "prompt-evals": "/prompts/capital", "prompt-version-gates": "/prompts/capital/2",
 }
 
 # Every chart, table and preformatted block must lie inside its card (the nearest
@@ -243,6 +245,7 @@ def seeded_url_fixture(tmp_path: Path) -> Iterator[str]:
     from test_console_monitoring import log_requests
 
     from appliance.audit import append
+    from appliance.promotion import prompt_gates
     from appliance.storage.db import immediate
 
     home = Home(root=tmp_path / "seeded")
@@ -252,6 +255,10 @@ def seeded_url_fixture(tmp_path: Path) -> Iterator[str]:
     seed_prompt_traffic(home)  # a second prompt, alias moves and requests naming prompts
     db = home.db()
     try:
+        # a policy whose gates capital@1 (evaluated by the seeded run 3) passes and
+        # capital@2 (never evaluated) fails, for the gate tables of the prompt pages
+        prompt_gates.set_policy(db, "capital", "evalset: capitals\nmin_score: {contains: "
+                                "0.75}\nmax_regression: 0.0\nmax_tokens: 16\n", actor="admin")
         with immediate(db):  # a long detail, as a policy change or an import writes one
             append(db, actor="admin", action="model.policy", target="model:churn",
                    details={"policy": "gates: " + ", ".join(f"metric_{i} >= 0.{i}"

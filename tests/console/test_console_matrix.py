@@ -30,7 +30,7 @@ EXPECTED_ROLES = {
     "models.write": OPERATE, "models.promote": OPERATE, "models.rollback": OPERATE,
     "serving.deploy": OPERATE, "feedback.write": OPERATE, "models.approve": APPROVE,
     "prompts.read": EVERYONE, "prompts.write": OPERATE, "prompts.promote": OPERATE,
-    "prompts.rollback": OPERATE,
+    "prompts.rollback": OPERATE, "evals.read": EVERYONE,
     "audit.write": ADMIN, "users.admin": ADMIN, "config.admin": ADMIN, "admin": ADMIN,
     "signed-in": EVERYONE,
 }
@@ -50,6 +50,11 @@ ROUTES = {
     "GET /api/capacity/report": "monitoring.read",
     "POST /api/audit/verify": "audit.read",
     "GET /api/datasets": "datasets.read",
+    "GET /api/evals/compare": "evals.read",
+    "GET /api/evals/runs": "evals.read",
+    "GET /api/evals/runs/<int:run_id>": "evals.read",
+    "GET /api/evals/sets": "evals.read",
+    "GET /api/evals/sets/<name>": "evals.read",
     "GET /api/datasets/<name>": "datasets.read",
     "GET /api/datasets/<name>/versions/<int:version>": "datasets.read",
     "GET /api/jobs": "jobs.read",
@@ -95,6 +100,11 @@ ROUTES = {
     "GET /capacity": "monitoring.read",
     "GET /capacity/profiles/<int:profile_id>": "models.read",
     "GET /datasets": "datasets.read",
+    "GET /evals": "evals.read",
+    "GET /evals/compare": "evals.read",
+    "GET /evals/runs/<int:run_id>": "evals.read",
+    "GET /evals/runs/<int:run_id>/report": "evals.read",
+    "GET /evals/sets/<name>": "evals.read",
     "GET /datasets/<name>": "datasets.read",
     "GET /datasets/<name>/<int:version>": "datasets.read",
     "GET /llm": "monitoring.read",
@@ -140,6 +150,7 @@ ROUTES = {
 VALUES = {"name": "churn", "version": "1", "job_id": "1", "model": "churn",
           "username": "nobody", "token_id": "999", "filename": "console.css",
           "alert_id": "999", "run_id": "1", "path": "notes.txt", "profile_id": "1"}
+COMPARE_RULES = {"/evals/compare", "/api/evals/compare"}
 DATASET_RULES = {"/datasets/<name>", "/datasets/<name>/<int:version>",
                  "/api/datasets/<name>", "/api/datasets/<name>/versions/<int:version>"}
 
@@ -150,6 +161,10 @@ def url_for_rule(rule: str) -> str:
         values["name"] = "customers"
     if rule.startswith(("/prompts/", "/api/prompts/")):
         values["name"] = "capital"  # the seeded prompt
+    if rule.startswith(("/evals/sets/", "/api/evals/sets/")):
+        values["name"] = "facts"  # the seeded evaluation set
+    if rule in COMPARE_RULES:
+        return rule + "?a=1&b=2"  # the seeded evaluation runs
     return re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], rule)
 
 

@@ -5,6 +5,7 @@ from appliance.console.views import (
     audit,
     capacity,
     datasets,
+    evals,
     llm,
     meta,
     models,
@@ -21,5 +22,5 @@ from appliance.console.views import (
 
 BLUEPRINTS = [
     session.bp, overview.bp, models.bp, promotion.bp, training.bp, runs.bp, datasets.bp, monitoring.bp,
-    llm.bp, prompts.bp, capacity.bp, alerts.bp, audit.bp, users.bp, settings.bp, meta.bp,
+    llm.bp, prompts.bp, evals.bp, capacity.bp, alerts.bp, audit.bp, users.bp, settings.bp, meta.bp,
 ]

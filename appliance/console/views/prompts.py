@@ -22,7 +22,8 @@ from werkzeug.wrappers import Response
 from appliance import prompts, registry
 from appliance.console import web
 from appliance.console.apidoc import api
-from appliance.console.security import requires
+from appliance.console.security import can, requires
+from appliance.console.views.evals import prompt_evaluation
 from appliance.console.views.promotion import principal
 from appliance.errors import ApplianceError, BadInput, NotFound
 from appliance.monitoring.llm_usage import prompt_usage
@@ -31,6 +32,7 @@ from appliance.prompts import promotion as prompt_promotion
 
 bp = Blueprint("prompts", __name__)
 READ = "prompts.read"
+EVALS = "evals.read"  # the evaluation runs and gates on a prompt's pages
 PROMOTE = "prompts.promote"
 ROLLBACK = "prompts.rollback"
 TRUE = frozenset({"1", "true", "on", "yes"})
@@ -196,7 +198,8 @@ def _prompt_page(name: str, *, status: int = 200, message: str = "",
             done = f"{name}@{production} {verb}."
     page = render_template("prompt.html", **detail, diff=diff, message=message, done=done,
                            gates=gates or [], form=form or {}, production=production,
-                           models=model_names())
+                           models=model_names(),
+                           evaluation=prompt_evaluation(name) if can(EVALS) else None)
     return page, status if status != 200 else diff["status"]
 
 
@@ -223,6 +226,7 @@ def version_page(name: str, version: int) -> str:
     usage = usage_of([pv.ref]).get(pv.ref)
     return render_template("prompt_version.html", v=pv, spec=pv.spec, usage=usage,
                            usage_hours=USAGE_HOURS, models=model_names(),
+                           evaluation=prompt_evaluation(name, pv) if can(EVALS) else None,
                            schema=None if pv.spec.response_schema is None else json.dumps(
                                pv.spec.response_schema, indent=2, ensure_ascii=False))
 
