@@ -6,6 +6,7 @@ from appliance.console.views import (
     capacity,
     datasets,
     evals,
+    guardrails,
     llm,
     meta,
     models,
@@ -22,5 +23,5 @@ from appliance.console.views import (
 
 BLUEPRINTS = [
     session.bp, overview.bp, models.bp, promotion.bp, training.bp, runs.bp, datasets.bp, monitoring.bp,
-    llm.bp, prompts.bp, evals.bp, capacity.bp, alerts.bp, audit.bp, users.bp, settings.bp, meta.bp,
+    llm.bp, guardrails.bp, prompts.bp, evals.bp, capacity.bp, alerts.bp, audit.bp, users.bp, settings.bp, meta.bp,
 ]
