@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,8 @@ PAGES = {
     "overview": "/", "models": "/models", "model": "/models/churn",
     "version": "/models/churn/2", "card": "/models/churn/2/card",
     "promote": "/models/churn/2/promote", "monitoring": "/monitoring",
-    "monitoring-model": "/monitoring/churn", "llm": "/llm", "capacity": "/capacity",
+    "monitoring-model": "/monitoring/churn", "llm": "/llm", "guardrails": "/guardrails",
+    "guardrails-week": "/guardrails?since=7d", "capacity": "/capacity",
     "capacity-exceeds": "/capacity?slo_p95_ms=2.5", "capacity-profile": "/capacity/profiles/1",
     "prompts": "/prompts", "prompt": "/prompts/ticket-summary",
     "prompt-diff": "/prompts/ticket-summary?a=1&b=3", "prompt-version": "/prompts/ticket-summary/3",
@@ -242,6 +244,7 @@ return out;
 @pytest.fixture(name="seeded_url")
 def seeded_url_fixture(tmp_path: Path) -> Iterator[str]:
     from helpers.console import log_traffic, seed, seed_prompt_traffic
+    from test_console_guardrails import seed_verdicts
     from test_console_monitoring import log_requests
 
     from appliance.audit import append
@@ -253,6 +256,7 @@ def seeded_url_fixture(tmp_path: Path) -> Iterator[str]:
     log_requests(home)
     log_traffic(home, rate=50, seconds=120)  # for the Capacity page's report
     seed_prompt_traffic(home)  # a second prompt, alias moves and requests naming prompts
+    seed_verdicts(home, time.time())  # guardrail verdicts, one with a long detail
     db = home.db()
     try:
         # a policy whose gates capital@1 (evaluated by the seeded run 3) passes and
