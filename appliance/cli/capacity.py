@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
 
 from appliance.cli._common import Env, echo_json, pass_env
-from appliance.errors import BadInput, OperationFailed
+from appliance.cli._jobs import submit_and_follow
+from appliance.errors import BadInput
 
 
 @click.group("capacity")
@@ -47,10 +47,6 @@ def profile_cmd(env: Env, ref: str, batch_sizes: str | None, concurrency: str | 
     from appliance.capacity import store
     from appliance.capacity.profile import Sweep
     from appliance.capacity.render import profile_text
-    from appliance.gpu.placement import ResourceRequest, inventory_source
-    from appliance.jobs import KINDS
-    from appliance.queue import jobs as svc
-    from appliance.queue.states import JobState
     from appliance.registry import resolve
 
     params: dict[str, Any] = {"model": ref}
@@ -68,33 +64,12 @@ def profile_cmd(env: Env, ref: str, batch_sizes: str | None, concurrency: str | 
                            ) from None
     with env.home.db() as db:
         params["model"] = resolve(db, ref).ref  # a version that exists, by number
-    gpus = 1 if inventory_source(env.config["gpu.inventory_file"]).read().gpus else 0
-    spec = svc.JobSpec(kind="capacity-profile", params=params,
-                       request=ResourceRequest(gpus=gpus, gpu_memory_mb=0, cpus=1))
+    result = submit_and_follow(env, "capacity-profile", params,
+                               f"capacity profile of {ref}", wait=wait, as_json=as_json)
+    if result is None:
+        return
     with env.home.db() as db:
-        job_id = svc.submit(db, spec, env.config, kinds=KINDS, actor=env.actor)
-        job = svc.get_job(db, job_id)
-        if not wait:
-            if as_json:
-                echo_json(job.as_dict())
-            else:
-                click.echo(f"job {job.id} {job.state.value}: capacity profile of {ref}; "
-                           f"'appliance jobs show {job.id}' follows it")
-            return
-        if not as_json:
-            click.echo(f"job {job.id} queued: capacity profile of {ref}", err=True)
-        said = ""
-        while not job.state.terminal:
-            time.sleep(0.2)
-            job = svc.get_job(db, job_id)
-            progress = job.progress or {}
-            message = progress.get("message", "")
-            if message and message != said and not as_json:
-                click.echo(f"  {progress.get('fraction', 0):4.0%}  {message}", err=True)
-                said = message
-        if job.state is not JobState.SUCCEEDED:
-            raise OperationFailed(f"job {job.id} {job.state.value}: {job.error}")
-        profile = store.get(db, int((job.result or {})["profile_id"]))
+        profile = store.get(db, int(result["profile_id"]))
     if as_json:
         echo_json(profile)
     else:

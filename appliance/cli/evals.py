@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from appliance.cli._common import Env, echo_json, pass_env
-from appliance.errors import BadInput, OperationFailed
+from appliance.cli._jobs import submit_and_follow
+from appliance.errors import BadInput
 
 
 @click.group("evals")
@@ -116,19 +116,16 @@ def _params(max_tokens: int | None, temperature: float | None, seed: int | None
 @pass_env
 def run_cmd(env: Env, target: str, evalset: str, judge: str | None, max_tokens: int | None,
             temperature: float | None, seed: int | None, wait: bool, as_json: bool) -> None:
-    """Queue an eval-run job: ask TARGET (a language model, NAME@VERSION or NAME@ALIAS)
-    every case of EVALSET, score the answers and store the run.
+    """Queue an eval-run job: ask TARGET (a language model, NAME@VERSION or NAME@ALIAS, or
+    a prompt, prompts:/NAME@ALIAS) every case of EVALSET, score the answers and store the
+    run.
 
     The target, the set, the judges and the parameters are checked before the job is
-    queued. Prompt targets (prompts:/NAME@ALIAS) come with the prompt registry.
+    queued; a prompt target's version is pinned then.
     """
     from appliance.evals.report import summary_text
     from appliance.evals.results import get_run
     from appliance.evals.run import plan_run
-    from appliance.gpu.placement import ResourceRequest, inventory_source
-    from appliance.jobs import KINDS
-    from appliance.queue import jobs as svc
-    from appliance.queue.states import JobState
 
     params = _params(max_tokens, temperature, seed)
     with env.home.db() as db:
@@ -138,34 +135,13 @@ def run_cmd(env: Env, target: str, evalset: str, judge: str | None, max_tokens: 
         job_params["judge"] = judge
     if params:
         job_params["params"] = params
-    gpus = 1 if inventory_source(env.config["gpu.inventory_file"]).read().gpus else 0
-    spec = svc.JobSpec(kind="eval-run", params=job_params,
-                       request=ResourceRequest(gpus=gpus, gpu_memory_mb=0, cpus=1))
     what = f"{plan.evalset.ref} on {target}"
+    result = submit_and_follow(env, "eval-run", job_params, f"evaluation of {what}",
+                               wait=wait, as_json=as_json)
+    if result is None:
+        return
     with env.home.db() as db:
-        job_id = svc.submit(db, spec, env.config, kinds=KINDS, actor=env.actor)
-        job = svc.get_job(db, job_id)
-        if not wait:
-            if as_json:
-                echo_json(job.as_dict())
-            else:
-                click.echo(f"job {job.id} {job.state.value}: evaluation of {what}; "
-                           f"'appliance jobs show {job.id}' follows it")
-            return
-        if not as_json:
-            click.echo(f"job {job.id} queued: evaluation of {what}", err=True)
-        said = ""
-        while not job.state.terminal:
-            time.sleep(0.2)
-            job = svc.get_job(db, job_id)
-            progress = job.progress or {}
-            message = progress.get("message", "")
-            if message and message != said and not as_json:
-                click.echo(f"  {progress.get('fraction', 0):4.0%}  {message}", err=True)
-                said = message
-        if job.state is not JobState.SUCCEEDED:
-            raise OperationFailed(f"job {job.id} {job.state.value}: {job.error}")
-        run = get_run(db, int((job.result or {})["run_id"]), cases=False)
+        run = get_run(db, int(result["run_id"]), cases=False)
     if as_json:
         echo_json(run)
     else:
