@@ -35,7 +35,7 @@ import numpy as np
 
 from appliance.capacity.measure import STABLE_WINDOWS, Probe, Window, is_stable, percentiles
 from appliance.config import Config
-from appliance.errors import BadInput, OperationFailed
+from appliance.errors import ApplianceError, BadInput, OperationFailed
 from appliance.serving.engine import Engine, EngineSettings, LoadedModel
 from appliance.serving.llm import Call, LlmService, LlmSettings
 from appliance.serving.requestlog import Entry, LlmEntry
@@ -288,7 +288,7 @@ async def _tabular_point(engine: _Engine, model: LoadedModel, sweep: Sweep, prob
             try:
                 await engine.infer(model.name, None, body, None, time.perf_counter(),
                                    alone=concurrency == 1)
-            except Exception as exc:  # noqa: BLE001 - reported with the point
+            except ApplianceError as exc:  # reported with the point
                 load.errors.append(str(exc))
                 load.stop = True
 
@@ -355,7 +355,7 @@ async def _llm_point(engine: _Engine, model: LoadedModel, sweep: Sweep, probe: P
                 call.start()
                 async for _ in call.pieces(timeout):
                     pass
-            except Exception as exc:  # noqa: BLE001 - reported with the point
+            except ApplianceError as exc:  # reported with the point
                 load.errors.append(str(exc))
                 load.stop = True
                 return
