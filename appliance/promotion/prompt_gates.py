@@ -104,10 +104,14 @@ def set_policy(db: sqlite_utils.Database, name: str, text: str, *, actor: str
 
 
 def get_policy(db: sqlite_utils.Database, name: str) -> dict[str, Any] | None:
+    """The policy of prompt ``name``, or None; ``NotFound`` for a prompt that does not
+    exist."""
     row = db.execute(
-        "SELECT pp.policy FROM prompt_policies pp JOIN prompts p ON p.id = pp.prompt_id"
+        "SELECT pp.policy FROM prompts p LEFT JOIN prompt_policies pp ON p.id = pp.prompt_id"
         " WHERE p.name = ?", [name]).fetchone()
-    return json.loads(row[0]) if row else None
+    if row is None:
+        raise NotFound(f"prompt {name} does not exist; see 'appliance prompts list'")
+    return json.loads(row[0]) if row[0] is not None else None
 
 
 def newest_run(db: sqlite_utils.Database, pv: PromptVersion, evalset_version_id: int

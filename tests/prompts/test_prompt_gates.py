@@ -82,6 +82,8 @@ def test_production_moves_only_when_the_evaluation_passes(setup: Home, tmp_path:
     assert r.exit_code == 0, r.output
     assert json.loads(runner("prompts", "policy", "capital", "--json").stdout)[
         "min_score"] == {"contains": 0.75}
+    r = runner("prompts", "policy", "nope")
+    assert r.exit_code == 2 and "prompt nope does not exist" in r.output
     # Not evaluated yet: refused, naming the command that evaluates it.
     r = runner("prompts", "promote", "capital@1")
     assert r.exit_code == 1 and "evaluated (capital@1 has no evaluation run on capitals@1; " \
