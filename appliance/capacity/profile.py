@@ -509,17 +509,18 @@ def kv_geometry(folder: Path, device: str) -> dict[str, int] | None:
                     "bytes": 2 if device == "cuda" else 4}
     except (OSError, KeyError, TypeError, ValueError):
         return None
-    try:
-        import onnx
+    import onnx
+    from google.protobuf.message import DecodeError
 
+    try:
         graph = onnx.load(str(folder / decoder["filename"]), load_external_data=False).graph
-        types = {1: 4, 10: 2, 16: 2, 11: 8}  # float, float16, bfloat16, double
-        for tensor in graph.input:
-            if tensor.name.startswith("past_key_values."):
-                geometry["bytes"] = types.get(tensor.type.tensor_type.elem_type, 4)
-                break
-    except Exception:  # noqa: BLE001 - a model onnx can not read keeps the default
+    except (OSError, DecodeError):  # a graph onnx can not read keeps the default
         return geometry
+    types = {1: 4, 10: 2, 16: 2, 11: 8}  # float, float16, bfloat16, double
+    for tensor in graph.input:
+        if tensor.name.startswith("past_key_values."):
+            geometry["bytes"] = types.get(tensor.type.tensor_type.elem_type, 4)
+            break
     return geometry
 
 
