@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from types import FrameType
 
 from appliance.config import Config
@@ -58,6 +59,22 @@ def interrupt_on_signals() -> StopFlag:
     for signum in flag.signals:
         signal.signal(signum, handler)
     return flag
+
+
+def stop_when_signalled(flag: StopFlag, say: Callable[[str], None]) -> Callable[[str], None]:
+    """``say``, raising :class:`Interrupted` first when a signal has come.
+
+    The handler's exception is lost when the signal lands while a finaliser (a ``__del__``,
+    a weakref callback) runs: Python prints "Exception ignored" and carries on, and the
+    flag, already set, keeps later signals from raising. A command that reports each step
+    through this function stops at its next line instead of running to its end."""
+
+    def checked(line: str) -> None:
+        if flag.signal is not None:
+            raise Interrupted(flag.signal)
+        say(line)
+
+    return checked
 
 
 def setup_logging(config: Config) -> None:

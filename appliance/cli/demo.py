@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING
 import click
 
 from appliance.cli._common import Env, pass_env
-from appliance.cli._daemon import Interrupted, StopFlag, interrupt_on_signals
+from appliance.cli._daemon import (
+    Interrupted,
+    StopFlag,
+    interrupt_on_signals,
+    stop_when_signalled,
+)
 
 if TYPE_CHECKING:
     from appliance.demo.run import DemoSummary
@@ -39,11 +44,11 @@ def demo(env: Env, keep: bool, quick: bool, seed: int) -> None:
     from appliance.demo.run import DemoSettings, run_demo  # numpy, the traffic client
 
     root = Path(env.home_option or os.environ.get("APPLIANCE_HOME") or default_demo_home())
-    interrupt_on_signals()
+    signalled = interrupt_on_signals()
     summary = None
     try:
-        summary = run_demo(root.absolute(), DemoSettings(quick=quick, seed=seed), click.echo,
-                           keep=keep)
+        summary = run_demo(root.absolute(), DemoSettings(quick=quick, seed=seed),
+                           stop_when_signalled(signalled, click.echo), keep=keep)
         stop = StopFlag(hangup=True).install()  # from here a signal only ends the wait
         _print_summary(summary)
         if summary.running is None:
