@@ -6,8 +6,9 @@ each request is run alone, so that one bad request never fails the others. A req
 waits for others at most ``max_queue_delay_us`` (default 0: take what is already there,
 as Triton does).
 
-Where a batch runs depends on how long the model takes (a moving average of its
-runs, seeded by the warm-up run):
+Where a batch runs depends on how long the model takes (the median of its last
+``RECENT_RUNS`` runs, seeded by the warm-up run; a median, so that a run the operating
+system preempted, common on a busy machine, does not move a fast model off the loop):
 
 - A fast model (under ``INLINE_MAX_US`` a run) runs on the event loop's thread. The
   requests decoded in one turn of the loop are held, and one callback at the end of
@@ -27,6 +28,7 @@ instead of letting latency grow without limit.
 from __future__ import annotations
 
 import asyncio
+import collections
 import queue
 import threading
 import time
@@ -55,6 +57,7 @@ class Job:
 
 _STOP = object()
 INLINE_MAX_US = 100.0  # a model slower than this runs on its own thread
+RECENT_RUNS = 15  # the runs whose median says how long the model takes
 
 
 def batches(jobs: list[Job], max_rows: int) -> Iterator[tuple[list[Job], int]]:
@@ -95,8 +98,10 @@ class Batcher:
         self._loop = loop
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        # Moving average of a run; without a measurement it starts at the limit, not under.
+        # The median of recent runs; without a measurement it starts at the limit, not under.
         self._compute_us = compute_us
+        self._recent: collections.deque[float] = collections.deque([compute_us],
+                                                                   maxlen=RECENT_RUNS)
         # Held for the end of this turn of the event loop (fast models only).
         self._held: list[Job] = []
         self._held_rows = 0
@@ -157,7 +162,8 @@ class Batcher:
 
     def _deliver(self, batch: list[Job], rows: int, compute_us: int) -> None:
         self.pending -= len(batch)
-        self._compute_us = 0.8 * self._compute_us + 0.2 * compute_us
+        self._recent.append(compute_us)
+        self._compute_us = sorted(self._recent)[(len(self._recent) - 1) // 2]  # lower median
         self._on_batch(batch, rows, compute_us)
         for job in batch:
             if not job.future.done():

@@ -332,29 +332,32 @@ def _binary_bytes(arr: np.ndarray) -> bytes:
     return arr.tobytes()  # row-major, whatever the array's own layout
 
 
-def _json_data(arr: np.ndarray) -> tuple[Any, bool]:
-    """Flat row-major values, and whether only the standard library writes them right.
-
-    orjson writes a C-contiguous array of a plain numeric type itself, fast and exactly,
-    but NaN and Infinity as null; those go as a list to the standard library."""
+def _json_data(arr: np.ndarray) -> Any:
+    """Flat row-major values: a C-contiguous array of a plain numeric type as it is (orjson
+    writes it itself, fast and exactly), anything else as a list."""
     flat = arr.ravel()
     kind = flat.dtype.kind
     if kind in ("O", "S", "U"):
-        return [v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-                for v in flat], False
-    if kind == "f" and not np.isfinite(flat).all():
-        return flat.tolist(), True
+        return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in flat]
     if kind in "biuf" and flat.dtype.isnative and flat.flags.c_contiguous:
-        return flat, False
-    return flat.tolist(), False
+        return flat
+    return flat.tolist()
 
 
-def _dump(doc: dict[str, Any], lenient: bool) -> bytes:
-    if not lenient:
-        try:
-            return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
-        except orjson.JSONEncodeError:  # a type orjson lacks: the standard library decides
-            pass
+def _dump(doc: dict[str, Any], floats: list[np.ndarray]) -> bytes:
+    """The JSON of a response whose ``floats`` are written as data.
+
+    orjson writes NaN and Infinity as null, so null in its output (rare: it is no number,
+    and a string holding it is rarer) sends the values to be checked, and where one is not
+    finite the standard library writes them all (NaN, Infinity). Checking every value of
+    every answer instead costs more than the rest of the encoding."""
+    try:
+        out = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError:  # a type orjson lacks: the standard library decides
+        out = None
+    if out is not None and not (b"null" in out and any(not np.isfinite(a).all()
+                                                          for a in floats)):
+        return out
     return json.dumps(doc, separators=(",", ":"), allow_nan=True,
                       default=lambda a: a.tolist()).encode()
 
@@ -368,7 +371,7 @@ def encode_response(
     """Render a response; return the body and, for binary outputs, the JSON header length."""
     rendered: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    lenient = False  # NaN or Infinity to write
+    floats: list[np.ndarray] = []  # written as data: NaN or Infinity may be among them
     for name in request.outputs:
         arr = outputs[name]
         entry: dict[str, Any] = {
@@ -379,14 +382,15 @@ def encode_response(
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"], nonfinite = _json_data(arr)
-            lenient = lenient or nonfinite
+            entry["data"] = _json_data(arr)
+            if arr.dtype.kind == "f":
+                floats.append(arr)
         rendered.append(entry)
     doc: dict[str, Any] = {"model_name": model_name, "model_version": str(version)}
     if request.id is not None:
         doc["id"] = request.id
     doc["outputs"] = rendered
-    header = _dump(doc, lenient)
+    header = _dump(doc, floats)
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)

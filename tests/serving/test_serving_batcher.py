@@ -124,6 +124,54 @@ def test_a_slow_model_runs_on_its_own_thread_and_still_merges() -> None:
     assert all(j.batch_rows == 4 for j in rest)  # type: ignore[attr-defined]
 
 
+class Stalls(Model):
+    """A fast model whose runs listed in ``stalls`` take that long (as when the operating
+    system preempts the thread on a busy machine)."""
+
+    def __init__(self, stalls: dict[int, float]) -> None:
+        super().__init__()
+        self.stalls = stalls
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if len(self.runs) in self.stalls:
+            time.sleep(self.stalls[len(self.runs)])
+        return super().__call__(feed)
+
+
+def alone_runs(model: Model, count: int) -> list[bool]:
+    """Submit ``count`` requests one after another, each alone; whether the batcher ran
+    each on the event loop, as it decided before the request."""
+
+    async def run(loop: asyncio.AbstractEventLoop) -> list[bool]:
+        b = batcher(loop, model, compute_us=10)
+        seen = []
+        for _ in range(count):
+            seen.append(b.on_loop)
+            j = job(loop)
+            b.submit(j, alone=True)
+            await j.future
+        b.stop()
+        b.join(5)
+        return seen
+
+    return scenario(run)  # type: ignore[return-value]
+
+
+def test_a_fast_model_stays_on_the_loop_after_a_stalled_run() -> None:
+    model = Stalls({3: 0.03})  # the fourth run stalls for 30 ms, 300 times the limit
+    seen = alone_runs(model, 8)
+    assert seen == [True] * 8
+    assert all(tid == threading.get_ident() for _, tid in model.runs)
+
+
+def test_a_model_that_turns_slow_leaves_the_loop() -> None:
+    model = Stalls({i: 0.002 for i in range(1, 20)})  # every run after the first: 2 ms
+    seen = alone_runs(model, 8)
+    assert seen[0]
+    assert seen[5:] == [False] * 3  # most recent runs were slow: off the loop
+    assert model.runs[-1][1] != threading.get_ident()
+
+
 @pytest.mark.parametrize("compute_us", [10, INLINE_MAX_US * 10])
 def test_a_bad_request_fails_alone(compute_us: float) -> None:
     model = Model()

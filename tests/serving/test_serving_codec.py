@@ -175,6 +175,23 @@ def test_json_outputs_keep_every_value_nan_and_infinity_included() -> None:
     assert json.loads(data)["outputs"][0]["data"] == [0, 2, 4, 6, 8, 10]
 
 
+def test_null_in_a_string_leaves_finite_outputs_as_they_are() -> None:
+    # orjson writes NaN as null; an id that says null is no NaN, and the values keep their
+    # shortest FP32 form; a NaN beside such an id is still written as NaN, never null.
+    req = decode_request(body(id="null", inputs=good_inputs()), None, SIG, 64)
+    flag = np.array([[True], [False]])
+    values = np.array([[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]], dtype=np.float32)
+    data, _ = encode_response("null", 1, req, {"sum": values, "flag": flag})
+    assert b'"data":[0.1,0.2,0.3,1.0,2.0,3.0]' in data
+    assert json.loads(data)["id"] == "null"
+    odd = np.array([[0.1, np.nan, 0.3], [1.0, 2.0, 3.0]], dtype=np.float32)
+    data, _ = encode_response("null", 1, req, {"sum": odd, "flag": flag})
+    assert b"NaN" in data and data.count(b"null") == 2  # the id and the model's name
+    # the same from a non-contiguous output, which goes to orjson as a list
+    data, _ = encode_response("m", 1, req, {"sum": np.tile(odd, 2)[:, ::2], "flag": flag})
+    assert b"NaN" in data and data.count(b"null") == 1
+
+
 def test_requests_that_strict_json_refuses_are_still_read() -> None:
     # NaN and Infinity (which Python's json writes), a byte-order mark, and UTF-16.
     text = ('{"inputs": [{"name": "a", "shape": [1, 3], "datatype": "FP32", '
