@@ -100,13 +100,13 @@ def train_trees(table: Table, recipe: Recipe, target: str, *, threads: int,
     with threadpool_limits(limits=threads, user_api="openmp"):
         model = estimator(task, params, recipe.seed)
         model.fit(x["train"], y["train"])
-        _report_iterations(model, task, x, y, progress)
+        scores = _report_iterations(model, task, x, y, progress)
+        scores["test"] = _predict(model, task, x["test"])
         metrics: dict[str, Any] = {}
         for name, rows in splits.items():
             if len(rows):
-                metrics[name] = feat.compute_metrics(task, y[name], _predict(model, task, x[name]),
-                                                     recipe.metrics)
-        expected = _predict(model, task, x["test"])
+                metrics[name] = feat.compute_metrics(task, y[name], scores[name], recipe.metrics)
+        expected = scores["test"]
     progress({"event": "export"})
     onnx_bytes = export_trees(model, enc)
     wanted = {"probabilities" if task == "classification" else "prediction": expected}
@@ -125,15 +125,21 @@ def train_trees(table: Table, recipe: Recipe, target: str, *, threads: int,
 
 
 def _report_iterations(model: Any, task: str, x: dict[str, np.ndarray],
-                       y: dict[str, np.ndarray], progress: Progress) -> None:
+                       y: dict[str, np.ndarray], progress: Progress) -> dict[str, np.ndarray]:
+    """One event per tree with the loss so far; the last scores of the train and
+    validation splits, which are those of the whole model."""
     total = int(model.n_iter_)
     validation = _staged(model, task, x["validation"]) if len(y["validation"]) else None
+    last: dict[str, np.ndarray] = {}
     for i, train_scores in enumerate(_staged(model, task, x["train"]), start=1):
+        last["train"] = train_scores
         event: dict[str, Any] = {"event": "epoch", "epoch": i, "epochs": total,
                                  "loss": _loss(task, y["train"], train_scores)}
         if validation is not None:
-            event["val_loss"] = _loss(task, y["validation"], next(validation))
+            last["validation"] = next(validation)
+            event["val_loss"] = _loss(task, y["validation"], last["validation"])
         progress(event)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in last.items()}
 
 
 def export_trees(model: Any, enc: feat.Encoding) -> bytes:
