@@ -4,6 +4,7 @@ reproduction, and the class labels a served classifier publishes."""
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,8 @@ FEEDS = {"x1": np.array([[0.5], [np.nan], [-2.0]], dtype=np.float32),
          "price": np.array([[3.0], [np.nan], [1.0]], dtype=np.float32)}
 
 
-def test_train_wait_registers_a_tree_classifier_taking_the_raw_columns(runner, home, dataset,
-                                                                        tmp_path) -> None:
+def test_train_wait_registers_a_tree_classifier_taking_the_raw_columns(runner, home, db,
+                                                                        dataset, tmp_path):
     r = runner("train", str(recipe(tmp_path)), "--wait")
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
@@ -71,6 +72,8 @@ def test_train_wait_registers_a_tree_classifier_taking_the_raw_columns(runner, h
     assert types == {"x1": "FP32", "x2": "FP32", "colour": "BYTES", "member": "FP32",
                      "price": "FP32"}  # the same inputs as the torch templates' models
     assert mv.signature["classes"] == ["false", "true"] and mv.run_id is not None
+    packages = get_run(db, mv.run_id).environment["packages"]
+    assert packages["scikit-learn"] == metadata.version("scikit-learn")
     assert set(mv.metrics["test"]) == {"accuracy", "log_loss", "f1_macro", "roc_auc"}
     assert mv.metrics["test"]["accuracy"] >= 0.8
     assert 0 <= mv.metrics["parity_max_abs_diff"] <= 1e-5
@@ -82,11 +85,7 @@ def test_train_wait_registers_a_tree_classifier_taking_the_raw_columns(runner, h
     assert probabilities.dtype == np.float32 and probabilities.shape == (3, 2)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
     assert list(label) == list(probabilities.argmax(axis=1))
-    db = home.db()
-    try:
-        curves = run_steps(db, mv.run_id)
-    finally:
-        db.close()
+    curves = run_steps(db, mv.run_id)
     assert [step for step, _ in curves["loss"]] == list(range(1, 21))  # one loss per tree
     assert curves["val_loss"][-1][1] < curves["val_loss"][0][1]
 
@@ -150,12 +149,12 @@ def test_onnx_takes_every_split_scikit_learn_takes_between_adjacent_floats() -> 
     assert float(np.abs(probabilities - model.predict_proba(x)).max()) < 1e-6
 
 
-def test_a_parity_failure_names_scikit_learn(home, dataset, tmp_path) -> None:
+def test_a_parity_failure_names_scikit_learn(home, db, dataset, tmp_path) -> None:
     config = parse_config({"training": {"parity_tolerance": 0.0}})
     path = recipe(tmp_path, model={"template": "gbt_classifier", "params": {"max_iter": 5}})
     with pytest.raises(OperationFailed, match=r"differs from scikit-learn by "):
         run_training(home, path, "t", config=config)
-    assert get_run(home.db(), 1).status == "failed"
+    assert get_run(db, 1).status == "failed"
 
 
 @pytest.mark.parametrize(
