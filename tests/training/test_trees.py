@@ -1,9 +1,11 @@
 """The gradient-boosted tree templates: training, the ONNX export and its splits, parity,
-reproduction, and the class labels a served classifier publishes."""
+reproduction, the class labels a served classifier publishes, and the drift, quality and
+capacity checks that read a tree model as they read any other."""
 
 from __future__ import annotations
 
 import json
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -217,3 +219,56 @@ def test_v2_metadata_gives_the_served_classifiers_class_labels(home, dataset, tm
         assert status == 200 and all("parameters" not in o for o in meta["outputs"])
     finally:
         server.stop()
+
+
+def test_drift_and_quality_checks_read_a_tree_model_as_any_other(home, db, tmp_path) -> None:
+    from helpers.monitoring import CONFIG, features, log_requests, truth
+
+    from appliance.datasets import add_dataset
+    from appliance.monitoring import Window, add_feedback, run_check
+
+    add_dataset(db, home.blobs, "shop", write_csv(tmp_path / "shop.csv", rows=400), actor="t",
+                target="label")
+    result = run_training(home, {"name": "buyer", "dataset": "shop@1", "seed": 7, "model": {
+        "template": "gbt_classifier", "params": {"max_iter": 30}}}, "t", config=CONFIG)
+    set_alias(db, "buyer", 1, "production", "t")
+    served = registry.resolve(db, result.model_version)
+    now = time.time()
+    calm = features(300, 11)
+    ids = log_requests(home, served, calm, start=now - 3000, prefix="calm")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\n" + "".join(
+        f"{i},{lab}\n" for i, lab in zip(ids, truth(calm), strict=True)))
+    add_feedback(home, "buyer", labels, actor="t")
+    check = run_check(home, "buyer", window=Window(now - 3100, now - 2500), config=CONFIG,
+                      actor="t")
+    report = check.as_dict()
+    assert report["data_drift"]["dataset_drift"] is False
+    assert check.performance is not None and check.performance["labelled_rows"] == 300
+    assert check.performance["metrics"]["accuracy"] >= 0.8
+    log_requests(home, served, features(300, 12, x1_shift=1.0, colours=("red",)),
+                 start=now - 400, prefix="shift")
+    shifted = run_check(home, "buyer", window=Window(now - 500, now), config=CONFIG, actor="t")
+    drifted = {c["name"] for c in shifted.as_dict()["data_drift"]["columns"] if c["drifted"]}
+    assert {"x1", "colour"} <= drifted and "x2" not in drifted
+
+
+def test_a_capacity_profile_loads_and_sweeps_a_tree_model(home, dataset, tmp_path) -> None:
+    from appliance.capacity import store
+    from appliance.jobs.capacity import run_profile_job
+    from appliance.queue.context import JobContext
+
+    result = run_training(home, recipe(tmp_path), "t")
+    work = tmp_path / "job" / "work"
+    work.mkdir(parents=True)
+    ctx = JobContext(job_id=1, kind="capacity-profile", attempt=1, workdir=work,
+                     home=home.root, config=parse_config({}),
+                     params={"model": result.model_version, "batch_sizes": "1,8",
+                             "concurrency": [1], "window_s": 0.1, "max_windows": 4})
+    done = run_profile_job(ctx)
+    assert done["points"] == 2 and done["kind"] == "tabular"
+    with home.db() as db:
+        profile = store.latest(db, result.model_version)
+    assert profile is not None
+    assert [p["batch_size"] for p in profile["points"]] == [1, 8]
+    assert all(p["requests_per_s"] > 0 for p in profile["points"])
