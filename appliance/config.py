@@ -114,10 +114,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("evals.max_file_mb", 64,
        "Largest evaluation-set file (JSONL) 'evals add' accepts, in MiB.", "int", minimum=1),
     _s("training.threads", 1,
-       "CPU threads torch uses while training; fixed so that runs are reproducible.", "int",
+       "CPU threads torch (and the tree templates' OpenMP) use while training; fixed so "
+       "that runs are reproducible.", "int",
        minimum=1, maximum=256),
     _s("training.parity_tolerance", 1e-5,
-       "Largest difference allowed between onnxruntime's and torch's outputs on the test split.",
+       "Largest difference allowed between onnxruntime's and torch's (or scikit-learn's) "
+       "outputs on the test split.",
        "float", minimum=0),
     _s("training.reproduce_tolerance", 1e-4,
        "Largest metric difference 'runs reproduce' still calls 'within tolerance'.", "float",

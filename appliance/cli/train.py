@@ -35,7 +35,8 @@ def _printer(verbose: bool, run_id_to_stderr: bool = False) -> Any:
         elif kind == "export":
             click.echo("exporting ONNX")
         elif kind == "parity":
-            click.echo(f"parity: max |onnxruntime - torch| = {event['max_abs_diff']:.3g}")
+            against = event.get("reference", "torch")
+            click.echo(f"parity: max |onnxruntime - {against}| = {event['max_abs_diff']:.3g}")
         elif kind == "script":
             click.echo(f"running {event['script']} with {event['python']}")
         elif kind == "output":

@@ -71,8 +71,10 @@ class LoadedModel:
     """One version's session, signature and batcher."""
 
     def __init__(self, name: str, version: int, session: Any, signature: Signature,
-                 provider: str, signed: bool = False) -> None:
+                 provider: str, signed: bool = False,
+                 recorded: Mapping[str, Any] | None = None) -> None:
         self.name = name
+        self.recorded = recorded or {}  # the signature as the source records it (classes)
         self.signed = signed  # passed promotion: may be named by version
         self.version = version
         self.session = session
@@ -217,7 +219,8 @@ class Engine:
         session.run(list(outputs), warm)
         warm_us = (time.perf_counter() - started) * 1e6
         model = LoadedModel(name, resolved.version, session, signature,
-                            session.get_providers()[0], signed=resolved.signed)
+                            session.get_providers()[0], signed=resolved.signed,
+                            recorded=resolved.signature)
         if self._loop is None:
             raise RuntimeError("the engine is not started")
         model.batcher = Batcher(

@@ -1,5 +1,5 @@
-"""Training: recipes, deterministic built-in torch templates, ONNX export with a parity
-check, run records and reproduction."""
+"""Training: recipes, deterministic built-in templates (torch networks, gradient-boosted
+trees), ONNX export with a parity check, run records and reproduction."""
 
 from appliance.training.recipe import Recipe, load_recipe, parse_recipe
 from appliance.training.runs import (

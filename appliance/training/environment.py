@@ -19,7 +19,7 @@ from typing import Any
 from appliance.audit.log import canonical_json
 from appliance.errors import BadInput, OperationFailed
 
-PACKAGES = ("appliance", "torch", "onnx", "onnxruntime-gpu", "onnxruntime", "numpy")
+PACKAGES = ("appliance", "torch", "scikit-learn", "onnx", "onnxruntime-gpu", "onnxruntime", "numpy")
 LOCK_FILE = "requirements.lock"
 
 

@@ -83,7 +83,9 @@ def _raw_categoricals(model: Any, enc: Encoding) -> None:
 
 
 def weights_digest(model_bytes: bytes) -> str:
-    """SHA-256 over every initializer (name, type, shape, bytes), in name order."""
+    """SHA-256 over every initializer (name, type, shape, bytes), in name order, then over
+    the attributes of every tree ensemble node (a tree's splits and leaves are attributes,
+    not initializers), in graph order."""
     import onnx
     from onnx import numpy_helper
 
@@ -93,25 +95,40 @@ def weights_digest(model_bytes: bytes) -> str:
         array = numpy_helper.to_array(init)
         hasher.update(init.name.encode() + b"\0" + str(array.dtype).encode() + b"\0"
                       + repr(array.shape).encode() + b"\0" + np.ascontiguousarray(array).tobytes())
+    for node in model.graph.node:
+        if node.domain == "ai.onnx.ml" and node.op_type.startswith("TreeEnsemble"):
+            hasher.update(node.op_type.encode() + b"\0")
+            for attr in sorted(node.attribute, key=lambda a: a.name):
+                hasher.update(attr.SerializeToString(deterministic=True))
     return hasher.hexdigest()
 
 
 def parity(model_bytes: bytes, feeds: dict[str, np.ndarray],
-           expected: dict[str, np.ndarray], tolerance: float) -> float:
-    """Largest absolute difference between onnxruntime and torch on the float outputs;
-    raise when it is over ``tolerance``."""
+           expected: dict[str, np.ndarray], tolerance: float, *, reference: str = "torch",
+           relative: bool = False) -> float:
+    """Largest absolute difference between onnxruntime and ``reference`` on the float
+    outputs; raise when it is over ``tolerance`` (with ``relative``, when a difference is
+    over ``tolerance`` times the larger of 1 and the expected value's magnitude: a float32
+    output holds about 7 significant digits, whatever the scale of the target)."""
     session = cpu_session(model_bytes)
     names = list(expected)
     got = dict(zip(names, session.run(names, feeds), strict=True))
     worst = 0.0
+    over = 0.0
     for name, want in expected.items():
         if not np.issubdtype(want.dtype, np.floating):
             continue
-        diff = np.abs(got[name].astype(np.float64) - want.astype(np.float64))
-        worst = max(worst, float(np.nanmax(diff)) if diff.size else 0.0)
-    if worst > tolerance or not np.isfinite(worst):
+        want64 = want.astype(np.float64)
+        diff = np.abs(got[name].astype(np.float64).reshape(want.shape) - want64)
+        if not diff.size:
+            continue
+        worst = max(worst, float(np.nanmax(diff)))
+        scaled = diff / np.maximum(1.0, np.abs(want64)) if relative else diff
+        over = max(over, float(np.nanmax(scaled)))
+    if over > tolerance or not np.isfinite(worst):
+        scale = " relative to the values' magnitude" if relative else ""
         raise OperationFailed(
-            f"parity check failed: onnxruntime differs from torch by {worst:.3g} on the test "
-            f"split (tolerance {tolerance:g})"
+            f"parity check failed: onnxruntime differs from {reference} by {worst:.3g} on the "
+            f"test split (tolerance {tolerance:g}{scale})"
         )
     return worst

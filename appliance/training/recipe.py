@@ -6,7 +6,8 @@ dataset: churn@1             # NAME@VERSION (NAME alone means the latest; the ru
 target: churned              # default: the target recorded with the dataset version
 features: [age, plan]        # default: every other column except timestamps
 model:
-  template: mlp_classifier   # logistic_regression, linear_regression, mlp_classifier, mlp_regressor
+  template: mlp_classifier   # logistic_regression, linear_regression, mlp_classifier, mlp_regressor,
+                             # gbt_classifier, gbt_regressor (gradient-boosted trees)
   params: {hidden: [32], epochs: 20, batch_size: 64, lr: 0.01, weight_decay: 0.0}
 split: {train: 0.7, validation: 0.15, test: 0.15}   # seeded by `seed`
 metrics: [accuracy, f1_macro]  # default: every metric of the task
@@ -44,6 +45,8 @@ TEMPLATES: dict[str, str] = {
     "linear_regression": "regression",
     "mlp_classifier": "classification",
     "mlp_regressor": "regression",
+    "gbt_classifier": "classification",
+    "gbt_regressor": "regression",
 }
 METRICS = {
     "classification": ("accuracy", "log_loss", "f1_macro", "roc_auc"),
@@ -51,6 +54,10 @@ METRICS = {
 }
 COMMON_PARAMS: dict[str, Any] = {"epochs": 20, "batch_size": 64, "lr": 0.01, "weight_decay": 0.0}
 MLP_PARAMS: dict[str, Any] = {"hidden": [32]}
+# scikit-learn's HistGradientBoosting defaults; max_depth None means no limit.
+GBT_PARAMS: dict[str, Any] = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 31,
+                              "max_depth": None, "min_samples_leaf": 20,
+                              "l2_regularization": 0.0, "max_bins": 255}
 KEYS = ("name", "dataset", "target", "features", "model", "script", "code", "python", "task",
         "classes", "params", "split", "metrics", "seed", "device")
 TASKS = ("classification", "regression")
@@ -142,7 +149,28 @@ def _num(value: Any, key: str, *, integer: bool = False, low: float | None = Non
     return value
 
 
+def _gbt_params(params: dict[str, Any]) -> dict[str, Any]:
+    _num(params["max_iter"], "model.params.max_iter", integer=True, low=1, high=100_000)
+    params["learning_rate"] = float(_num(params["learning_rate"], "model.params.learning_rate",
+                                         low=0, open_low=True))
+    _num(params["max_leaf_nodes"], "model.params.max_leaf_nodes", integer=True, low=2,
+         high=65536)
+    if params["max_depth"] is not None:
+        _num(params["max_depth"], "model.params.max_depth", integer=True, low=1, high=1000)
+    _num(params["min_samples_leaf"], "model.params.min_samples_leaf", integer=True, low=1)
+    params["l2_regularization"] = float(_num(params["l2_regularization"],
+                                             "model.params.l2_regularization", low=0))
+    _num(params["max_bins"], "model.params.max_bins", integer=True, low=2, high=255)
+    return params
+
+
 def _template_params(template: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    if template.startswith("gbt_"):
+        unknown = sorted(set(given) - set(GBT_PARAMS))
+        if unknown:
+            raise BadInput(f"recipe field 'model.params': unknown {unknown}; {template} "
+                           f"accepts {sorted(GBT_PARAMS)}")
+        return _gbt_params({**GBT_PARAMS, **given})
     defaults = dict(COMMON_PARAMS)
     if template.startswith("mlp_"):
         defaults.update(MLP_PARAMS)
@@ -316,6 +344,9 @@ def parse_recipe(
     device = data.get("device", "auto")
     if device not in ("auto", "cpu", "cuda"):
         raise BadInput(f"recipe field 'device': {device!r} is not one of auto, cpu, cuda")
+    if device == "cuda" and template is not None and template.startswith("gbt_"):
+        raise BadInput(f"recipe field 'device': {template} trains on the CPU; use 'auto' or "
+                       "'cpu' (its ONNX model is served on either)")
     extra = _script_fields(data, template)
     return Recipe(
         name=name, dataset=data["dataset"], target=target, features=features,

@@ -32,6 +32,7 @@ from appliance.training.runs import (
 )
 from appliance.training.script import run_script
 from appliance.training.trainer import Outcome, Progress, train_template
+from appliance.training.trees import train_trees
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,10 @@ def _train(home: Home, dv: DatasetVersion, recipe: Recipe, config: Config,
                           progress, parity_tolerance=config["training.parity_tolerance"])
     if target is None:
         raise BadInput("recipe has no target")
+    if recipe.template is not None and recipe.template.startswith("gbt_"):
+        return train_trees(table, recipe, target, threads=config["training.threads"],
+                           parity_tolerance=config["training.parity_tolerance"],
+                           progress=progress)
     return train_template(table, recipe, target, threads=config["training.threads"],
                           parity_tolerance=config["training.parity_tolerance"],
                           progress=progress)

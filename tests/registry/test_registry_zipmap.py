@@ -81,3 +81,34 @@ def test_an_output_that_is_no_tensor_and_no_zipmap_says_what_to_change(runner,
     r = runner("models", "import", "m", str(path))
     assert r.exit_code == 2
     assert "'out' is a sequence, not a tensor" in r.stderr and "'zipmap': False" in r.stderr
+
+
+def test_v2_metadata_names_the_class_of_each_probability_column(home, tmp_path) -> None:
+    import tritonclient.http as triton
+
+    from appliance.registry.signing import sign_in_transaction
+    from appliance.storage.db import immediate
+
+    path = logistic_onnx(tmp_path / "zip.onnx", 2.0, 1.0, -0.2, classes=["no", "yes"],
+                         zipmap=True)
+    db = home.db()
+    try:
+        mv = registry.import_model(db, home.blobs, "m", path, actor="test")
+        set_alias(db, "m", 1, "production", "test")
+        with immediate(db):  # a signed version may also be named by its number
+            sign_in_transaction(db, home.keys_dir, mv, home.blobs.read_bytes(mv.onnx_digest),
+                                actor="test")
+    finally:
+        db.close()
+    server, _, _ = registry_server(home)
+    client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+    try:
+        for meta in (client.get_model_metadata("m"),
+                     client.get_model_metadata("m", model_version="1")):
+            outputs = {o["name"]: o for o in meta["outputs"]}
+            assert outputs["probabilities"]["parameters"] == {"classes": ["no", "yes"]}
+            assert "parameters" not in outputs["label"]
+            assert meta["parameters"]["version"] == "1"
+    finally:
+        client.close()
+        server.stop()

@@ -377,10 +377,15 @@ class ServingApp:
             doc["versions"] = [str(v) for v in self.engine.routes[name].versions]
         else:
             doc["versions"] = [str(version)]
+        outputs = [s.as_dict() for s in model.signature.outputs]
+        scores, classes = _class_labels(model.recorded, model.signature.output_names)
+        for out in outputs:
+            if out["name"] == scores:
+                out["parameters"] = {"classes": classes}
         doc.update({
             "platform": "onnxruntime_onnx",
             "inputs": [s.as_dict() for s in model.signature.inputs],
-            "outputs": [s.as_dict() for s in model.signature.outputs],
+            "outputs": outputs,
             "parameters": {"execution_provider": model.provider,
                            "version": str(model.version)},
         })
@@ -595,6 +600,20 @@ class ServingApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _class_labels(recorded: Mapping[str, Any],
+                  outputs: tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """A classifier's probabilities output and the class label of each of its columns, as
+    the registry records them (a trained model's classes, an imported one's from its
+    ZipMap or its data); (None, []) for any other model."""
+    classes = [str(c) for c in recorded.get("classes") or []]
+    if not classes:
+        return None, []
+    wanted = str((recorded.get("roles") or {}).get("probabilities", "probabilities"))
+    if wanted in outputs:
+        return wanted, classes
+    return (outputs[0], classes) if len(outputs) == 1 else (None, [])
 
 
 def _quote_path(path: str) -> bytes:
