@@ -7,6 +7,10 @@ queue is full, or a write fails, rows are dropped and counted, never waited
 for: serving must not slow down because the disk did. A row the database can
 not take (a value no request should carry) is dropped, counted and logged on
 its own; the rows beside it are written and the thread goes on.
+
+Which requests keep their inputs and outputs is ``KeepRate``'s choice, one per
+model version: all of them up to ``serving.log_rows_per_second`` rows a second,
+then a uniform sample weighted by 1 / its keep probability.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -31,7 +36,7 @@ from appliance.storage.db import immediate
 log = logging.getLogger("appliance.serving")
 
 COLUMNS = ("ts", "minute", "model", "version", "route", "request_id", "status", "latency_us",
-           "queue_us", "batch_size", "rows", "error", "inputs", "outputs")
+           "queue_us", "batch_size", "rows", "error", "inputs", "outputs", "weight")
 _INSERT = (f"INSERT INTO requests ({', '.join(COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in COLUMNS)})")
 
@@ -49,8 +54,9 @@ class Entry:
     batch_size: int
     rows: int
     error: str | None = None
-    inputs: Mapping[str, np.ndarray] | None = None  # only when sampled
+    inputs: Mapping[str, np.ndarray] | None = None  # only when kept (see KeepRate)
     outputs: Mapping[str, np.ndarray] | None = None
+    weight: float | None = None  # with inputs: 1 / the chance they had of being kept
 
 
 LLM_COLUMNS = ("ts", "day", "model", "version", "endpoint", "request_id", "status", "stream",
@@ -98,6 +104,47 @@ def _tensors_json(tensors: Mapping[str, np.ndarray] | None) -> str | None:
          for k, v in tensors.items()},
         separators=(",", ":"),
     )
+
+
+class KeepRate:
+    """Whose inputs and outputs one model version's request log keeps.
+
+    Every request while the version's traffic stays within ``rows_per_second`` rows a
+    second (rows, not requests: a request may carry a batch); beyond it, each request
+    with probability p = rows_per_second / the busier of the last second and this
+    one so far, so about ``rows_per_second`` rows a second are kept whatever the
+    traffic. p depends only on how many rows came before, never on their content, so
+    the kept requests are a uniform sample and weight 1/p makes every statistic over
+    them an unbiased estimate of the same statistic over all traffic. A burst that
+    starts within a second lowers p as it grows, keeping about
+    ``rows_per_second * (1 + ln(burst / rows_per_second))`` rows in that second.
+    ``clock`` (seconds) and ``draw`` (uniform in [0, 1)) exist for tests.
+    """
+
+    def __init__(self, rows_per_second: float, clock: Callable[[], float] = time.monotonic,
+                 draw: Callable[[], float] = random.random) -> None:
+        self.rows_per_second = rows_per_second
+        self._clock = clock
+        self._draw = draw
+        self._second: int | None = None
+        self._this = 0  # rows offered in the current second
+        self._last = 0  # rows offered in the second before it
+
+    def weight(self, rows: int) -> float | None:
+        """Offer a request of ``rows`` rows: the weight it is kept with, or None."""
+        if self.rows_per_second <= 0:
+            return None
+        second = int(self._clock())
+        if second != self._second:
+            self._last = self._this if self._second is not None and \
+                second == self._second + 1 else 0
+            self._second, self._this = second, 0
+        self._this += max(rows, 1)
+        busiest = max(self._last, self._this)
+        if busiest <= self.rows_per_second:
+            return 1.0
+        p = self.rows_per_second / busiest
+        return 1.0 / p if self._draw() < p else None
 
 
 class RequestLog:
@@ -242,7 +289,8 @@ UNSTORABLE_LOG_INTERVAL_S = 10.0
 def _row(e: Entry) -> tuple[Any, ...]:
     return (e.ts, int(e.ts // 60), e.model, e.version, e.route, e.request_id, e.status,
             e.latency_us, e.queue_us, e.batch_size, e.rows, e.error,
-            _tensors_json(e.inputs), _tensors_json(e.outputs))
+            _tensors_json(e.inputs), _tensors_json(e.outputs),
+            None if e.inputs is None else e.weight)
 
 
 def _llm_row(e: LlmEntry) -> tuple[Any, ...]:

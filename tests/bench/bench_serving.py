@@ -55,7 +55,7 @@ def serve_child(port_file: str) -> None:
     source.promote("mlp", 1)
     source.add("big", 1, mlp(1, sizes=BIG))
     source.promote("big", 1)
-    engine = Engine(source, EngineSettings(intra_op_threads=THREADS, sample_rate=0.0))
+    engine = Engine(source, EngineSettings(intra_op_threads=THREADS, log_rows_per_second=0))
     app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 26)
     async def main() -> None:
         stop = asyncio.Event()
