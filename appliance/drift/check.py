@@ -169,6 +169,7 @@ class DriftReport:
     share: float
     dataset_drift: bool
     prediction: ColumnDrift | None
+    current: str = ""  # what the current rows are, when the caller says (a request log's)
 
     @property
     def drift_found(self) -> bool:
@@ -177,6 +178,7 @@ class DriftReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode, "reference": self.reference_source,
+            **({"current": self.current} if self.current else {}),
             "dataset_drift": self.dataset_drift, "drift_found": self.drift_found,
             "drifted_features": self.drifted_count, "features": self.feature_count,
             "drifted_share": self.share, "share_threshold": self.share_threshold,

@@ -14,6 +14,14 @@ the execution provider that ran. This machine's speed drifts
 from minute to minute, so raw is measured just before and just after the served load
 it is compared with (half the time each), and the two are averaged; ``--repeat``
 measures everything again in each round and prints how many rounds met each goal.
+
+    .venv/bin/python -m tests.bench.bench_serving --logging [--seconds 5] [--repeat 5]
+
+measures only what the request log costs: the same daemon with a request log that keeps
+every request's inputs and outputs (``serving.log_rows_per_second`` above the traffic)
+against one with no request log at all, both at 32 connections, alternated in rounds;
+prints the median requests/s of each side and their ratio (goal: >= 0.90), the rows the
+writer wrote and dropped, and the bytes a kept row takes in monitoring.db.
 """
 
 from __future__ import annotations
@@ -215,7 +223,16 @@ def main() -> None:
                              "more than one, each round's ratios and their medians are printed.")
     parser.add_argument("--serve-child", help=argparse.SUPPRESS)
     parser.add_argument("--baseline-child", help=argparse.SUPPRESS)
+    parser.add_argument("--logging", action="store_true",
+                        help="Only the request log's cost: keeping every request against none.")
+    parser.add_argument("--logging-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.logging_child:
+        logging_child(*args.logging_child)
+        return
+    if args.logging:
+        logging_main(args.seconds, max(args.repeat, 1))
+        return
     if args.serve_child:
         serve_child(args.serve_child)
         return
@@ -311,6 +328,123 @@ def main() -> None:
             ratios = [row[k][3] for row in every]
             met = sum(row[k][5] for row in every)
             print(f"{name:46} {float(np.median(ratios)):11.3f}  {met:>3} of {len(every)}")
+
+
+# --- the request log's cost: everything kept against nothing logged ------------------
+
+
+def logging_child(port_file: str, log_home: str) -> None:
+    """Child process: the daemon serving the small MLP, with a request log into ``log_home``
+    that keeps every request's inputs and outputs, or with none when it is '-'."""
+    import asyncio
+    import signal
+
+    from appliance.serving.engine import Engine, EngineSettings
+    from appliance.serving.http import ServingApp, loopback_authorizer, serve
+    from appliance.serving.metrics import Metrics
+    from appliance.serving.requestlog import RequestLog
+    from appliance.storage.home import Home, init_home
+
+    source = MemorySource()
+    source.add("mlp", 1, mlp(1))
+    source.promote("mlp", 1)
+    metrics = Metrics()
+    request_log = None
+    if log_home != "-":
+        home = Home(root=Path(log_home))
+        init_home(home)
+        request_log = RequestLog(home.monitoring_db, metrics, 100_000)
+    engine = Engine(source, EngineSettings(intra_op_threads=THREADS,
+                                           log_rows_per_second=10**9),
+                    metrics=metrics, request_log=request_log)
+    app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 26)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await serve(app, "127.0.0.1", 0, stop=stop,
+                    on_ready=lambda p: Path(port_file).write_text(str(p)))
+
+    asyncio.run(main())
+
+
+def _log_counters(port: int) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    found = {}
+    for name in ("written", "dropped"):
+        m = re.search(rf"^appliance_request_log_{name}_total(?:{{[^}}]*}})? ([\d.e+]+)$", text, re.M)
+        found[name] = float(m.group(1)) if m else 0.0
+    return found
+
+
+def logging_main(seconds: float, repeat: int) -> None:
+    import sqlite3
+
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed for the load: apt-get install -y wrk")
+    x1 = np.random.default_rng(1).standard_normal((1, 32)).astype(np.float32)
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 32], "datatype": "FP32",
+                                   "data": x1.ravel().tolist()}]}).encode()
+    sides = ("everything", "nothing")
+    figures: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        children: list[subprocess.Popen[bytes]] = []
+        ports: dict[str, int] = {}
+        try:
+            for side in sides:
+                port_file = tmp / f"port-{side}"
+                log_home = str(tmp / "home") if side == "everything" else "-"
+                children.append(subprocess.Popen(
+                    [sys.executable, "-m", "tests.bench.bench_serving", "--logging-child",
+                     str(port_file), log_home], env=os.environ.copy()))
+                deadline = time.monotonic() + 60
+                while not port_file.exists() or not port_file.read_text():
+                    if time.monotonic() > deadline or children[-1].poll() is not None:
+                        sys.exit("a server did not start")
+                    time.sleep(0.05)
+                ports[side] = int(port_file.read_text())
+            for side in sides:
+                wrk(ports[side], body, 4, 1, {}, tmp)  # warm up
+            for i in range(repeat):
+                order = sides if i % 2 == 0 else sides[::-1]
+                for side in order:
+                    figures[side].append(wrk(ports[side], body, 32, seconds, {}, tmp))
+                ratio = figures["everything"][-1]["req_s"] / figures["nothing"][-1]["req_s"]
+                print(f"round {i + 1}: everything {figures['everything'][-1]['req_s']:,.0f} "
+                      f"req/s, nothing {figures['nothing'][-1]['req_s']:,.0f} req/s, "
+                      f"ratio {ratio:.3f}", flush=True)
+            counters = _log_counters(ports["everything"])
+        finally:
+            for child in children:
+                child.terminate()
+                child.wait(60)
+        db = sqlite3.connect(tmp / "home" / "monitoring.db")
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            rows, kept = db.execute("SELECT COUNT(*), COUNT(inputs) FROM requests").fetchone()
+            pages, free, page = (db.execute(f"PRAGMA {p}").fetchone()[0]
+                                 for p in ("page_count", "freelist_count", "page_size"))
+        finally:
+            db.close()
+    med = {side: {k: float(np.median([f[k] for f in figures[side]])) for k in ("req_s", "p99_ms")}
+           for side in sides}
+    ratio = med["everything"]["req_s"] / med["nothing"]["req_s"]
+    print(f"request log cost: MLP 32-256-256-2, batch-1 JSON, 32 connections, wrk on loopback, "
+          f"{seconds:g} s a side, {repeat} rounds alternated, {os.cpu_count()} CPUs")
+    print(f"{'':28} {'req/s (median)':>15} {'p99 ms (median)':>16}")
+    for side, label in (("everything", "every request's inputs kept"),
+                        ("nothing", "no request log")):
+        print(f"{label:28} {med[side]['req_s']:15,.0f} {med[side]['p99_ms']:16.3f}")
+    print(f"ratio everything / nothing: {ratio:.3f} (goal >= 0.90: "
+          f"{'met' if ratio >= 0.90 else 'MISSED'})")
+    print(f"writer: {counters['written']:,.0f} rows written, {counters['dropped']:,.0f} dropped; "
+          f"monitoring.db holds {rows:,} rows, {kept:,} with inputs: "
+          f"{(pages - free) * page / max(rows, 1):,.0f} bytes a row (32 FP32 inputs, 2 outputs, "
+          "indexes included)")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from appliance.datasets.profile import categorical_profile, numeric_profile
-from appliance.drift import DriftOptions, Reference, check
+from appliance.drift import DriftOptions, Reference, check, stats
 from appliance.drift import numeric as num
-from appliance.drift import stats
 from appliance.drift.categorical import CategoricalReference
 from appliance.errors import BadInput
 
