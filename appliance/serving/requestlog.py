@@ -107,7 +107,9 @@ def _tensors_json(tensors: Mapping[str, np.ndarray] | None) -> str | None:
     if tensors is None:
         return None
     try:
-        return orjson.dumps(dict(tensors), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        return orjson.dumps(
+            {k: ([str(x) for x in v.ravel()] if v.dtype == object else v)
+             for k, v in tensors.items()}, option=orjson.OPT_SERIALIZE_NUMPY).decode()
     except TypeError:  # orjson.JSONEncodeError is one
         pass
     return json.dumps(

@@ -380,6 +380,44 @@ def _log_counters(port: int) -> dict[str, float]:
     return found
 
 
+def demo_row_bytes(home_dir: Path, n: int = 20_000) -> float:
+    """Bytes a kept row of the demo's loan model (13 numeric and 7 text features, two class
+    probabilities and a label) takes in monitoring.db, written by the request log itself."""
+    import sqlite3
+
+    from appliance.demo import data as loans
+    from appliance.serving.metrics import Metrics
+    from appliance.serving.requestlog import Entry, RequestLog
+    from appliance.storage.home import Home, init_home
+
+    home = Home(root=home_dir)
+    init_home(home)
+    columns = loans.generate(n, "baseline", seed=1)
+    log = RequestLog(home.monitoring_db, Metrics(), n + 1)
+    log.start()
+    rng = np.random.default_rng(2)
+    now = time.time()
+    for i in range(n):
+        inputs = {k: (np.array([[columns[k][i]]], dtype=np.float32) if k in loans.NUMERIC
+                      else np.array([[str(columns[k][i])]], dtype=object))
+                  for k in loans.FEATURES}
+        p = float(rng.random())
+        outputs = {"probabilities": np.array([[1 - p, p]], dtype=np.float32),
+                   "label": np.array([int(p > 0.5)], dtype=np.int64)}
+        log.record(Entry(now + i * 1e-3, "loans", 1, "primary", f"demo-{i:06d}-{i * 7919:08x}",
+                         200, 1500, 20, 4, 1, None, inputs, outputs, 1.0))
+    log.close(timeout=120)
+    db = sqlite3.connect(home_dir / "monitoring.db")
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        rows = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        pages, free, page = (db.execute(f"PRAGMA {p}").fetchone()[0]
+                             for p in ("page_count", "freelist_count", "page_size"))
+    finally:
+        db.close()
+    return float((pages - free) * page / max(rows, 1))
+
+
 def logging_main(seconds: float, repeat: int) -> None:
     import sqlite3
 
@@ -433,18 +471,23 @@ def logging_main(seconds: float, repeat: int) -> None:
     med = {side: {k: float(np.median([f[k] for f in figures[side]])) for k in ("req_s", "p99_ms")}
            for side in sides}
     ratio = med["everything"]["req_s"] / med["nothing"]["req_s"]
+    per_round = float(np.median([e["req_s"] / n["req_s"] for e, n in zip(
+        figures["everything"], figures["nothing"], strict=True)]))
     print(f"request log cost: MLP 32-256-256-2, batch-1 JSON, 32 connections, wrk on loopback, "
           f"{seconds:g} s a side, {repeat} rounds alternated, {os.cpu_count()} CPUs")
     print(f"{'':28} {'req/s (median)':>15} {'p99 ms (median)':>16}")
     for side, label in (("everything", "every request's inputs kept"),
                         ("nothing", "no request log")):
         print(f"{label:28} {med[side]['req_s']:15,.0f} {med[side]['p99_ms']:16.3f}")
-    print(f"ratio everything / nothing: {ratio:.3f} (goal >= 0.90: "
-          f"{'met' if ratio >= 0.90 else 'MISSED'})")
+    print(f"ratio everything / nothing: {ratio:.3f} of the medians, {per_round:.3f} the median "
+          f"of the rounds' ratios (goal >= 0.90: {'met' if ratio >= 0.90 else 'MISSED'})")
     print(f"writer: {counters['written']:,.0f} rows written, {counters['dropped']:,.0f} dropped; "
           f"monitoring.db holds {rows:,} rows, {kept:,} with inputs: "
           f"{(pages - free) * page / max(rows, 1):,.0f} bytes a row (32 FP32 inputs, 2 outputs, "
           "indexes included)")
+    with tempfile.TemporaryDirectory() as d:
+        demo = demo_row_bytes(Path(d))
+    print(f"a kept row of the demo's loan model (13 numeric, 7 text features): {demo:,.0f} bytes")
 
 
 if __name__ == "__main__":

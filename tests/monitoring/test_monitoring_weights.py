@@ -113,3 +113,21 @@ def test_quality_shares_weigh_rows_and_counts_do_not() -> None:
     assert (x.out_of_range, x.out_of_range_share) == (1, pytest.approx(1 / 3))
     assert (c.missing, c.missing_share) == (1, pytest.approx(1 / 6))
     assert (c.unseen, c.unseen_share) == (1, pytest.approx(1 / 5))
+
+
+def test_doctor_projects_kept_inputs_apart_from_the_rest_of_a_row(home, served) -> None:
+    from appliance.config import parse_config
+    from appliance.system import doctor
+
+    log_requests(home, served, features(300, 33), start=time.time() - 3600, prefix="d",
+                 spacing=10.0)
+    mon = home.monitoring_db()
+    try:
+        payload = mon.execute("SELECT AVG(LENGTH(CAST(inputs AS BLOB))"
+                              " + LENGTH(CAST(outputs AS BLOB))) FROM requests").fetchone()[0]
+    finally:
+        mon.close()
+    check = doctor._request_log_growth(home, parse_config({}))
+    assert check.ok, check.detail
+    assert "300 requests in the last 24 h" in check.detail
+    assert f"plus {payload:.0f} bytes of kept inputs and outputs a request" in check.detail
