@@ -98,6 +98,9 @@ class LlmEntry:
     guardrail: str | None = None  # JSON: the guardrails' verdicts, per stage
 
 
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
 def _tensors_json(tensors: Mapping[str, np.ndarray] | None) -> str | None:
     """JSON {name: nested list}. Numeric tensors go through orjson's own numpy encoder: 16
     times faster than ``tolist`` and ``json.dumps`` for a row of 32 floats, and a float32
@@ -106,10 +109,12 @@ def _tensors_json(tensors: Mapping[str, np.ndarray] | None) -> str | None:
     standard library writes."""
     if tensors is None:
         return None
+    payload: Any = tensors
     try:
-        return orjson.dumps(
-            {k: ([str(x) for x in v.ravel()] if v.dtype == object else v)
-             for k, v in tensors.items()}, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        if type(tensors) is not dict or any(v.dtype == object for v in tensors.values()):
+            payload = {k: ([str(x) for x in v.ravel()] if v.dtype == object else v)
+                       for k, v in tensors.items()}
+        return orjson.dumps(payload, option=_NUMPY).decode()
     except TypeError:  # orjson.JSONEncodeError is one
         pass
     return json.dumps(

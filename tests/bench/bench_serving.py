@@ -19,9 +19,11 @@ measures everything again in each round and prints how many rounds met each goal
 
 measures only what the request log costs: the same daemon with a request log that keeps
 every request's inputs and outputs (``serving.log_rows_per_second`` above the traffic)
-against one with no request log at all, both at 32 connections, alternated in rounds;
-prints the median requests/s of each side and their ratio (goal: >= 0.90), the rows the
-writer wrote and dropped, and the bytes a kept row takes in monitoring.db.
+against one with no request log at all, and beside them one that logs rows but keeps no
+inputs (``serving.log_rows_per_second: 0``), all at 32 connections, alternated in rounds;
+prints the median requests/s of each side and the ratios (goal: everything / nothing >=
+0.90), the rows the writer wrote and dropped, and the bytes a kept row takes in
+monitoring.db.
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ def main() -> None:
     parser.add_argument("--baseline-child", help=argparse.SUPPRESS)
     parser.add_argument("--logging", action="store_true",
                         help="Only the request log's cost: keeping every request against none.")
-    parser.add_argument("--logging-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--logging-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.logging_child:
         logging_child(*args.logging_child)
@@ -333,9 +335,10 @@ def main() -> None:
 # --- the request log's cost: everything kept against nothing logged ------------------
 
 
-def logging_child(port_file: str, log_home: str) -> None:
+def logging_child(port_file: str, log_home: str, keep: str = "everything") -> None:
     """Child process: the daemon serving the small MLP, with a request log into ``log_home``
-    that keeps every request's inputs and outputs, or with none when it is '-'."""
+    that keeps every request's inputs and outputs (``keep`` 'everything') or none of them
+    ('rows'), or with no request log when ``log_home`` is '-'."""
     import asyncio
     import signal
 
@@ -355,7 +358,8 @@ def logging_child(port_file: str, log_home: str) -> None:
         init_home(home)
         request_log = RequestLog(home.monitoring_db, metrics, 100_000)
     engine = Engine(source, EngineSettings(intra_op_threads=THREADS,
-                                           log_rows_per_second=10**9),
+                                           log_rows_per_second=10**9 if keep == "everything"
+                                           else 0),
                     metrics=metrics, request_log=request_log)
     app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 26)
 
@@ -426,7 +430,7 @@ def logging_main(seconds: float, repeat: int) -> None:
     x1 = np.random.default_rng(1).standard_normal((1, 32)).astype(np.float32)
     body = json.dumps({"inputs": [{"name": "x", "shape": [1, 32], "datatype": "FP32",
                                    "data": x1.ravel().tolist()}]}).encode()
-    sides = ("everything", "nothing")
+    sides = ("everything", "nothing", "rows")
     figures: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -435,10 +439,10 @@ def logging_main(seconds: float, repeat: int) -> None:
         try:
             for side in sides:
                 port_file = tmp / f"port-{side}"
-                log_home = str(tmp / "home") if side == "everything" else "-"
+                log_home = "-" if side == "nothing" else str(tmp / f"home-{side}")
                 children.append(subprocess.Popen(
                     [sys.executable, "-m", "tests.bench.bench_serving", "--logging-child",
-                     str(port_file), log_home], env=os.environ.copy()))
+                     str(port_file), log_home, side], env=os.environ.copy()))
                 deadline = time.monotonic() + 60
                 while not port_file.exists() or not port_file.read_text():
                     if time.monotonic() > deadline or children[-1].poll() is not None:
@@ -452,15 +456,15 @@ def logging_main(seconds: float, repeat: int) -> None:
                 for side in order:
                     figures[side].append(wrk(ports[side], body, 32, seconds, {}, tmp))
                 ratio = figures["everything"][-1]["req_s"] / figures["nothing"][-1]["req_s"]
-                print(f"round {i + 1}: everything {figures['everything'][-1]['req_s']:,.0f} "
-                      f"req/s, nothing {figures['nothing'][-1]['req_s']:,.0f} req/s, "
-                      f"ratio {ratio:.3f}", flush=True)
+                print(f"round {i + 1}: " + ", ".join(
+                    f"{side} {figures[side][-1]['req_s']:,.0f} req/s" for side in order)
+                    + f"; everything / nothing {ratio:.3f}", flush=True)
             counters = _log_counters(ports["everything"])
         finally:
             for child in children:
                 child.terminate()
                 child.wait(60)
-        db = sqlite3.connect(tmp / "home" / "monitoring.db")
+        db = sqlite3.connect(tmp / "home-everything" / "monitoring.db")
         try:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             rows, kept = db.execute("SELECT COUNT(*), COUNT(inputs) FROM requests").fetchone()
@@ -477,10 +481,14 @@ def logging_main(seconds: float, repeat: int) -> None:
           f"{seconds:g} s a side, {repeat} rounds alternated, {os.cpu_count()} CPUs")
     print(f"{'':28} {'req/s (median)':>15} {'p99 ms (median)':>16}")
     for side, label in (("everything", "every request's inputs kept"),
+                        ("rows", "rows only, no inputs kept"),
                         ("nothing", "no request log")):
         print(f"{label:28} {med[side]['req_s']:15,.0f} {med[side]['p99_ms']:16.3f}")
     print(f"ratio everything / nothing: {ratio:.3f} of the medians, {per_round:.3f} the median "
           f"of the rounds' ratios (goal >= 0.90: {'met' if ratio >= 0.90 else 'MISSED'})")
+    print(f"of which the rows alone (rows only / nothing): "
+          f"{med['rows']['req_s'] / med['nothing']['req_s']:.3f}; keeping the inputs too "
+          f"(everything / rows only): {med['everything']['req_s'] / med['rows']['req_s']:.3f}")
     print(f"writer: {counters['written']:,.0f} rows written, {counters['dropped']:,.0f} dropped; "
           f"monitoring.db holds {rows:,} rows, {kept:,} with inputs: "
           f"{(pages - free) * page / max(rows, 1):,.0f} bytes a row (32 FP32 inputs, 2 outputs, "
