@@ -227,7 +227,7 @@ SETTINGS: tuple[Setting, ...] = (
        "Window of recent traffic a drift report or drift-check job looks at by default.", "int",
        minimum=1, maximum=525_600),
     _s("monitoring.min_rows", 30,
-       "Fewest sampled rows a window needs before drift and quality are judged.", "int",
+       "Fewest kept rows a window needs before drift and quality are judged.", "int",
        minimum=1),
     _s("monitoring.min_labels", 30,
        "Fewest labelled rows a window needs before performance and concept drift are judged.",

@@ -39,6 +39,7 @@ from appliance.monitoring import alerts as alerts_mod
 from appliance.monitoring.alerts import Breach
 from appliance.monitoring.feedback import labelled, performance
 from appliance.monitoring.quality import QualityLimits, QualityReport, assess, feature_kinds
+from appliance.monitoring.rollup import last_rolled_id
 from appliance.monitoring.traffic import Samples, Window, as_float, samples, traffic
 from appliance.registry import ModelVersion, output_name, resolve
 from appliance.storage.db import immediate
@@ -138,21 +139,23 @@ def _prediction_column(mv: ModelVersion, s: Samples, profile: dict[str, Any]) ->
 
 
 def selection(s: Samples, rows: list[dict[str, Any]], version: int,
-              rows_per_second: int) -> dict[str, Any]:
+              rows_per_second: int, rounded: bool = False) -> dict[str, Any]:
     """How many rows a check saw, how many requests they stand for and how they were
-    chosen, with ``how`` saying it in words."""
+    chosen, with ``how`` saying it in words. ``rounded``: the traffic counts came partly
+    from per-minute roll-ups, which round the window out to whole minutes."""
     live = [r for r in rows if r["version"] == version and r["route"] == "live"]
     answered = sum(r["requests"] - r["client_errors"] - r["failures"] for r in live)
     answered = max(answered, s.requests)
+    of = f"about {answered}" if rounded else str(answered)
     if not s.requests:
-        how = f"none of {answered} requests kept their inputs"
+        how = f"none of {of} requests kept their inputs"
     elif s.weighted:
-        how = (f"{s.requests} of {answered} requests, kept at up to {rows_per_second} rows/s, "
+        how = (f"{s.requests} of {of} requests, kept at up to {rows_per_second} rows/s, "
                "then sampled")
     elif s.requests >= answered:
         how = f"all {answered} requests"
     else:
-        how = (f"{s.requests} of {answered} requests (the others' inputs were not kept: "
+        how = (f"{s.requests} of {of} requests (the others' inputs were not kept: "
                "dropped by a full log queue, emptied after monitoring.input_retention_days, "
                "or logged under another limit)")
     return {"rows": s.rows, "requests": s.requests, "answered": answered,
@@ -300,13 +303,15 @@ def run_check(home: Home, name: str, *, window: Window | None = None,
     with home.monitoring_db() as mon:
         s = samples(mon, mv.name, window, version=mv.version)
         rows = traffic(mon, mv.name, window, by_minute=False)
+        rounded = last_rolled_id(mon) > 0
         rejected = sum(r["client_errors"] for r in rows if r["version"] == mv.version)
         concept, concept_breaches, n_labels = _concept(
             mv, mon, window, int(config["monitoring.min_labels"]),
             float(config["monitoring.performance_tolerance"]))
     result = ModelCheck(mv.name, mv.version, window, s.rows, rows, None, None, concept,
                         _estimate(mv, s), [])
-    result.selection = selection(s, rows, mv.version, int(config["serving.log_rows_per_second"]))
+    result.selection = selection(s, rows, mv.version, int(config["serving.log_rows_per_second"]),
+                                 rounded)
     evaluated: set[str] = set()
     if profile is None:
         result.notes.append(no_reference_note(mv))

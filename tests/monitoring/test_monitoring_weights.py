@@ -131,3 +131,18 @@ def test_doctor_projects_kept_inputs_apart_from_the_rest_of_a_row(home, served) 
     assert check.ok, check.detail
     assert "300 requests in the last 24 h" in check.detail
     assert f"plus {payload:.0f} bytes of kept inputs and outputs a request" in check.detail
+
+
+def test_the_selection_says_about_when_roll_ups_round_the_window_to_minutes() -> None:
+    from appliance.monitoring.check import selection
+
+    s = Samples(["a", "b"], [0, 0], np.zeros(2), np.ones(2, dtype=np.int64), {"x": [1.0, 2.0]},
+                {}, 0, np.array([1.0, 1.0]), 2, 2.0)
+    traffic_rows = [{"version": 1, "route": "live", "requests": 7, "client_errors": 1,
+                     "failures": 1}, {"version": 1, "route": "shadow", "requests": 9,
+                                      "client_errors": 0, "failures": 0}]
+    assert selection(s, traffic_rows, 1, 1000, rounded=True)["how"].startswith(
+        "2 rows from 2 of about 5 requests (the others' inputs were not kept")
+    assert selection(s, traffic_rows[:1], 1, 1000)["how"].startswith("2 rows from 2 of 5 ")
+    none = Samples([], [], np.zeros(0), np.zeros(0, dtype=np.int64), {}, {}, 0, np.zeros(0))
+    assert selection(none, traffic_rows, 1, 0)["how"] == "0 rows from none of 5 requests kept their inputs"
