@@ -229,7 +229,7 @@ SETTINGS: tuple[Setting, ...] = (
        "Window of recent traffic a drift report or drift-check job looks at by default.", "int",
        minimum=1, maximum=525_600),
     _s("monitoring.min_rows", 30,
-       "Fewest sampled rows a window needs before drift and quality are judged.", "int",
+       "Fewest kept rows a window needs before drift and quality are judged.", "int",
        minimum=1),
     _s("monitoring.min_labels", 30,
        "Fewest labelled rows a window needs before performance and concept drift are judged.",
@@ -329,9 +329,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("serving.intra_op_threads", 0,
        "onnxruntime threads per session; 0 means one per CPU core.", "int", minimum=0,
        maximum=1024),
-    _s("serving.sample_rate", 0.01,
-       "Fraction of requests whose inputs and outputs are kept in the request log.", "float",
-       minimum=0.0, maximum=1.0),
+    _s("serving.log_rows_per_second", 1000,
+       "Rows per second, per model version, whose inputs and outputs the request log keeps "
+       "in full; beyond it a uniform sample of about as many, each kept row weighted by "
+       "1 / its chance of being kept. 0 keeps none.", "int", minimum=0),
     _s("serving.anonymous_loopback", True,
        "Allow inference without a token from loopback clients.", "bool"),
     _s("serving.poll_interval_s", 0.5,
@@ -400,6 +401,13 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
+# Keys that once existed: a file that still sets one is told what took its place.
+REMOVED = {
+    "serving.sample_rate": "the request log now keeps every request's inputs and outputs up "
+                           "to a number of rows per second per model version, then a "
+                           "weighted sample; set serving.log_rows_per_second instead",
+}
+
 
 @dataclass(frozen=True)
 class Config:
@@ -466,6 +474,8 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
     seen: set[str] = set()
     for name, value in _flatten(data):
         setting = SETTINGS_BY_NAME.get(name)
+        if setting is None and name in REMOVED:
+            raise ConfigError(f"config key '{name}'{where} was removed: {REMOVED[name]}")
         if setting is None:
             close = difflib.get_close_matches(name, SETTINGS_BY_NAME, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""

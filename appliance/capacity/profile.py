@@ -404,7 +404,7 @@ def _prompt_ids(runtime: Any, tokens: int) -> list[int]:
 async def _sweep(home: Home, config: Config, name: str, version: int, sweep: Sweep,
                  progress: Progress, telemetry: Any) -> dict[str, Any]:
     settings = EngineSettings.from_config(config)
-    settings = replace(settings, sample_rate=0.0, poll_interval_s=3600.0,
+    settings = replace(settings, log_rows_per_second=0, poll_interval_s=3600.0,
                        max_batch_size=max(settings.max_batch_size, max(sweep.batch_sizes)),
                        queue_capacity=max(settings.queue_capacity,
                                           max(sweep.concurrency) * 2))

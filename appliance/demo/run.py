@@ -164,10 +164,11 @@ def free_port() -> int:
 
 
 def write_demo_config(home: Path, serving_port: int, console_port: int) -> Path:
-    """Every request sampled (so labels join), quick polling, ports of the demo's own."""
+    """Quick polling, ports of the demo's own; the request log's default keeps every
+    request of the demo (serving.log_rows_per_second), so every label joins."""
     path = home / "demo.yaml"
     text = yaml.safe_dump({
-        "serving": {"host": HOST, "port": serving_port, "sample_rate": 1.0,
+        "serving": {"host": HOST, "port": serving_port,
                     "poll_interval_s": 0.25},
         "console": {"host": HOST, "port": console_port, "workers": 1},
         "worker": {"poll_s": 0.2},

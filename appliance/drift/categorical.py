@@ -72,13 +72,35 @@ class CategoricalCells:
     ref: np.ndarray
     cur: np.ndarray
     unseen: dict[str, int]  # current categories the reference never had (complete reference)
-    n: int
+    n: int  # with weights: sums of weights, as are missing and unseen
     missing: int
 
 
-def cells(ref: CategoricalReference, values: Iterable[Any]) -> tuple[CategoricalCells, Counter[str]]:
-    """Count the current column and lay both samples onto the reference's cells."""
-    counts, missing = count_values(values)
+def weighted_counts(values: Iterable[Any], weights: Iterable[float]) -> tuple[Counter[str], float]:
+    """As ``count_values``, each value counting as its weight."""
+    sums: dict[Any, float] = {}
+    for v, w in zip(values, weights, strict=True):
+        sums[v] = sums.get(v, 0.0) + float(w)
+    missing = 0.0
+    counts: Counter[str] = Counter()
+    for k, total in sums.items():
+        if _is_missing(k):
+            missing += total
+        else:
+            counts[str(k)] += total  # type: ignore[assignment]
+    return counts, missing
+
+
+def cells(ref: CategoricalReference, values: Iterable[Any],
+          weights: Iterable[float] | None = None) -> tuple[CategoricalCells, Counter[str]]:
+    """Count the current column (each value as its weight, if given) and lay both samples
+    onto the reference's cells."""
+    counts: Counter[str]
+    missing: Any
+    if weights is None:
+        counts, missing = count_values(values)
+    else:
+        counts, missing = weighted_counts(values, weights)
     labels = list(ref.counts)
     r = [float(ref.counts[k]) for k in labels]
     c = [float(counts.get(k, 0)) for k in labels]
@@ -94,5 +116,6 @@ def cells(ref: CategoricalReference, values: Iterable[Any]) -> tuple[Categorical
         labels.append(OTHER)
         r.append(float(ref.other))
         c.append(float(sum(rest.values())))
+    total = sum(counts.values())
     return (CategoricalCells(labels, np.array(r), np.array(c), unseen,
-                             int(sum(counts.values())), missing), counts)
+                             int(total) if weights is None else total, missing), counts)

@@ -13,6 +13,14 @@ Two modes (see docs/drift.md for the reasoning):
 The dataset drifts when the share of drifted feature columns reaches
 ``share_threshold``. A prediction (or target) column is scored the same way
 and reported on its own.
+
+Weighted current rows (a request log that kept a sample beyond its rate, each row
+weighted by 1 / its keep probability): distances (KS statistic, Wasserstein, PSI,
+Jensen-Shannon) are computed on the weighted distribution, and equal those of a
+sample where each row is repeated ``weight`` times. Test p-values (KS, chi-square,
+z) are computed as for a sample of Kish's effective size (sum w)^2 / sum w^2 with
+the weighted shares, since repeating rows adds no information; with every weight 1
+that is the sample itself, and every result is the unweighted one.
 """
 
 from __future__ import annotations
@@ -161,6 +169,7 @@ class DriftReport:
     share: float
     dataset_drift: bool
     prediction: ColumnDrift | None
+    current: str = ""  # what the current rows are, when the caller says (a request log's)
 
     @property
     def drift_found(self) -> bool:
@@ -169,6 +178,7 @@ class DriftReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode, "reference": self.reference_source,
+            **({"current": self.current} if self.current else {}),
             "dataset_drift": self.dataset_drift, "drift_found": self.drift_found,
             "drifted_features": self.drifted_count, "features": self.feature_count,
             "drifted_share": self.share, "share_threshold": self.share_threshold,
@@ -180,25 +190,45 @@ class DriftReport:
 # --- per column ---------------------------------------------------------------
 
 
+def _effective(weights: np.ndarray | None, present: np.ndarray, n: float) -> tuple[int, float]:
+    """The sample size tests use (Kish's effective size of the present values' weights), and
+    the factor that scales weighted counts to it; (n, 1.0) without weights."""
+    if weights is None:
+        return int(n), 1.0
+    w = weights[present]
+    total, squares = float(w.sum()), float(np.square(w).sum())
+    if total <= 0 or squares <= 0:
+        return 0, 1.0
+    eff = total * total / squares
+    return max(1, int(round(eff))), eff / total
+
+
 def _numeric_column(name: str, ref: num.NumericReference, values: np.ndarray,
-                    opts: DriftOptions) -> ColumnDrift:
-    counts = num.accumulate(ref, values)
-    col = ColumnDrift(name, "numeric", "feature", "", {}, ref.n, counts.n, counts.missing)
+                    opts: DriftOptions, weights: np.ndarray | None = None) -> ColumnDrift:
+    counts = num.accumulate(ref, values, weights=weights)
+    col = ColumnDrift(name, "numeric", "feature", "", {}, ref.n, int(round(counts.n)),
+                      int(round(counts.missing)))
     col.plot = _numeric_plot(ref, counts)
     if ref.n == 0 or counts.n == 0:
         col.test = "none (no values)"
         return col
+    n_test, scale = _effective(weights, ~np.isnan(np.asarray(values, dtype=np.float64)),
+                               counts.n)
     d, d_bound = num.ks_statistic(ref, counts)
-    w, w_bound = num.wasserstein(ref, counts, values)
+    w, w_bound = num.wasserstein(ref, counts, values, weights=weights)
     norm = max(ref.std, EV_MIN_STD)
     col.stats = {
-        "ks": d, "ks_pvalue": stats.ks_pvalue(d, ref.n, counts.n), "ks_bound": d_bound,
+        "ks": d, "ks_pvalue": stats.ks_pvalue(d, ref.n, n_test), "ks_bound": d_bound,
         "wasserstein": w, "wasserstein_normed": w / norm, "wasserstein_bound": w_bound,
         "psi": num.psi_value(ref, counts, opts.psi_bins),
         "reference_mean": ref.mean, "reference_std": ref.std,
         "current_mean": float(counts.sums.sum() / counts.n),
     }
+    if weights is not None:
+        col.stats["current_effective_n"] = float(n_test)
     few = num.value_counts(ref, counts)
+    if few is not None and scale != 1.0:
+        few = (few[0], few[1], few[2] * scale)  # counts of the effective size, for the tests
     if opts.mode == "evidently":
         _evidently_numeric(col, ref, counts, few)
         return col
@@ -250,30 +280,38 @@ def _evidently_small_categorical(col: ColumnDrift, r: np.ndarray, c: np.ndarray)
         if (r > 0).sum() == 1 and (c > 0).sum() == 1 and np.argmax(r) == np.argmax(c):
             p = 1.0
         else:  # share of values other than the smallest key, as Evidently counts
-            p = stats.two_proportion_z_pvalue(int(n_ref - r[0]), int(n_ref),
-                                              int(n_cur - c[0]), int(n_cur))
+            p = stats.two_proportion_z_pvalue(int(round(n_ref - r[0])), int(round(n_ref)),
+                                              int(round(n_cur - c[0])), int(round(n_cur)))
         col.test, col.pvalue = "z", p
         col.stats["z_pvalue"] = p
     col.drifted = bool(col.pvalue < EV_PVALUE)
 
 
 def _categorical_column(name: str, ref: cat.CategoricalReference, values: Any,
-                        opts: DriftOptions) -> ColumnDrift:
-    laid, _ = cat.cells(ref, values)
-    col = ColumnDrift(name, "categorical", "feature", "", {}, ref.n, laid.n, laid.missing,
-                      unseen=laid.unseen)
+                        opts: DriftOptions, weights: np.ndarray | None = None) -> ColumnDrift:
+    laid, _ = cat.cells(ref, values, weights)
+    col = ColumnDrift(name, "categorical", "feature", "", {}, ref.n, int(round(laid.n)),
+                      int(round(laid.missing)),
+                      unseen={k: int(round(v)) for k, v in laid.unseen.items()})
     col.plot = {"labels": laid.labels[:30], "reference": _shares(laid.ref)[:30],
                 "current": _shares(laid.cur)[:30]}
     if ref.n == 0 or laid.n == 0:
         col.test = "none (no values)"
         return col
-    chi, p, _ = stats.chi2_homogeneity(laid.ref, laid.cur)
+    scale = 1.0
+    if weights is not None:
+        present = np.array([not cat._is_missing(v) for v in values], dtype=bool)
+        n_test, scale = _effective(weights, present, laid.n)
+    tested = laid.cur * scale  # counts of the effective size, for the tests
+    chi, p, _ = stats.chi2_homogeneity(laid.ref, tested)
     js = stats.js_distance(laid.ref, laid.cur)
     col.stats = {"chi2": chi, "chi2_pvalue": p, "jensenshannon": js,
                  "psi": stats.psi(laid.ref, laid.cur)}
+    if weights is not None:
+        col.stats["current_effective_n"] = float(n_test)
     if opts.mode == "evidently":
         keep = (laid.ref + laid.cur) > 0
-        r, c = laid.ref[keep], laid.cur[keep]
+        r, c = laid.ref[keep], tested[keep]
         if ref.n <= EV_SMALL_REFERENCE:
             order = np.argsort(np.array(laid.labels, dtype=object)[keep].astype(str), kind="stable")
             _evidently_small_categorical(col, r[order], c[order])
@@ -321,14 +359,26 @@ def _numeric_plot(ref: num.NumericReference, counts: num.NumericCounts, bins: in
 
 
 def check(reference: Reference, current: Mapping[str, Any], options: DriftOptions | None = None,
-          *, prediction: str | None = None, columns: list[str] | None = None) -> DriftReport:
+          *, prediction: str | None = None, columns: list[str] | None = None,
+          weights: np.ndarray | None = None) -> DriftReport:
     """Score every reference column present in ``current`` and decide.
 
     ``current`` maps a column name to a float array (numeric, boolean and
     timestamp columns; NaN missing) or a sequence of str (categorical; None missing).
+    ``weights``: one positive number per current row, what the row stands for (see the
+    module docstring); None, or all ones, is the plain sample.
     """
     opts = options or DriftOptions()
     names = columns if columns is not None else list(reference.columns)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        lengths = {len(current[n]) for n in names if n in current}
+        if weights.ndim != 1 or lengths - {len(weights)}:
+            raise BadInput(f"drift weights: {len(weights)} for columns of {sorted(lengths)} rows")
+        if not np.all(np.isfinite(weights)) or np.any(weights <= 0):
+            raise BadInput("drift weights must be finite numbers > 0")
+        if np.all(weights == 1.0):
+            weights = None
     missing = [n for n in names if n not in current]
     if missing:
         raise BadInput(f"columns {missing} are in the reference but not in the current data")
@@ -345,9 +395,9 @@ def check(reference: Reference, current: Mapping[str, Any], options: DriftOption
     def score(name: str) -> ColumnDrift:
         ref = reference.columns[name]
         if isinstance(ref, num.NumericReference):
-            col = _numeric_column(name, ref, current[name], opts)
+            col = _numeric_column(name, ref, current[name], opts, weights)
         else:
-            col = _categorical_column(name, ref, current[name], opts)
+            col = _categorical_column(name, ref, current[name], opts, weights)
         col.role = "prediction" if name == prediction else "feature"
         return col
 

@@ -101,6 +101,7 @@ class NumericCounts:
     missing: int
     extra_values: dict[float, int]  # off-grid values and counts, kept only for tiny grids
     extra_overflow: bool  # more distinct off-grid values than could matter
+    # With weights, counts, sums, n, missing and extra_values are sums of weights (floats).
 
     @property
     def gap_counts(self) -> np.ndarray:
@@ -116,23 +117,30 @@ class NumericCounts:
 _FEW_VALUES = 5
 
 
-def accumulate(ref: NumericReference, values: np.ndarray, chunk: int = CHUNK_ROWS) -> NumericCounts:
-    """One streaming pass of ``values`` against the reference grid."""
+def accumulate(ref: NumericReference, values: np.ndarray, chunk: int = CHUNK_ROWS,
+               weights: np.ndarray | None = None) -> NumericCounts:
+    """One streaming pass of ``values`` against the reference grid; with ``weights`` (one
+    per value), each value counts as its weight."""
     grid = ref.grid
     g = len(grid)
-    counts = np.zeros(2 * g + 1, dtype=np.int64)
+    counts = np.zeros(2 * g + 1, dtype=np.int64 if weights is None else np.float64)
     sums = np.zeros(2 * g + 1, dtype=np.float64)
-    n = missing = 0
-    extra: dict[float, int] = {}
+    n: Any = 0
+    missing: Any = 0
+    extra: dict[float, Any] = {}
     track = g <= _FEW_VALUES
     arr = np.asarray(values)
+    w = None
     for start in range(0, len(arr), chunk):
         part = np.asarray(arr[start:start + chunk], dtype=np.float64)
+        if weights is not None:
+            w = np.asarray(weights[start:start + chunk], dtype=np.float64)
         nan = np.isnan(part)
         if nan.any():
-            missing += int(nan.sum())
+            missing += int(nan.sum()) if w is None else float(w[nan].sum())
             part = part[~nan]
-        n += len(part)
+            w = None if w is None else w[~nan]
+        n += len(part) if w is None else float(w.sum())
         if not len(part):
             continue
         right = np.searchsorted(grid, part, side="right")
@@ -142,15 +150,17 @@ def accumulate(ref: NumericReference, values: np.ndarray, chunk: int = CHUNK_ROW
         else:
             on_point = np.zeros(len(part), dtype=bool)
         place = 2 * right - on_point
-        counts += np.bincount(place, minlength=2 * g + 1)
-        sums += np.bincount(place, weights=part, minlength=2 * g + 1)
+        counts += np.bincount(place, weights=w, minlength=2 * g + 1)
+        sums += np.bincount(place, weights=part if w is None else part * w, minlength=2 * g + 1)
         if track and not on_point.all():
             off = part[~on_point]
             seen = set(np.unique(off[: 4 * _FEW_VALUES]).tolist()) | extra.keys()
             if len(seen) + g > _FEW_VALUES:
                 track = False
             else:
-                found, many = np.unique(off, return_counts=True)
+                found, inverse, many = np.unique(off, return_inverse=True, return_counts=True)
+                if w is not None:
+                    many = np.bincount(inverse.ravel(), weights=w[~on_point])
                 for v, c in zip(found.tolist(), many.tolist(), strict=True):
                     extra[v] = extra.get(v, 0) + c
                 track = len(extra) + g <= _FEW_VALUES
@@ -207,12 +217,14 @@ def _bin_counts(ref: NumericReference, cur: NumericCounts) -> np.ndarray:
 
 
 def wasserstein(ref: NumericReference, cur: NumericCounts, values: np.ndarray | None = None,
-                chunk: int = CHUNK_ROWS) -> tuple[float, float]:
+                chunk: int = CHUNK_ROWS,
+                weights: np.ndarray | None = None) -> tuple[float, float]:
     """First Wasserstein distance and its error bound (0 for an exact reference).
 
     The exact form needs the order of current values only inside gaps where
     the two CDFs cross; those few values are gathered in a second, selective
-    pass over ``values`` (required for an exact reference).
+    pass over ``values`` (required for an exact reference), with their ``weights``
+    when ``cur`` was accumulated with weights.
     """
     if ref.n == 0 or cur.n == 0:
         return float("nan"), 0.0
@@ -239,19 +251,25 @@ def wasserstein(ref: NumericReference, cur: NumericCounts, values: np.ndarray | 
     if crossing.any():
         if values is None:
             raise ValueError("exact Wasserstein needs the current values for crossing gaps")
-        total += _crossing_integral(grid, ref_at, cur_start, crossing, values, m, chunk)
+        total += _crossing_integral(grid, ref_at, cur_start, crossing, values, m, chunk,
+                                    weights)
     return total, 0.0
 
 
 def _crossing_integral(grid: np.ndarray, ref_at: np.ndarray, cur_start: np.ndarray,
-                       crossing: np.ndarray, values: np.ndarray, m: int, chunk: int) -> float:
+                       crossing: np.ndarray, values: np.ndarray, m: float, chunk: int,
+                       weights: np.ndarray | None = None) -> float:
     """Integral of |F_ref - F_cur| over the gaps where the CDFs cross, from those gaps' values."""
     gap_of: list[np.ndarray] = []
     picked: list[np.ndarray] = []
+    picked_w: list[np.ndarray] = []
     arr = np.asarray(values)
     for start in range(0, len(arr), chunk):
         part = np.asarray(arr[start:start + chunk], dtype=np.float64)
-        part = part[~np.isnan(part)]
+        present = ~np.isnan(part)
+        part = part[present]
+        if weights is not None:
+            w = np.asarray(weights[start:start + chunk], dtype=np.float64)[present]
         right = np.searchsorted(grid, part, side="right")
         inner = (right > 0) & (right < len(grid))
         inner &= grid[np.clip(right - 1, 0, len(grid) - 1)] != part
@@ -260,15 +278,23 @@ def _crossing_integral(grid: np.ndarray, ref_at: np.ndarray, cur_start: np.ndarr
         if sel.any():
             gap_of.append(gap[sel])
             picked.append(part[sel])
+            if weights is not None:
+                picked_w.append(w[sel])
     gap_idx = np.concatenate(gap_of)
     vals = np.concatenate(picked)
     order = np.lexsort((vals, gap_idx))
     gap_idx, vals = gap_idx[order], vals[order]
     # Within each crossing gap: segments [a, x1), [x1, x2), ..., [xk, b).
     starts = np.flatnonzero(np.r_[True, gap_idx[1:] != gap_idx[:-1]])
-    rank = np.arange(len(vals)) - np.repeat(starts, np.diff(np.r_[starts, len(vals)]))
+    if weights is None:  # the current values up to and including this one, within its gap
+        rank = np.arange(len(vals)) - np.repeat(starts, np.diff(np.r_[starts, len(vals)]))
+        before = rank + 1.0
+    else:
+        done = np.cumsum(np.concatenate(picked_w)[order])
+        offset = np.r_[0.0, done][starts]
+        before = done - np.repeat(offset, np.diff(np.r_[starts, len(vals)]))
     c = ref_at[gap_idx]
-    f_after = cur_start[gap_idx] + (rank + 1) / m
+    f_after = cur_start[gap_idx] + before / m
     seg_end = np.r_[vals[1:], 0.0]
     last = np.r_[gap_idx[1:] != gap_idx[:-1], True]
     seg_end[last] = grid[gap_idx[last] + 1]

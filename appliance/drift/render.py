@@ -36,7 +36,8 @@ def _decider(col: ColumnDrift) -> str:
 
 def render_text(report: DriftReport) -> str:
     lines = [
-        f"mode: {report.mode}; reference: {report.reference_source}",
+        f"mode: {report.mode}; reference: {report.reference_source}"
+        + (f"; current: {report.current}" if report.current else ""),
         f"dataset drift: {'YES' if report.dataset_drift else 'no'} "
         f"({report.drifted_count} of {report.feature_count} features drifted, share "
         f"{report.share:.2f}, threshold {report.share_threshold:.2f})",
@@ -100,7 +101,8 @@ def render_html(report: DriftReport, title: str = "Drift report") -> str:
             f'<td style="font-size:11px">{stats}</td></tr>'
         )
     head = (
-        f"<p>Mode <b>{report.mode}</b>, reference from <b>{report.reference_source}</b>. "
+        f"<p>Mode <b>{report.mode}</b>, reference from <b>{report.reference_source}</b>"
+        + (f", current: {escape(report.current)}" if report.current else "") + ". "
         f"Dataset drift: <b>{'YES' if report.dataset_drift else 'no'}</b> "
         f"({report.drifted_count} of {report.feature_count} features, share "
         f"{report.share:.2f}, threshold {report.share_threshold:.2f}).</p>"

@@ -165,7 +165,8 @@ def run_drift_check_job(ctx: JobContext) -> dict[str, Any]:
             ctx.log(f"{name}: not checked: {exc.message}")
             continue
         kinds = sorted({b.kind for b in check.breaches})
-        ctx.log(f"{name}@{check.version}: {check.sampled_rows} sampled rows; breaches: "
+        ctx.log(f"{name}@{check.version}: {check.selection.get('how', check.sampled_rows)}; "
+                "breaches: "
                 f"{', '.join(kinds) or 'none'}; new alerts {check.new_alerts}; "
                 f"retrain jobs {check.retrain_jobs}")
         ctx.progress((i + 1) / len(names), f"checked {name}")

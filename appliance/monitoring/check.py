@@ -5,8 +5,10 @@ It reads only the request log, the feedback table and the version's reference
 profile (computed when its training data was registered), never the training
 data itself, and judges:
 
-- data drift of the sampled inputs, and prediction drift of the sampled
-  outputs against the training target's distribution (``appliance.drift``);
+- data drift of the kept inputs, and prediction drift of the kept outputs
+  against the training target's distribution (``appliance.drift``), each row
+  weighted by what it stands for (the request log keeps every request up to
+  ``serving.log_rows_per_second``, then a weighted sample);
 - data quality per feature (``appliance.monitoring.quality``);
 - traffic: p99 latency and the share of failed requests;
 - with enough labels: performance against the version's test metrics, and
@@ -37,6 +39,7 @@ from appliance.monitoring import alerts as alerts_mod
 from appliance.monitoring.alerts import Breach
 from appliance.monitoring.feedback import labelled, performance
 from appliance.monitoring.quality import QualityLimits, QualityReport, assess, feature_kinds
+from appliance.monitoring.rollup import last_rolled_id
 from appliance.monitoring.traffic import Samples, Window, as_float, samples, traffic
 from appliance.registry import ModelVersion, output_name, resolve
 from appliance.storage.db import immediate
@@ -48,7 +51,7 @@ class ModelCheck:
     model: str
     version: int
     window: Window
-    sampled_rows: int
+    sampled_rows: int  # kept rows the check saw (see ``selection``)
     traffic: list[dict[str, Any]]
     drift: DriftReport | None
     quality: QualityReport | None
@@ -60,6 +63,7 @@ class ModelCheck:
     new_alerts: list[int] = field(default_factory=list)
     resolved_alerts: list[int] = field(default_factory=list)
     retrain_jobs: list[int] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=dict)  # see ``selection``
 
     @property
     def concept_drift(self) -> bool | None:
@@ -70,7 +74,8 @@ class ModelCheck:
     def as_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "version": self.version, "window": self.window.as_dict(),
-            "sampled_rows": self.sampled_rows, "traffic": self.traffic,
+            "sampled_rows": self.sampled_rows, "selection": self.selection,
+            "traffic": self.traffic,
             "data_drift": self.drift.as_dict() if self.drift else None,
             "quality": self.quality.as_dict() if self.quality else None,
             "performance": self.performance, "estimate": self.estimate,
@@ -133,6 +138,34 @@ def _prediction_column(mv: ModelVersion, s: Samples, profile: dict[str, Any]) ->
     return out
 
 
+def selection(s: Samples, rows: list[dict[str, Any]], version: int,
+              rows_per_second: int, rounded: bool = False) -> dict[str, Any]:
+    """How many rows a check saw, how many requests they stand for and how they were
+    chosen, with ``how`` saying it in words. ``rounded``: the traffic counts came partly
+    from per-minute roll-ups, which round the window out to whole minutes."""
+    live = [r for r in rows if r["version"] == version and r["route"] == "live"]
+    answered = sum(r["requests"] - r["client_errors"] - r["failures"] for r in live)
+    answered = max(answered, s.requests)
+    of = f"about {answered}" if rounded else str(answered)
+    if not s.requests:
+        how = f"none of {of} requests kept their inputs"
+    elif s.weighted:
+        how = (f"{s.requests} of {of} requests, kept at up to {rows_per_second} rows/s, "
+               "then sampled")
+    elif s.requests >= answered:
+        how = f"all {answered} requests"
+    else:
+        how = (f"{s.requests} of {of} requests (the others' inputs were not kept: "
+               "dropped by a full log queue, emptied after monitoring.input_retention_days, "
+               "or logged under another limit)")
+    return {"rows": s.rows, "requests": s.requests, "answered": answered,
+            "represented": round(s.represented, 1), "weighted": s.weighted,
+            "rows_per_second": rows_per_second,
+            "how": f"{s.rows} rows from {how}"
+            + (f"; weighted, they stand for {s.represented:.0f} requests" if s.weighted
+               else "")}
+
+
 def _data_drift(mv: ModelVersion, s: Samples, profile: dict[str, Any],
                 kinds: dict[str, str], options: DriftOptions) -> DriftReport:
     reference = Reference.from_profile(profile)
@@ -150,7 +183,8 @@ def _data_drift(mv: ModelVersion, s: Samples, profile: dict[str, Any],
         prediction = str(mv.signature["target"])
         current[prediction] = predicted
         names.append(prediction)
-    return check(reference, current, options, prediction=prediction, columns=names)
+    return check(reference, current, options, prediction=prediction, columns=names,
+                 weights=s.weights if s.weighted else None)
 
 
 def _primary(mv: ModelVersion) -> tuple[str, bool]:
@@ -269,18 +303,22 @@ def run_check(home: Home, name: str, *, window: Window | None = None,
     with home.monitoring_db() as mon:
         s = samples(mon, mv.name, window, version=mv.version)
         rows = traffic(mon, mv.name, window, by_minute=False)
+        rounded = last_rolled_id(mon) > 0
         rejected = sum(r["client_errors"] for r in rows if r["version"] == mv.version)
         concept, concept_breaches, n_labels = _concept(
             mv, mon, window, int(config["monitoring.min_labels"]),
             float(config["monitoring.performance_tolerance"]))
     result = ModelCheck(mv.name, mv.version, window, s.rows, rows, None, None, concept,
                         _estimate(mv, s), [])
+    result.selection = selection(s, rows, mv.version, int(config["serving.log_rows_per_second"]),
+                                 rounded)
     evaluated: set[str] = set()
     if profile is None:
         result.notes.append(no_reference_note(mv))
     if s.rows >= min_rows:
         if profile is not None:
             result.drift = _data_drift(mv, s, profile, kinds, options)
+            result.drift.current = result.selection["how"]
             evaluated.add("data_drift")
         result.quality = assess(s, kinds, profile or {}, QualityLimits.from_config(config),
                                 rejected)
@@ -295,9 +333,8 @@ def run_check(home: Home, name: str, *, window: Window | None = None,
             result.breaches.append(Breach("quality", "; ".join(result.quality.breaches[:5]),
                                           {"breaches": result.quality.breaches}))
     else:
-        result.notes.append(f"too few sampled rows to judge drift and quality: {s.rows} < "
-                            f"{min_rows} (monitoring.min_rows; serving.sample_rate keeps "
-                            f"{config['serving.sample_rate']:g} of requests)")
+        result.notes.append(f"too few rows to judge drift and quality: {s.rows} < "
+                            f"{min_rows} (monitoring.min_rows); {result.selection['how']}")
     if concept is not None:
         evaluated |= {"performance", "concept_drift"}
         result.breaches.extend(concept_breaches)

@@ -15,9 +15,12 @@ order. Every reader of labels (metrics here, the monitoring check, the
 retraining rows) uses that one rule, ``LABELLED_REQUEST``, so a retried request
 counts once, never once per attempt.
 
-Performance needs the prediction too, so only labels whose request was
-sampled (whose outputs the request log kept) enter the metrics; the others
-are stored, and counted as ``unsampled``.
+Performance needs the prediction too, so only labels whose request's outputs
+the request log kept enter the metrics. It keeps every request's up to
+``serving.log_rows_per_second`` rows a second, so below that every label joins;
+beyond it a weighted sample is kept, and a labelled row weighs in the metrics what
+its request's row weighs (1 / its chance of being kept). Labels of requests whose
+outputs were not kept are stored all the same, and counted as ``unsampled``.
 
 Audit: labels live in monitoring.db and the audit log in appliance.db, and
 SQLite does not commit two attached WAL databases atomically. So the order
@@ -41,7 +44,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +78,7 @@ class FeedbackResult:
     replaced: int
     unknown: int  # request ids the model never answered: not stored
     unknown_examples: list[str]
-    unsampled: int  # stored, but the request's prediction was not sampled
+    unsampled: int  # stored, but the request log did not keep the request's prediction
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -284,22 +287,24 @@ def _audit(home: Home, actor: str, action: str, target: str, details: dict[str, 
 
 @dataclass
 class Labelled:
-    """Labelled, sampled predictions of one version in a window, oldest first."""
+    """Labelled, kept predictions of one version in a window, oldest first."""
 
     version: int
     ts: np.ndarray
     labels: list[str]
     outputs: list[Any]  # per row: class probabilities, or the predicted number
+    weights: list[float] = field(default_factory=list)  # per row: its request's weight
 
 
 def labelled(mon: sqlite_utils.Database, model: str, window: Window,
              names: tuple[str, str] = ("probabilities", "prediction")) -> dict[int, Labelled]:
-    """Feedback joined to the sampled outputs of the window, per served version; each label
+    """Feedback joined to the kept outputs of the window, per served version; each label
     to its one request (``LABELLED_REQUEST``), counted when that request is in the window.
     ``names``: the outputs holding the class probabilities and the regression prediction."""
     found: dict[int, Labelled] = {}
-    for ts, version, row, label, outputs in mon.execute(
-        "SELECT r.ts, r.version, f.row, f.label, r.outputs FROM feedback f"
+    for ts, version, row, label, outputs, weight in mon.execute(
+        "SELECT r.ts, r.version, f.row, f.label, r.outputs, COALESCE(r.weight, 1.0)"
+        " FROM feedback f"
         f" JOIN requests r ON r.id = ({LABELLED_REQUEST})"
         " WHERE f.model = ? AND r.ts >= ? AND r.ts < ? AND r.outputs IS NOT NULL"
         " ORDER BY r.ts, r.id, f.row",
@@ -315,6 +320,7 @@ def labelled(mon: sqlite_utils.Database, model: str, window: Window,
         entry = found.setdefault(int(version), Labelled(int(version), np.empty(0), [], []))
         entry.labels.append(label)
         entry.outputs.append(value)
+        entry.weights.append(float(weight))
         entry.ts = np.append(entry.ts, float(ts))
     return found
 
@@ -329,29 +335,38 @@ def _output_row(outs: Mapping[str, Any], row: int, names: tuple[str, str]) -> An
 
 
 def performance(mv: ModelVersion, data: Labelled) -> tuple[dict[str, float], np.ndarray]:
-    """Metrics of a labelled window, and its error stream (1/0 mistakes, or absolute errors)."""
+    """Metrics of a labelled window, each row weighted by its request's weight, and its
+    error stream (1/0 mistakes, or absolute errors), one per kept row in order, unweighted:
+    the detectors that read it see the kept rows as they came."""
+    w = np.array(data.weights, dtype=np.float64) if data.weights else None
     if mv.signature.get("task") == "regression":
         y = np.array([float(v) for v in data.labels])
         pred = np.array([float(v) for v in data.outputs])
-        return regression_metrics(y, pred), np.abs(y - pred)
+        return regression_metrics(y, pred, w), np.abs(y - pred)
     classes = [str(c) for c in mv.signature.get("classes", [])]
     index = {c: i for i, c in enumerate(classes)}
     probs = np.array(data.outputs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(classes):
-        raise BadInput(f"sampled outputs of {mv.ref} do not match its {len(classes)} classes")
+        raise BadInput(f"kept outputs of {mv.ref} do not match its {len(classes)} classes")
     y = np.array([index.get(lab, -1) for lab in data.labels])
     predicted = probs.argmax(axis=1)
     errors = (predicted != y).astype(np.float64)
     if len(classes) == 2:
-        metrics = classification_metrics((y == 1).astype(np.float64), probs[:, 1])
+        metrics = classification_metrics((y == 1).astype(np.float64), probs[:, 1], weights=w)
     else:
+        ww = np.ones(len(y)) if w is None else w
         picked = np.where(y >= 0, probs[np.arange(len(y)), np.clip(y, 0, None)], 0.0)
         f1s = []
         for c in range(len(classes)):
-            tp = float(((predicted == c) & (y == c)).sum())
-            wrong = float(((predicted == c) ^ (y == c)).sum())
+            tp = float(ww[(predicted == c) & (y == c)].sum())
+            wrong = float(ww[(predicted == c) ^ (y == c)].sum())
             f1s.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
-        metrics = {"accuracy": float(1.0 - errors.mean()),
-                   "log_loss": float(-np.log(np.clip(picked, 1e-15, 1.0)).mean()),
+        if w is None:
+            accuracy = float(1.0 - errors.mean())
+            log_loss = float(-np.log(np.clip(picked, 1e-15, 1.0)).mean())
+        else:
+            accuracy = float(1.0 - np.sum(errors * w) / w.sum())
+            log_loss = float(-np.sum(np.log(np.clip(picked, 1e-15, 1.0)) * w) / w.sum())
+        metrics = {"accuracy": accuracy, "log_loss": log_loss,
                    "f1_macro": float(np.mean(f1s)), "count": float(len(y))}
     return metrics, errors

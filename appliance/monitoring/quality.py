@@ -1,10 +1,12 @@
 """Data quality of served inputs, per feature and window, against the training data's profile.
 
-Four checks, each a share of the window's sampled values so that windows of
-any size compare:
+Four checks, each a share of the window's kept values so that windows of
+any size compare; a share weighs each row by its request's weight (1 / its chance of
+being kept, see ``serving.log_rows_per_second``), so it estimates the share of all
+traffic, while counts are of kept rows:
 
 - missing values, judged by how far the share rose above the training data's;
-- type or schema violations: a feature absent from a sampled request, a value
+- type or schema violations: a feature absent from a kept request, a value
   of the wrong kind (text where a number belongs), and requests the server
   refused as malformed (4xx), which never reach the sample;
 - numeric values outside the training range (the profile's min and max);
@@ -72,7 +74,7 @@ class QualityReport:
                 "breaches": self.breaches, "features": [f.as_dict() for f in self.features]}
 
 
-def _share(part: int, whole: int) -> float:
+def _share(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
 
 
@@ -89,6 +91,7 @@ def assess(samples: Samples, kinds: Mapping[str, str], profile: Mapping[str, Any
            limits: QualityLimits, rejected_requests: int = 0) -> QualityReport:
     """Judge every feature of the window; ``breaches`` say what crossed a limit."""
     n = samples.rows
+    w = samples.weights if len(samples.weights) == n else np.ones(n)
     columns = profile.get("columns", {})
     out: list[FeatureQuality] = []
     for name, kind in kinds.items():
@@ -98,13 +101,13 @@ def assess(samples: Samples, kinds: Mapping[str, str], profile: Mapping[str, Any
             fq = FeatureQuality(name, kind, n, n, _share(n, n),
                                 float(ref.get("missing_share", 0.0)), n)
             if n:
-                fq.breaches.append("missing from every sampled request")
+                fq.breaches.append("missing from every kept request")
             out.append(fq)
             continue
         if kind == "numeric":
-            fq = _numeric(name, values, ref)
+            fq = _numeric(name, values, ref, w)
         else:
-            fq = _categorical(name, values, ref)
+            fq = _categorical(name, values, ref, w)
         if fq.missing_share - fq.reference_missing_share > limits.max_missing_increase:
             fq.breaches.append(f"missing share {fq.missing_share:.3f} (training "
                                f"{fq.reference_missing_share:.3f})")
@@ -120,33 +123,43 @@ def assess(samples: Samples, kinds: Mapping[str, str], profile: Mapping[str, Any
     return QualityReport(n, rejected_requests, out)
 
 
-def _numeric(name: str, values: list[Any], ref: Mapping[str, Any]) -> FeatureQuality:
+def _numeric(name: str, values: list[Any], ref: Mapping[str, Any],
+             w: np.ndarray) -> FeatureQuality:
     arr, bad = as_float(values)
     n = len(arr)
-    present = arr[~np.isnan(arr)]
-    missing = n - len(present) - bad
-    fq = FeatureQuality(name, "numeric", n, missing, _share(missing, n),
+    is_bad = np.array([v is not None and not isinstance(v, (bool, int, float)) for v in values],
+                      dtype=bool)
+    nan = np.isnan(arr)
+    is_missing = nan & ~is_bad
+    missing = int(is_missing.sum())
+    fq = FeatureQuality(name, "numeric", n, missing, _share(w[is_missing].sum(), w.sum()),
                         float(ref.get("missing_share", 0.0)), bad)
+    present = arr[~nan]
     if "min" in ref and "max" in ref and len(present):
-        outside = int(np.sum((present < float(ref["min"])) | (present > float(ref["max"]))))
-        fq.out_of_range = outside
-        fq.out_of_range_share = _share(outside, len(present))
+        out = (present < float(ref["min"])) | (present > float(ref["max"]))
+        fq.out_of_range = int(out.sum())
+        wp = w[~nan]
+        fq.out_of_range_share = _share(wp[out].sum(), wp.sum())
     return fq
 
 
-def _categorical(name: str, values: list[Any], ref: Mapping[str, Any]) -> FeatureQuality:
+def _categorical(name: str, values: list[Any], ref: Mapping[str, Any],
+                 w: np.ndarray) -> FeatureQuality:
     n = len(values)
-    missing = sum(1 for v in values if v is None or v == "")
-    bad = sum(1 for v in values if v is not None and not isinstance(v, str))
-    fq = FeatureQuality(name, "categorical", n, missing, _share(missing, n),
-                        float(ref.get("missing_share", 0.0)), bad)
+    is_missing = np.array([v is None or v == "" for v in values], dtype=bool)
+    is_bad = np.array([v is not None and not isinstance(v, str) for v in values], dtype=bool)
+    fq = FeatureQuality(name, "categorical", n, int(is_missing.sum()),
+                        _share(w[is_missing].sum(), w.sum()),
+                        float(ref.get("missing_share", 0.0)), int(is_bad.sum()))
     known = ref.get("categories")
     if known is not None and int(ref.get("other", 0)) == 0:
         unseen: dict[str, int] = {}
-        for v in values:
+        unseen_weight = 0.0
+        for v, weight in zip(values, w.tolist(), strict=True):
             if isinstance(v, str) and v and v not in known:
                 unseen[v] = unseen.get(v, 0) + 1
+                unseen_weight += weight
         fq.unseen = sum(unseen.values())
-        fq.unseen_share = _share(fq.unseen, n - missing - bad)
+        fq.unseen_share = _share(unseen_weight, w[~is_missing & ~is_bad].sum())
         fq.unseen_examples = sorted(unseen, key=lambda k: -unseen[k])[:5]
     return fq

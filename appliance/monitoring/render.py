@@ -18,7 +18,8 @@ def _num(x: Any) -> str:
 def _lines(check: ModelCheck) -> list[str]:
     w = check.window.as_dict()
     lines = [f"model {check.model}@{check.version}; window {w['start']} .. {w['end']} "
-             f"({w['minutes']} min); {check.sampled_rows} sampled rows"]
+             f"({w['minutes']} min)",
+             "rows: " + check.selection.get("how", f"{check.sampled_rows} kept rows")]
     for t in check.traffic:
         lines.append(f"traffic v{t['version']} {t['route']}: {t['requests']} requests, "
                      f"{t['failures']} failed, {t['client_errors']} rejected; latency ms "

@@ -1,10 +1,11 @@
 """What the request log says about a model: traffic, errors and latency per minute, and the
-sampled inputs and outputs of a window.
+kept inputs and outputs of a window.
 
 The serving daemon writes one row per answered request to monitoring.db's
-``requests`` table and keeps the inputs and outputs of a sample of them
-(``serving.sample_rate``). Everything here reads that table through its
-``(model, version, minute)`` index; nothing is written.
+``requests`` table and keeps the inputs and outputs of every request up to
+``serving.log_rows_per_second`` rows a second per version, then of a uniform sample,
+each kept row carrying ``weight`` = 1 / its chance of being kept. Everything here
+reads that table through its ``(model, version, minute)`` index; nothing is written.
 """
 
 from __future__ import annotations
@@ -181,7 +182,8 @@ def served_models(mon: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 @dataclass
 class Samples:
-    """The sampled rows of a window, laid out as columns (one value per row)."""
+    """The kept rows of a window, laid out as columns (one value per row), each with the
+    weight of its request (1 / the chance it had of being kept)."""
 
     request_ids: list[str | None]
     row_index: list[int]  # row within its request
@@ -189,11 +191,19 @@ class Samples:
     versions: np.ndarray
     inputs: dict[str, list[Any]]  # feature -> values (float, str or None)
     outputs: dict[str, list[Any]]  # output -> per-row value (list for probabilities)
-    malformed: int  # sampled requests whose stored tensors could not be read
+    malformed: int  # kept requests whose stored tensors could not be read
+    weights: np.ndarray  # per row, float64
+    requests: int = 0  # kept requests the rows came from
+    represented: float = 0.0  # the requests they stand for: the sum of their weights
 
     @property
     def rows(self) -> int:
         return len(self.row_index)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether any row stands for more than itself (it was kept beyond the limit)."""
+        return bool(len(self.weights)) and bool(np.any(self.weights != 1.0))
 
 
 def _rows_of(value: Any) -> list[Any]:
@@ -205,11 +215,12 @@ def _rows_of(value: Any) -> list[Any]:
 
 def samples(mon: sqlite_utils.Database, model: str, window: Window, *,
             version: int | None = None, live_only: bool = True) -> Samples:
-    """Every sampled, answered row of ``model`` in the window, oldest first.
+    """Every kept, answered row of ``model`` in the window, oldest first.
 
     ``live_only`` leaves out shadow copies, whose outputs nobody received.
     """
-    sql = ("SELECT ts, version, request_id, inputs, outputs FROM requests"
+    sql = ("SELECT ts, version, request_id, inputs, outputs, COALESCE(weight, 1.0)"
+           " FROM requests"
            " WHERE model = ? AND minute >= ? AND minute <= ? AND ts >= ? AND ts < ?"
            " AND status < 400 AND inputs IS NOT NULL")
     args: list[Any] = [model, int(window.start // 60), int(window.end // 60), window.start,
@@ -226,8 +237,11 @@ def samples(mon: sqlite_utils.Database, model: str, window: Window, *,
     versions: list[int] = []
     inputs: dict[str, list[Any]] = {}
     outputs: dict[str, list[Any]] = {}
+    weights: list[float] = []
     malformed = 0
-    for t, ver, request_id, in_text, out_text in mon.execute(sql, args):
+    requests = 0
+    represented = 0.0
+    for t, ver, request_id, in_text, out_text, weight in mon.execute(sql, args):
         try:
             tensors = json.loads(in_text)
             outs = json.loads(out_text) if out_text else {}
@@ -251,10 +265,14 @@ def samples(mon: sqlite_utils.Database, model: str, window: Window, *,
         index.extend(range(n))
         ts.extend([float(t)] * n)
         versions.extend([int(ver)] * n)
+        weights.extend([float(weight)] * n)
+        requests += 1
+        represented += float(weight)
         for column in (*inputs.values(), *outputs.values()):
             column.extend([None] * (len(index) - len(column)))
     return Samples(ids, index, np.asarray(ts), np.asarray(versions, dtype=np.int64), inputs,
-                   outputs, malformed)
+                   outputs, malformed, np.asarray(weights, dtype=np.float64), requests,
+                   represented)
 
 
 def as_float(values: list[Any]) -> tuple[np.ndarray, int]:

@@ -38,7 +38,7 @@ from appliance.serving.batcher import Batcher, Job
 from appliance.serving.codec import InferRequest, decode_request
 from appliance.serving.llm import LlmService, LlmSettings, LoadedLlm, load_llm
 from appliance.serving.metrics import Metrics
-from appliance.serving.requestlog import Entry, RequestLog
+from appliance.serving.requestlog import Entry, KeepRate, RequestLog
 from appliance.serving.signature import V2_TO_NUMPY, Signature, from_session
 from appliance.serving.source import ModelSource, Route
 
@@ -51,7 +51,7 @@ class EngineSettings:
     max_queue_delay_us: int = 0
     queue_capacity: int = 1024
     intra_op_threads: int = 0
-    sample_rate: float = 0.01
+    log_rows_per_second: int = 1000  # per version; see requestlog.KeepRate
     poll_interval_s: float = 0.5
     explicit_idle_s: float = 300.0  # unload a version named explicitly after this long unused
 
@@ -62,7 +62,7 @@ class EngineSettings:
             max_queue_delay_us=config["serving.max_queue_delay_us"],
             queue_capacity=config["serving.queue_capacity"],
             intra_op_threads=config["serving.intra_op_threads"],
-            sample_rate=config["serving.sample_rate"],
+            log_rows_per_second=config["serving.log_rows_per_second"],
             poll_interval_s=config["serving.poll_interval_s"],
         )
 
@@ -130,6 +130,7 @@ class Engine:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.request_log = request_log
+        self.keep_rates: dict[tuple[str, str], KeepRate] = {}  # per version: kept inputs
         self.providers = providers
         self.routes: dict[str, Route] = {}
         self.models: dict[tuple[str, int], LoadedModel] = {}
@@ -464,13 +465,21 @@ class Engine:
         seconds = time.perf_counter() - arrived
         self.metrics.request_done(key, seconds)
         if self.request_log is not None:
-            sampled = shadow is not None or random.random() < self.settings.sample_rate
+            weight = 1.0 if shadow is not None else self._keep_weight(key, request.rows)
+            kept = weight is not None
             self.request_log.record(Entry(
                 time.time(), name, model.version, kind, request.id, 200, int(seconds * 1e6),
                 job.queue_us, job.batch_rows, request.rows, None,
-                request.inputs if sampled else None, job.outputs if sampled else None,
+                request.inputs if kept else None, job.outputs if kept else None, weight,
             ))
         return InferResult(model, request, job.outputs, kind)
+
+    def _keep_weight(self, key: tuple[str, str], rows: int) -> float | None:
+        """Whether the request log keeps this request's inputs: its weight, or None."""
+        rate = self.keep_rates.get(key)
+        if rate is None:
+            rate = self.keep_rates[key] = KeepRate(self.settings.log_rows_per_second)
+        return rate.weight(rows)
 
     def _job(self, request: InferRequest) -> Job:
         if self._loop is None:
@@ -501,7 +510,7 @@ class Engine:
                 time.time(), shadow.name, shadow.version, "shadow", request.id, status,
                 int((time.perf_counter() - arrived) * 1e6), job.queue_us, job.batch_rows,
                 request.rows, None if job.error is None else str(job.error)[:500],
-                request.inputs, job.outputs or None,
+                request.inputs, job.outputs or None, 1.0,
             ))
 
         job.future.add_done_callback(done)

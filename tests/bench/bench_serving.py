@@ -14,6 +14,16 @@ the execution provider that ran. This machine's speed drifts
 from minute to minute, so raw is measured just before and just after the served load
 it is compared with (half the time each), and the two are averaged; ``--repeat``
 measures everything again in each round and prints how many rounds met each goal.
+
+    .venv/bin/python -m tests.bench.bench_serving --logging [--seconds 5] [--repeat 5]
+
+measures only what the request log costs: the same daemon with a request log that keeps
+every request's inputs and outputs (``serving.log_rows_per_second`` above the traffic)
+against one with no request log at all, and beside them one that logs rows but keeps no
+inputs (``serving.log_rows_per_second: 0``), all at 32 connections, alternated in rounds;
+prints the median requests/s of each side and the ratios (goal: everything / nothing >=
+0.90), the rows the writer wrote and dropped, and the bytes a kept row takes in
+monitoring.db.
 """
 
 from __future__ import annotations
@@ -55,7 +65,7 @@ def serve_child(port_file: str) -> None:
     source.promote("mlp", 1)
     source.add("big", 1, mlp(1, sizes=BIG))
     source.promote("big", 1)
-    engine = Engine(source, EngineSettings(intra_op_threads=THREADS, sample_rate=0.0))
+    engine = Engine(source, EngineSettings(intra_op_threads=THREADS, log_rows_per_second=0))
     app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 26)
     async def main() -> None:
         stop = asyncio.Event()
@@ -215,7 +225,16 @@ def main() -> None:
                              "more than one, each round's ratios and their medians are printed.")
     parser.add_argument("--serve-child", help=argparse.SUPPRESS)
     parser.add_argument("--baseline-child", help=argparse.SUPPRESS)
+    parser.add_argument("--logging", action="store_true",
+                        help="Only the request log's cost: keeping every request against none.")
+    parser.add_argument("--logging-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.logging_child:
+        logging_child(*args.logging_child)
+        return
+    if args.logging:
+        logging_main(args.seconds, max(args.repeat, 1))
+        return
     if args.serve_child:
         serve_child(args.serve_child)
         return
@@ -311,6 +330,172 @@ def main() -> None:
             ratios = [row[k][3] for row in every]
             met = sum(row[k][5] for row in every)
             print(f"{name:46} {float(np.median(ratios)):11.3f}  {met:>3} of {len(every)}")
+
+
+# --- the request log's cost: everything kept against nothing logged ------------------
+
+
+def logging_child(port_file: str, log_home: str, keep: str = "everything") -> None:
+    """Child process: the daemon serving the small MLP, with a request log into ``log_home``
+    that keeps every request's inputs and outputs (``keep`` 'everything') or none of them
+    ('rows'), or with no request log when ``log_home`` is '-'."""
+    import asyncio
+    import signal
+
+    from appliance.serving.engine import Engine, EngineSettings
+    from appliance.serving.http import ServingApp, loopback_authorizer, serve
+    from appliance.serving.metrics import Metrics
+    from appliance.serving.requestlog import RequestLog
+    from appliance.storage.home import Home, init_home
+
+    source = MemorySource()
+    source.add("mlp", 1, mlp(1))
+    source.promote("mlp", 1)
+    metrics = Metrics()
+    request_log = None
+    if log_home != "-":
+        home = Home(root=Path(log_home))
+        init_home(home)
+        request_log = RequestLog(home.monitoring_db, metrics, 100_000)
+    engine = Engine(source, EngineSettings(intra_op_threads=THREADS,
+                                           log_rows_per_second=10**9 if keep == "everything"
+                                           else 0),
+                    metrics=metrics, request_log=request_log)
+    app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 26)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await serve(app, "127.0.0.1", 0, stop=stop,
+                    on_ready=lambda p: Path(port_file).write_text(str(p)))
+
+    asyncio.run(main())
+
+
+def _log_counters(port: int) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    found = {}
+    for name in ("written", "dropped"):
+        m = re.search(rf"^appliance_request_log_{name}_total(?:{{[^}}]*}})? ([\d.e+]+)$", text, re.M)
+        found[name] = float(m.group(1)) if m else 0.0
+    return found
+
+
+def demo_row_bytes(home_dir: Path, n: int = 20_000) -> float:
+    """Bytes a kept row of the demo's loan model (13 numeric and 7 text features, two class
+    probabilities and a label) takes in monitoring.db, written by the request log itself."""
+    import sqlite3
+
+    from appliance.demo import data as loans
+    from appliance.serving.metrics import Metrics
+    from appliance.serving.requestlog import Entry, RequestLog
+    from appliance.storage.home import Home, init_home
+
+    home = Home(root=home_dir)
+    init_home(home)
+    columns = loans.generate(n, "baseline", seed=1)
+    log = RequestLog(home.monitoring_db, Metrics(), n + 1)
+    log.start()
+    rng = np.random.default_rng(2)
+    now = time.time()
+    for i in range(n):
+        inputs = {k: (np.array([[columns[k][i]]], dtype=np.float32) if k in loans.NUMERIC
+                      else np.array([[str(columns[k][i])]], dtype=object))
+                  for k in loans.FEATURES}
+        p = float(rng.random())
+        outputs = {"probabilities": np.array([[1 - p, p]], dtype=np.float32),
+                   "label": np.array([int(p > 0.5)], dtype=np.int64)}
+        log.record(Entry(now + i * 1e-3, "loans", 1, "primary", f"demo-{i:06d}-{i * 7919:08x}",
+                         200, 1500, 20, 4, 1, None, inputs, outputs, 1.0))
+    log.close(timeout=120)
+    db = sqlite3.connect(home_dir / "monitoring.db")
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        rows = db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        pages, free, page = (db.execute(f"PRAGMA {p}").fetchone()[0]
+                             for p in ("page_count", "freelist_count", "page_size"))
+    finally:
+        db.close()
+    return float((pages - free) * page / max(rows, 1))
+
+
+def logging_main(seconds: float, repeat: int) -> None:
+    import sqlite3
+
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed for the load: apt-get install -y wrk")
+    x1 = np.random.default_rng(1).standard_normal((1, 32)).astype(np.float32)
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 32], "datatype": "FP32",
+                                   "data": x1.ravel().tolist()}]}).encode()
+    sides = ("everything", "nothing", "rows")
+    figures: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        children: list[subprocess.Popen[bytes]] = []
+        ports: dict[str, int] = {}
+        try:
+            for side in sides:
+                port_file = tmp / f"port-{side}"
+                log_home = "-" if side == "nothing" else str(tmp / f"home-{side}")
+                children.append(subprocess.Popen(
+                    [sys.executable, "-m", "tests.bench.bench_serving", "--logging-child",
+                     str(port_file), log_home, side], env=os.environ.copy()))
+                deadline = time.monotonic() + 60
+                while not port_file.exists() or not port_file.read_text():
+                    if time.monotonic() > deadline or children[-1].poll() is not None:
+                        sys.exit("a server did not start")
+                    time.sleep(0.05)
+                ports[side] = int(port_file.read_text())
+            for side in sides:
+                wrk(ports[side], body, 4, 1, {}, tmp)  # warm up
+            for i in range(repeat):
+                order = sides if i % 2 == 0 else sides[::-1]
+                for side in order:
+                    figures[side].append(wrk(ports[side], body, 32, seconds, {}, tmp))
+                ratio = figures["everything"][-1]["req_s"] / figures["nothing"][-1]["req_s"]
+                print(f"round {i + 1}: " + ", ".join(
+                    f"{side} {figures[side][-1]['req_s']:,.0f} req/s" for side in order)
+                    + f"; everything / nothing {ratio:.3f}", flush=True)
+            counters = _log_counters(ports["everything"])
+        finally:
+            for child in children:
+                child.terminate()
+                child.wait(60)
+        db = sqlite3.connect(tmp / "home-everything" / "monitoring.db")
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            rows, kept = db.execute("SELECT COUNT(*), COUNT(inputs) FROM requests").fetchone()
+            pages, free, page = (db.execute(f"PRAGMA {p}").fetchone()[0]
+                                 for p in ("page_count", "freelist_count", "page_size"))
+        finally:
+            db.close()
+    med = {side: {k: float(np.median([f[k] for f in figures[side]])) for k in ("req_s", "p99_ms")}
+           for side in sides}
+    ratio = med["everything"]["req_s"] / med["nothing"]["req_s"]
+    per_round = float(np.median([e["req_s"] / n["req_s"] for e, n in zip(
+        figures["everything"], figures["nothing"], strict=True)]))
+    print(f"request log cost: MLP 32-256-256-2, batch-1 JSON, 32 connections, wrk on loopback, "
+          f"{seconds:g} s a side, {repeat} rounds alternated, {os.cpu_count()} CPUs")
+    print(f"{'':28} {'req/s (median)':>15} {'p99 ms (median)':>16}")
+    for side, label in (("everything", "every request's inputs kept"),
+                        ("rows", "rows only, no inputs kept"),
+                        ("nothing", "no request log")):
+        print(f"{label:28} {med[side]['req_s']:15,.0f} {med[side]['p99_ms']:16.3f}")
+    print(f"ratio everything / nothing: {ratio:.3f} of the medians, {per_round:.3f} the median "
+          f"of the rounds' ratios (goal >= 0.90: {'met' if ratio >= 0.90 else 'MISSED'})")
+    print(f"of which the rows alone (rows only / nothing): "
+          f"{med['rows']['req_s'] / med['nothing']['req_s']:.3f}; keeping the inputs too "
+          f"(everything / rows only): {med['everything']['req_s'] / med['rows']['req_s']:.3f}")
+    print(f"writer: {counters['written']:,.0f} rows written, {counters['dropped']:,.0f} dropped; "
+          f"monitoring.db holds {rows:,} rows, {kept:,} with inputs: "
+          f"{(pages - free) * page / max(rows, 1):,.0f} bytes a row (32 FP32 inputs, 2 outputs, "
+          "indexes included)")
+    with tempfile.TemporaryDirectory() as d:
+        demo = demo_row_bytes(Path(d))
+    print(f"a kept row of the demo's loan model (13 numeric, 7 text features): {demo:,.0f} bytes")
 
 
 if __name__ == "__main__":

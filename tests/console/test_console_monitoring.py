@@ -71,7 +71,7 @@ def test_monitoring_page_draws_the_request_log(app: Flask,
     latency = svgs(html, "latency-chart")
     assert {t.text for t in latency.iter(f"{SVG}title")} >= {"v1 p50", "v1 p99"}
     # Without a stored check, the distribution compares the profile with sampled inputs.
-    assert "108 sampled rows" in html  # the 500s are not answered rows
+    assert "108 kept rows" in html  # the 500s are not answered rows
     bars = ET.fromstring(re.search(r'<figure><figcaption>age</figcaption>(<svg.*?</svg>)',
                                    html, re.S).group(1)).findall(f"{SVG}rect")
     assert {b.get("class") for b in bars} == {"bar b0", "bar b1"}

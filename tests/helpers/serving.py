@@ -172,7 +172,7 @@ def text_model(version: int = 1) -> bytes:
     return _finish(graph)
 
 
-FAST = EngineSettings(poll_interval_s=0.05, intra_op_threads=1, sample_rate=1.0)
+FAST = EngineSettings(poll_interval_s=0.05, intra_op_threads=1, log_rows_per_second=10**9)
 
 
 class Servers:

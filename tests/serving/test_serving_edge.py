@@ -661,7 +661,7 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 source = MemorySource()
 source.add("mlp", 1, mlp(1))
 source.promote("mlp", 1)
-engine = Engine(source, EngineSettings(intra_op_threads=1, sample_rate=0.0),
+engine = Engine(source, EngineSettings(intra_op_threads=1, log_rows_per_second=0),
                 providers=("CPUExecutionProvider",))
 app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 20)
 server = ServerThread(app, limits=Limits(header_timeout_s=30, keepalive_timeout_s=30)).start()

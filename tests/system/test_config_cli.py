@@ -42,6 +42,8 @@ def test_nested_and_dotted_keys(tmp_path: Path) -> None:
         ({"storage": {"busy_timout_ms": 1}}, ["unknown config key 'storage.busy_timout_ms'",
                                              "did you mean 'storage.busy_timeout_ms'"]),
         ({"nonsense": 1}, ["unknown config key 'nonsense'"]),
+        ({"serving": {"sample_rate": 0.5}}, ["config key 'serving.sample_rate' was removed",
+                                              "set serving.log_rows_per_second instead"]),
         ({"log_level": "loud"}, ["'log_level'", "one of debug, info, warning, error"]),
         ({"storage": {"busy_timeout_ms": "fast"}}, ["'storage.busy_timeout_ms'", "an integer"]),
         ({"storage": {"busy_timeout_ms": 1}}, ["'storage.busy_timeout_ms'", ">= 100"]),
@@ -173,7 +175,7 @@ def test_help_and_version() -> None:
 
 
 @pytest.mark.parametrize("text", ["queue:\n  lease_s: .nan\n", "queue:\n  timeout_s: .inf\n",
-                                  "serving:\n  sample_rate: .nan\n"])
+                                  "serving:\n  poll_interval_s: .nan\n"])
 def test_a_non_finite_number_is_refused(tmp_path: Path, text: str) -> None:
     # NaN compares false with every bound, so without a check it slipped through as a
     # lease of NaN seconds (a job leased forever or never).

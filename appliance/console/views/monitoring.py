@@ -85,7 +85,8 @@ def _from_check(check: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _from_samples(mv: registry.ModelVersion, window: Window) -> list[dict[str, Any]]:
-    """Without a stored check: the profile's histogram against the window's sampled inputs."""
+    """Without a stored check: the profile's histogram against the window's kept inputs, each
+    row counted as its weight (what it stands for)."""
     if not mv.profile_digest:
         return []
     profile = json.loads(web.home().blobs.read_bytes(mv.profile_digest))
@@ -98,7 +99,10 @@ def _from_samples(mv: registry.ModelVersion, window: Window) -> list[dict[str, A
         values = s.inputs.get(name, [])
         if kind == "categorical" or column.get("type") == "categorical":
             cats = dict(column.get("categories") or {})
-            seen = Counter(str(v) for v in values if v is not None)
+            seen: Counter[str] = Counter()
+            for v, w in zip(values, s.weights.tolist(), strict=False):
+                if v is not None:
+                    seen[str(v)] += w  # type: ignore[assignment]
             labels = list(cats) + sorted(set(seen) - set(cats))
             reference = [float(cats.get(c, 0)) for c in labels]
             current = [float(seen.get(c, 0)) for c in labels]
@@ -108,16 +112,17 @@ def _from_samples(mv: registry.ModelVersion, window: Window) -> list[dict[str, A
                 continue
             labels, reference = charts.rebin(bins["edges"], bins["counts"], DISPLAY_BINS)
             numbers, _ = as_float(values)
-            numbers = numbers[~np.isnan(numbers)]
+            present = ~np.isnan(numbers)
+            numbers, weights = numbers[present], s.weights[:len(present)][present]
             lo, hi = float(bins["edges"][0]), float(bins["edges"][-1])
             if hi <= lo:
-                current = [float(len(numbers))]
+                current = [float(weights.sum())]
             else:
                 counts, _ = np.histogram(np.clip(numbers, lo, hi), bins=DISPLAY_BINS,
-                                         range=(lo, hi))
+                                         range=(lo, hi), weights=weights)
                 current = [float(c) for c in counts]
         out.append({"feature": name, "role": "feature", "drifted": None,
-                    "source": f"{s.rows} sampled rows", "labels": labels,
+                    "source": f"{s.rows} kept rows", "labels": labels,
                     "reference": reference, "current": current})
     return out
 
