@@ -102,7 +102,7 @@ class Guard:
         started = time.perf_counter()
         notes = []
         norm = normalise(text)
-        if changed_by_normalising(text):
+        if changed_by_normalising(text, norm):
             notes.append("normalised hidden or look-alike characters")
         texts, raws = [norm], [text]
         if policy.decode:
