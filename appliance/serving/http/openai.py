@@ -24,6 +24,7 @@ import orjson
 
 from appliance.errors import ApplianceError, BadInput, NotFound, OperationFailed, Unavailable
 from appliance.guardrails import GuardrailBlocked
+from appliance.guardrails.policy import OUTPUT_CHECKS
 from appliance.guardrails.stream import StreamScreen
 from appliance.llm.chat import check_messages
 from appliance.llm.runtime import CANCELLED, ERROR
@@ -309,10 +310,12 @@ class OpenAI:
         return verdict
 
     def _stream_screen(self, call: Call) -> StreamScreen | None:
-        """The output checks of a streamed answer, as it goes (none without guardrails)."""
+        """The output checks of a streamed answer, as it goes (none without guardrails or
+        without an output check in the policy: nothing is then held back)."""
         service = self.engine.llm
         screen = call.screen
-        if screen is None or service.guardrails is None:
+        if screen is None or service.guardrails is None \
+                or not any(screen.policy.enabled(c) for c in OUTPUT_CHECKS):
             return None
         return StreamScreen(service.guardrails.guard, screen.policy,
                             system_prompt=screen.system_prompt, canary=screen.canary)
@@ -416,6 +419,9 @@ class OpenAI:
                             yield event
                         return
                     if not text:
+                        # An SSE comment, which clients skip: the connection is written to
+                        # for every piece, so a client that left is noticed at once.
+                        yield b":\n\n"
                         continue
                 yield _event({**base, "choices": [_piece(chat, text)]})
             g = call.generation
