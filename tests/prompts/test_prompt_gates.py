@@ -15,6 +15,7 @@ from appliance import prompts
 from appliance.auth import Principal, Role
 from appliance.config import parse_config
 from appliance.errors import BadInput, NotFound
+from appliance.evals.report import render_html, summary_text
 from appliance.evals.results import get_run
 from appliance.evals.sets import add_evalset
 from appliance.jobs.evals import run_eval_job
@@ -179,6 +180,11 @@ def test_the_guardrail_pass_rate_on_attack_cases_gates_promotion(setup: Home, tm
     assert (by_case["injection"]["passed"], by_case["injection"]["by"]) == (True, "guardrails")
     assert by_case["unrefused"]["input"]["action"] is None
     assert (by_case["unrefused"]["passed"], by_case["unrefused"]["by"]) == (False, None)
+    assert "guardrails: 1/2 attack cases passed (50.0%; 1 caught by the checks)" \
+        in summary_text(run)
+    page = render_html(run)
+    assert "attack case, guardrails: input block (injection_patterns)" in page
+    assert "guardrails: attack cases passed</th><td>1/2 (50.0%)" in page
     # Refused, naming the gate and the figure; the audit entry keeps it.
     r = runner("prompts", "promote", "capital@1")
     assert r.exit_code == 1, r.output
