@@ -102,7 +102,7 @@ class StreamScreen:
             self._seen |= seen
             share = len(self._seen) / len(self._grams)
             limit = self._leak.threshold if self._leak.threshold is not None else 0.5
-            hit = share >= limit
+            hit = share >= limit and bool(self._seen)
             results.append(CheckResult("prompt_leak", hit, self._leak.action if hit else None,
                                        round(share, 4), "system_prompt" if hit else ""))
             if hit and self._leak.action is Action.REDACT:
