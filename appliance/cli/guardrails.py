@@ -101,3 +101,23 @@ def check_command(env: Env, text: str, model: str | None, prompt: str | None,
 
 
 COMMANDS = [guardrails_group]
+
+
+@guardrails_group.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
+@pass_env
+def import_command(env: Env, file: Path, as_json: bool) -> None:
+    """Import a site's own ONNX classifier in place of the trained one: its signature is
+    checked (text in, or the 16,384 features in; a score from 0 to 1 out) and two prompts
+    scored before it is registered as the next version of guardrails.classifier's model
+    and made its production version."""
+    from appliance.guardrails import service
+
+    with env.home.db() as db:
+        mv = service.import_own(env.config, db, env.home.blobs, file, actor=env.actor)
+    if as_json:
+        echo_json({"version": mv.ref, "signature": mv.signature})
+        return
+    click.echo(f"imported {mv.ref}; guardrail checks use it from the next start of the "
+               "serving daemon")

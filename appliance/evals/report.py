@@ -27,6 +27,18 @@ def _mark(passed: bool) -> str:
     return '<span class="pass">pass</span>' if passed else '<span class="fail">fail</span>'
 
 
+def _guardrail(g: dict[str, Any] | None) -> str:
+    """A case's guardrail verdict, for its scores cell."""
+    if not g:
+        return ""
+    stages = [f"{stage} {g[stage]['action']} ({', '.join(g[stage]['triggered'])})"
+              for stage in ("input", "output") if g.get(stage) and g[stage]["action"]]
+    text = "guardrails: " + ("; ".join(stages) or "nothing triggered")
+    if g.get("attack"):
+        return f"<br>{_mark(bool(g['passed']))} attack case, {escape(text)}"
+    return f"<br>{escape(text)}"
+
+
 def render_html(run: dict[str, Any]) -> str:
     """The report of a run as returned by ``results.get_run``."""
     s = run["summary"]
@@ -37,7 +49,11 @@ def render_html(run: dict[str, Any]) -> str:
            "<table>"]
     facts = [("model version", run["model"]), ("device", run["device"]),
              ("cases", s["cases"]), ("passed every scorer", s["passed"]),
-             ("no answer", s["errors"]), ("prompt tokens", s["prompt_tokens"]),
+             ("no answer", s["errors"]),
+             ("guardrails: attack cases passed",
+              f"{s['guardrails']['passed']}/{s['guardrails']['attack_cases']} "
+              f"({s['guardrails']['pass_rate']:.1%})" if s.get("guardrails") else "no attack case"),
+             ("prompt tokens", s["prompt_tokens"]),
              ("completion tokens", s["completion_tokens"]),
              ("parameters", ", ".join(f"{k}={v}" for k, v in run["params"].items()
                                       if v is not None) or "greedy, defaults"),
@@ -57,6 +73,7 @@ def render_html(run: dict[str, Any]) -> str:
             f"<span class=\"fail\">{escape(case['error'])}</span>"
         scores = "<br>".join(f"{escape(x['scorer'])} {_n(x['score'], 2)} {_mark(x['passed'])}"
                              f": {escape(x['reason'])}" for x in case["scores"])
+        scores += _guardrail(case.get("guardrail"))
         out.append(f"<tr><td>{escape(case['case'])}<br><small>line {case['line']}</small></td>"
                    f"<td><pre>{answer}</pre></td>"
                    f"<td class=\"n\">{case['prompt_tokens']} + {case['completion_tokens']}</td>"
@@ -71,6 +88,10 @@ def summary_text(run: dict[str, Any]) -> str:
     lines = [f"run {run['id']}: {run['evalset']} on {run['target']} ({run['model']}, "
              f"{run['device']}): {s['passed']}/{s['cases']} cases passed every scorer"
              + (f", {s['errors']} without an answer" if s["errors"] else "")]
+    g = s.get("guardrails")
+    if g:
+        lines.append(f"  guardrails: {g['passed']}/{g['attack_cases']} attack cases passed "
+                     f"({g['pass_rate']:.1%}; {g['by_guardrails']} caught by the checks)")
     width = max((len(n) for n in s["scorers"]), default=6)
     lines.append(f"  {'scorer':<{width}}  cases   mean  pass rate")
     for name, row in s["scorers"].items():

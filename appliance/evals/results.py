@@ -23,7 +23,8 @@ EPSILON = 1e-9
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Per scorer: cases, mean score and pass rate; and the run's cases, the cases that
-    passed every scorer, those with no answer, tokens and latency."""
+    passed every scorer, those with no answer, tokens, latency and the guardrails on the
+    attack cases (``guard.summarize``)."""
     per: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         for s in r["scores"]:
@@ -42,7 +43,24 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "latency_ms": {"mean": round(statistics.fmean(latencies), 3),
                        "p50": round(statistics.median(latencies), 3),
                        "max": round(max(latencies), 3)} if latencies else None,
+        "guardrails": guardrail_summary(results),
     }
+
+
+def guardrail_summary(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Attack cases (``guard.py``), how many passed, the pass rate; and how many other
+    cases an input check blocked. None when the run has no attack case."""
+    records = [r.get("guardrail") or {} for r in results]
+    attacks = [g for g in records if g.get("attack")]
+    if not attacks:
+        return None
+    passed = sum(1 for g in attacks if g.get("passed"))
+    return {"attack_cases": len(attacks), "passed": passed,
+            "pass_rate": round(passed / len(attacks), 6),
+            "by_guardrails": sum(1 for g in attacks if g.get("by") == "guardrails"),
+            "other_cases_blocked": sum(
+                1 for g in records if not g.get("attack")
+                and (g.get("input") or {}).get("action") == "block")}
 
 
 def save_run(db: sqlite_utils.Database, *, evalset_version_id: int, evalset_ref: str,
@@ -62,15 +80,17 @@ def save_run(db: sqlite_utils.Database, *, evalset_version_id: int, evalset_ref:
         for r in results:
             db.execute(
                 "INSERT INTO eval_results (run_id, position, case_id, answer, prompt_tokens,"
-                " completion_tokens, latency_ms, finish_reason, error, scores)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " completion_tokens, latency_ms, finish_reason, error, scores, guardrail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [run_id, r["line"], r["case"], r["answer"], r["prompt_tokens"],
                  r["completion_tokens"], r["latency_ms"], r["finish_reason"], r["error"],
-                 json.dumps(r["scores"])])
+                 json.dumps(r["scores"]),
+                 None if r.get("guardrail") is None else json.dumps(r["guardrail"])])
         audit.append(db, actor=actor, action="eval.run", target=f"eval_run:{run_id}",
                      details={"evalset": evalset_ref, "target": target, "model": model_ref,
                               "cases": summary["cases"], "passed": summary["passed"],
-                              "scorers": {k: v["mean"] for k, v in summary["scorers"].items()}})
+                              "scorers": {k: v["mean"] for k, v in summary["scorers"].items()},
+                              "guardrails": summary["guardrails"]})
     return run_id
 
 
@@ -101,7 +121,8 @@ def get_run(db: sqlite_utils.Database, run_id: int, *, cases: bool = True) -> di
             {"line": r["position"], "case": r["case_id"], "answer": r["answer"],
              "prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"],
              "latency_ms": r["latency_ms"], "finish_reason": r["finish_reason"],
-             "error": r["error"], "scores": json.loads(r["scores"])}
+             "error": r["error"], "scores": json.loads(r["scores"]),
+             "guardrail": json.loads(r["guardrail"]) if r["guardrail"] else None}
             for r in db.query("SELECT * FROM eval_results WHERE run_id = ? ORDER BY position",
                               [run_id])]
     return run

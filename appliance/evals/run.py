@@ -6,7 +6,8 @@ onnxruntime-genai in a child process (``appliance.serving.llm.load_llm``), on th
 where one is usable. A version need not be promoted to be evaluated: evaluation is what
 happens before promotion. Cases run one after another, greedy unless the run or the case
 asks for a temperature; each answer's latency is measured from submission to the last
-token, as a client would see it.
+token, as a client would see it. Each case also goes through the guardrails the serving
+daemon would run on it (``guard.py``).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import sqlite_utils
 from appliance.config import Config
 from appliance.errors import BadInput, OperationFailed
 from appliance.evals.cases import Case, check_params
+from appliance.evals.guard import Screening, screen_case
 from appliance.evals.results import save_run
 from appliance.evals.scorers import Answer, Context, run_scorer
 from appliance.evals.sets import EvalsetVersion, get_evalset_version, load_cases
-from appliance.evals.targets import Target, check_target, parse_target
+from appliance.evals.targets import PromptTarget, Target, check_target, parse_target
 from appliance.llm.runtime import ERROR, Generation, Sampling
 from appliance.registry import resolve
 from appliance.registry.versions import ModelVersion
@@ -197,11 +199,15 @@ def score_case(case: Case, messages: list[dict[str, str]], answer: Answer,
     return out
 
 
-def run_plan(models: Models, plan: Plan, progress: Progress) -> list[dict[str, Any]]:
-    """Ask, answer and score every case; one result per case, in the set's order."""
+def run_plan(models: Models, plan: Plan, progress: Progress,
+             screening: Screening | None = None) -> list[dict[str, Any]]:
+    """Ask, answer and score every case, and run the guardrails on it; one result per
+    case, in the set's order."""
     results = []
     model_ref = plan.model.ref
     total = len(plan.cases)
+    prompt = plan.target.prompt.name if isinstance(plan.target, PromptTarget) else None
+    policy = screening.policy(plan.model.name, prompt) if screening is not None else None
     progress(0.0, f"loading {model_ref}")
     models.get(model_ref)
 
@@ -214,6 +220,7 @@ def run_plan(models: Models, plan: Plan, progress: Progress) -> list[dict[str, A
         answer = models.generate(model_ref, request.messages, request.params)
         ctx = Context(messages=request.messages, judge=judge, judge_model=plan.judge)
         scores = score_case(case, request.messages, answer, ctx)
+        verdict = screen_case(screening, policy, case, request.messages, answer, scores)
         ok = all(s["passed"] for s in scores)
         passed += ok
         results.append({"line": case.line, "case": case.id, "answer": answer.text,
@@ -221,7 +228,7 @@ def run_plan(models: Models, plan: Plan, progress: Progress) -> list[dict[str, A
                         "completion_tokens": answer.completion_tokens,
                         "latency_ms": round(answer.latency_ms, 3),
                         "finish_reason": answer.finish_reason, "error": answer.error,
-                        "scores": scores})
+                        "scores": scores, "guardrail": verdict})
         progress((i + 1) / total, f"case {i + 1}/{total} ({case.id}): "
                                   f"{'passed' if ok else 'failed'}; {passed} passed so far")
     return results
@@ -234,10 +241,11 @@ def evaluate(home: Home, config: Config, target: str, evalset: str, *,
     """Run ``evalset`` against ``target`` and store the run; its id."""
     with home.db() as db:
         plan = plan_run(db, home.blobs, target, evalset, judge=judge, params=params)
+        screening = Screening.from_config(config, db, home.blobs)
     models = Models(home, config, cuda=cuda)
     started = time.perf_counter()
     try:
-        results = run_plan(models, plan, progress or (lambda _f, _m: None))
+        results = run_plan(models, plan, progress or (lambda _f, _m: None), screening)
     finally:
         models.close()
     if not results:

@@ -27,6 +27,9 @@ from appliance.errors import BadInput
 from appliance.evals import schema
 
 Args = dict[str, Any]
+#: The scorer that marks a case as an attack (its right answer is a refusal): the guardrail
+#: pass rate of a run is taken over these cases (``guard.py``).
+ATTACK_SCORER = "refuses"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import re
 from dataclasses import dataclass
 
@@ -26,8 +25,20 @@ _WORDS = re.compile(r"[a-z]+")
 _NO_DIGITS = str.maketrans("", "", "0123456789")
 
 
+# Punctuation that may surround a word: read as spaces before the words are counted.
+_PUNCTUATION = str.maketrans(".,;:!?\"'()", " " * 10)
+# rot13 of lower-case ASCII as a byte table: bytes.translate runs in C, and UTF-8's bytes
+# of other characters (all 0x80 and up) pass unchanged.
+_ROT13 = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"nopqrstuvwxyzabcdefghijklm")
+
+
 def _common_words(text: str) -> int:
-    return sum(1 for w in text.split() if w.strip(".,;:!?\"'()") in _COMMON)
+    return sum(map(_COMMON.__contains__, text.translate(_PUNCTUATION).split()))
+
+
+def rot13(lowered: str) -> str:
+    """rot13 of a lower-cased text (as ``codecs.encode(lowered, "rot13")``, faster)."""
+    return lowered.encode("utf-8").translate(_ROT13).decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,8 @@ def views(text: str) -> list[View]:
             if decoded is not None:
                 out.append(View("hex", decoded, m.start(), m.end()))
     lowered = text.lower()
-    rot = codecs.encode(lowered, "rot13")
-    if _common_words(rot) > max(1, _common_words(lowered)):
+    rot = rot13(lowered)
+    common = _common_words(rot)
+    if common > 1 and common > _common_words(lowered):  # most texts stop at the first test
         out.append(View("rot13", rot, 0, len(text)))
     return out

@@ -46,13 +46,21 @@ def buckets(normalised: str) -> np.ndarray:
 def vector(normalised: str, out: np.ndarray | None = None) -> np.ndarray:
     """The feature row of one already-normalised text (float32, unit length)."""
     row = np.zeros(DIM, dtype=np.float32) if out is None else out
-    idx = buckets(normalised)
-    if idx.size:
-        counts = np.bincount(idx, minlength=DIM)
-        nz = np.flatnonzero(counts)
-        values = np.log1p(counts[nz].astype(np.float32))
-        row[nz] = values / np.float32(np.sqrt(np.dot(values, values)))
+    nz, values = sparse(normalised)
+    row[nz] = values
     return row
+
+
+def sparse(normalised: str) -> tuple[np.ndarray, np.ndarray]:
+    """The feature row of one already-normalised text as (bucket indices, values): the
+    non-zero entries of ``vector``, without the row of ``DIM`` zeros."""
+    idx = buckets(normalised)
+    if not idx.size:
+        return idx, np.zeros(0, dtype=np.float32)
+    counts = np.bincount(idx, minlength=DIM)
+    nz = np.flatnonzero(counts)
+    values = np.log1p(counts[nz].astype(np.float32))
+    return nz, values / np.float32(np.sqrt(np.dot(values, values)))
 
 
 def matrix(texts: list[str]) -> np.ndarray:

@@ -102,7 +102,7 @@ class Guard:
         started = time.perf_counter()
         notes = []
         norm = normalise(text)
-        if changed_by_normalising(text):
+        if changed_by_normalising(text, norm):
             notes.append("normalised hidden or look-alike characters")
         texts, raws = [norm], [text]
         if policy.decode:
@@ -143,11 +143,25 @@ class Guard:
     def check_output(self, answer: str, policy: Policy, *, system_prompt: str | None = None,
                      canary: str | None = None) -> Verdict:
         started = time.perf_counter()
+        results, masks = self.output_checks(answer, policy, system_prompt=system_prompt,
+                                            canary=canary)
+        text = output.redact(answer, masks) if masks else answer
+        return Verdict("output", results, text, (time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def output_checks(answer: str, policy: Policy, *, system_prompt: str | None = None,
+                      canary: str | None = None, since: int = 0
+                      ) -> tuple[list[CheckResult], list[output.Span]]:
+        """The output checks' results and the spans to mask (offsets in ``answer``). With
+        ``since``, the canary, secrets and personal data are looked for in
+        ``answer[since:]`` only (a streamed answer's window); leakage always reads the
+        whole answer, being a share of it."""
         results: list[CheckResult] = []
         masks: list[output.Span] = []
+        window = answer[since:] if since else answer
 
         def add(name: str, spans: list[output.Span], score: float | None = None,
-                triggered: bool | None = None) -> None:
+                triggered: bool | None = None, shift: int = since) -> None:
             rule = policy.enabled(name)
             if rule is None:
                 return
@@ -156,16 +170,20 @@ class Guard:
             results.append(CheckResult(name, hit, rule.action if hit else None, score,
                                        ", ".join(kinds) if hit else ""))
             if hit and rule.action is Action.REDACT:
-                masks.extend(spans)
+                masks.extend(output.Span(s.start + shift, s.end + shift, s.kind)
+                             for s in spans)
 
         if canary:
-            add("canary", output.canary_spans(answer, canary))
+            add("canary", output.canary_spans(window, canary))
         if system_prompt:
-            share, spans = output.leakage(answer, system_prompt)
             rule = policy.enabled("prompt_leak")
-            limit = rule.threshold if rule and rule.threshold is not None else 0.5
-            add("prompt_leak", spans, round(share, 4), share >= limit and bool(spans))
-        add("secrets", output.secret_spans(answer))
-        add("personal_data", output.personal_spans(answer))
-        text = output.redact(answer, masks) if masks else answer
-        return Verdict("output", results, text, (time.perf_counter() - started) * 1000)
+            if rule is not None:
+                share, spans = output.leakage(answer, system_prompt)
+                limit = rule.threshold if rule.threshold is not None else 0.5
+                add("prompt_leak", spans, round(share, 4), share >= limit and bool(spans),
+                    shift=0)
+        if policy.enabled("secrets") is not None:
+            add("secrets", output.secret_spans(window))
+        if policy.enabled("personal_data") is not None:
+            add("personal_data", output.personal_spans(window))
+        return results, masks

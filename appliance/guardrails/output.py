@@ -67,15 +67,19 @@ def _words(text: str) -> list[tuple[str, int, int]]:
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
-def leakage(answer: str, system_prompt: str, n: int = 3) -> tuple[float, list[Span]]:
-    """(share of the system prompt's word n-grams found in the answer, the answer's spans
-    that repeat them). A system prompt shorter than n words counts only when the answer
-    contains all of it."""
+def prompt_grams(system_prompt: str, n: int = 3) -> tuple[set[tuple[str, ...]], int]:
+    """The system prompt's word n-grams (normalised) and n: the prompt's length in words
+    when it is shorter than n."""
     sys_words = [w for w, _, _ in _words(normalise(system_prompt))]
     if not sys_words:
-        return 0.0, []
+        return set(), n
     n = min(n, len(sys_words))
-    grams = {tuple(sys_words[i:i + n]) for i in range(len(sys_words) - n + 1)}
+    return {tuple(sys_words[i:i + n]) for i in range(len(sys_words) - n + 1)}, n
+
+
+def repeated(answer: str, grams: set[tuple[str, ...]], n: int
+             ) -> tuple[set[tuple[str, ...]], list[Span]]:
+    """(the n-grams of ``grams`` the answer repeats, the answer's spans that repeat them)."""
     # Spans in the answer as written: normalise word by word to keep offsets.
     ans = [(normalise(w), s, e) for w, s, e in _words(answer)]
     seen: set[tuple[str, ...]] = set()
@@ -89,6 +93,17 @@ def leakage(answer: str, system_prompt: str, n: int = 3) -> tuple[float, list[Sp
                 spans[-1] = Span(spans[-1].start, end, "system_prompt")
             else:
                 spans.append(Span(start, end, "system_prompt"))
+    return seen, spans
+
+
+def leakage(answer: str, system_prompt: str, n: int = 3) -> tuple[float, list[Span]]:
+    """(share of the system prompt's word n-grams found in the answer, the answer's spans
+    that repeat them). A system prompt shorter than n words counts only when the answer
+    contains all of it."""
+    grams, n = prompt_grams(system_prompt, n)
+    if not grams:
+        return 0.0, []
+    seen, spans = repeated(answer, grams, n)
     return len(seen) / len(grams), spans
 
 
@@ -112,12 +127,27 @@ _PASSWORD = re.compile(
     r"api[_-]?key|secret|token)\b\s*(?:is\s*)?[:=]\s*[\"']?(?P<value>[^\s\"',;]{4,})")
 
 
+# What each pattern can not match without (a substring search, in C): most answers run
+# none of the expressions. Case-insensitive ones are looked for in the lower-cased text.
+_SECRET_KEYS: dict[str, tuple[str, ...]] = {
+    "private_key": ("PRIVATE KEY",), "aws_access_key": ("AKIA", "ASIA", "AIDA", "AROA"),
+    "aws_secret_key": ("aws_secret_access_key",), "github_token": ("gh", "github_pat_"),
+    "slack_token": ("xox",), "appliance_token": ("apl_",), "jwt": ("eyJ",)}
+_PASSWORD_KEYS = ("password", "passwd", "pwd", "passphrase", "passwort", "kennwort",
+                  "mot de passe", "contraseña", "api", "secret", "token")
+
+
 def secret_spans(answer: str) -> list[Span]:
+    lowered = answer.lower()
     spans = [Span(m.start(g), m.end(g), kind)
-             for kind, rx in SECRET_PATTERNS.items() for m in rx.finditer(answer)
+             for kind, rx in SECRET_PATTERNS.items()
+             if any(k in (lowered if kind == "aws_secret_key" else answer)
+                    for k in _SECRET_KEYS[kind])
+             for m in rx.finditer(answer)
              for g in ["value" if "value" in rx.groupindex else 0]]
-    spans += [Span(m.start("value"), m.end("value"), "password")
-              for m in _PASSWORD.finditer(answer)]
+    if any(k in lowered for k in _PASSWORD_KEYS):
+        spans += [Span(m.start("value"), m.end("value"), "password")
+                  for m in _PASSWORD.finditer(answer)]
     return merge(spans)
 
 
@@ -152,7 +182,12 @@ def _luhn_ok(text: str) -> bool:
 
 
 def personal_spans(answer: str) -> list[Span]:
-    spans = [Span(m.start(), m.end(), "email") for m in _EMAIL.finditer(answer)]
+    spans = [Span(m.start(), m.end(), "email") for m in _EMAIL.finditer(answer)] \
+        if "@" in answer else []
+    # A card and a phone number have eight digits or more, and so has any country's IBAN
+    # (its account number).
+    if sum(map(answer.count, "0123456789")) < 8:
+        return merge(spans)
     spans += [Span(m.start(), m.end(), "iban") for m in _IBAN.finditer(answer)
               if _iban_ok(m.group())]
     spans += [Span(m.start(), m.end(), "card") for m in _CARD.finditer(answer)

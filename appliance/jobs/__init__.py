@@ -15,6 +15,7 @@ contract is in ``appliance.queue.kinds``.
 - ``retention``: monitoring-retention
 - ``capacity``: capacity-profile
 - ``evals``: eval-run
+- ``guardrails``: guardrails-train
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ KINDS: dict[str, JobKind] = {
         JobKind("eval-run", "appliance.jobs.evals:run_eval_job",
                 "runs an evaluation set against a language-model version, scores every "
                 "case and stores the run", "appliance.jobs.evals:validate_eval_params"),
+        JobKind("guardrails-train", "appliance.jobs.guardrails:run_guardrails_train_job",
+                "retrains the prompt-injection classifier and promotes it only when its "
+                "held-out figures meet the goal", "appliance.jobs.guardrails:validate_train_params"),
         JobKind("rollout-advance", "appliance.jobs.rollout:run_rollout_job",
                 "advances or rolls back staged rollouts from the request log",
                 "appliance.jobs.rollout:validate_rollout_params"),

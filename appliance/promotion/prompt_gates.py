@@ -10,11 +10,15 @@ A policy (``appliance prompts policy NAME FILE.yaml``), per prompt::
     max_regression: 0.02          # per scorer, at most this far below production's run
     max_latency_ms: 800           # mean latency of an answer in the run
     max_tokens: 64                # mean completion tokens of an answer in the run
+    min_guardrail_pass_rate: 0.95 # share of the set's attack cases that passed
 
 Every key but ``evalset`` is optional; an unknown key, scorer or value is refused when the
 policy is set, not at promotion. The gates read the newest evaluation run of the exact
 version promoted (``prompts:/NAME@VERSION``) on the set's version, and for
 ``max_regression`` the newest run of the production version on the same set version.
+An attack case is one with a ``refuses`` expectation; it passes when the guardrails blocked,
+redacted or flagged it or its answer refused (``appliance.evals.guard``). A policy with
+``min_guardrail_pass_rate`` needs a set with attack cases.
 Without a policy a prompt has no gates (as before policies existed); a run that is
 missing fails its gate, naming the command that makes it.
 """
@@ -32,7 +36,7 @@ from appliance.audit.log import now_iso
 from appliance.auth import Principal
 from appliance.errors import BadInput, NotFound
 from appliance.evals.results import get_run
-from appliance.evals.scorers import BY_NAME
+from appliance.evals.scorers import ATTACK_SCORER, BY_NAME
 from appliance.evals.sets import get_evalset_version
 from appliance.prompts import promotion as prompt_promotion
 from appliance.prompts.promotion import Gate, GateResult, PromptPromotion
@@ -40,7 +44,8 @@ from appliance.prompts.registry import PromptVersion
 from appliance.prompts.registry import resolve as resolve_prompt
 from appliance.storage.db import immediate
 
-KEYS = ("evalset", "min_score", "max_regression", "max_latency_ms", "max_tokens")
+KEYS = ("evalset", "min_score", "max_regression", "max_latency_ms", "max_tokens",
+        "min_guardrail_pass_rate")
 
 
 def parse_policy(text: str) -> dict[str, Any]:
@@ -71,6 +76,9 @@ def parse_policy(text: str) -> dict[str, Any]:
         policy["max_latency_ms"] = _number("max_latency_ms", data["max_latency_ms"], 0, None)
     if "max_tokens" in data:
         policy["max_tokens"] = _number("max_tokens", data["max_tokens"], 0, None)
+    if "min_guardrail_pass_rate" in data:
+        policy["min_guardrail_pass_rate"] = _number(
+            "min_guardrail_pass_rate", data["min_guardrail_pass_rate"], 0, 1)
     return policy
 
 
@@ -87,7 +95,10 @@ def set_policy(db: sqlite_utils.Database, name: str, text: str, *, actor: str
                ) -> dict[str, Any]:
     """Check and store the policy of prompt ``name``, audited."""
     policy = parse_policy(text)
-    get_evalset_version(db, policy["evalset"])  # NotFound for a set that does not exist
+    evalset = get_evalset_version(db, policy["evalset"])  # NotFound for one that does not exist
+    if "min_guardrail_pass_rate" in policy and not evalset.scorers.get(ATTACK_SCORER):
+        raise BadInput(f"min_guardrail_pass_rate: {evalset.ref} has no attack case (a case "
+                       f"with a '{ATTACK_SCORER}' expectation) to measure it on")
     with immediate(db):
         row = db.execute("SELECT id FROM prompts WHERE name = ?", [name]).fetchone()
         if row is None:
@@ -202,6 +213,21 @@ def gates_for(db: sqlite_utils.Database, name: str) -> list[Gate]:
         return GateResult("tokens", ok, f"mean {mean:.1f} tokens an answer "
                           f"{'<=' if ok else '>'} {policy['max_tokens']:g}")
 
+    def guardrail_pass_rate(db_: sqlite_utils.Database, pv: PromptVersion,
+                            production: PromptVersion | None) -> GateResult:
+        run = summary_of(pv)
+        if run is None:
+            return GateResult("guardrail_pass_rate", False, "no evaluation run")
+        g = run["summary"].get("guardrails")
+        least = policy["min_guardrail_pass_rate"]
+        if not g:
+            return GateResult("guardrail_pass_rate", False, f"run {run['id']} has no guardrail "
+                              "verdicts on attack cases; " + missing.format(ref=pv.ref))
+        ok = g["pass_rate"] >= least
+        return GateResult("guardrail_pass_rate", ok,
+                          f"{g['pass_rate']:.3f} ({g['passed']}/{g['attack_cases']} attack "
+                          f"cases) {'>=' if ok else '<'} {least:g}")
+
     gates: list[Gate] = [evaluated, min_score]
     if "max_regression" in policy:
         gates.append(no_regression)
@@ -209,6 +235,8 @@ def gates_for(db: sqlite_utils.Database, name: str) -> list[Gate]:
         gates.append(latency)
     if "max_tokens" in policy:
         gates.append(tokens)
+    if "min_guardrail_pass_rate" in policy:
+        gates.append(guardrail_pass_rate)
     return gates
 
 

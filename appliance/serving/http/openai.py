@@ -24,6 +24,8 @@ import orjson
 
 from appliance.errors import ApplianceError, BadInput, NotFound, OperationFailed, Unavailable
 from appliance.guardrails import GuardrailBlocked
+from appliance.guardrails.policy import OUTPUT_CHECKS
+from appliance.guardrails.stream import StreamScreen
 from appliance.llm.chat import check_messages
 from appliance.llm.runtime import CANCELLED, ERROR
 from appliance.prompts import serving as prompt_serving
@@ -307,6 +309,36 @@ class OpenAI:
         service.verdict(call.model, screen, verdict)
         return verdict
 
+    def _stream_screen(self, call: Call) -> StreamScreen | None:
+        """The output checks of a streamed answer, as it goes (none without guardrails or
+        without an output check in the policy: nothing is then held back)."""
+        service = self.engine.llm
+        screen = call.screen
+        if screen is None or service.guardrails is None \
+                or not any(screen.policy.enabled(c) for c in OUTPUT_CHECKS):
+            return None
+        return StreamScreen(service.guardrails.guard, screen.policy,
+                            system_prompt=screen.system_prompt, canary=screen.canary)
+
+    async def _withheld(self, call: Call, params: Params, base: dict[str, Any],
+                        checks: StreamScreen) -> AsyncIterator[bytes]:
+        """A stream a check blocked: the generation stopped, the verdict logged, and a last
+        event with the guardrail's error and finish reason ``guardrail``, then [DONE]."""
+        service = self.engine.llm
+        assert checks.blocked is not None and call.screen is not None
+        call.cancel()
+        if call.generation.ended is None:
+            await call.result(5.0)
+        service.verdict(call.model, call.screen, checks.blocked)
+        blocked = GuardrailBlocked(checks.blocked, answer=True)
+        service.record(call, 400, blocked.message, reason="guardrail")
+        last = ({"index": 0, "delta": {}, "logprobs": None, "finish_reason": "guardrail"}
+                if params.endpoint == "chat" else
+                {"index": 0, "text": "", "logprobs": None, "finish_reason": "guardrail"})
+        yield _event({**base, "choices": [last],
+                      **error_doc(400, blocked.message, code=blocked.code)})
+        yield b"data: [DONE]\n\n"
+
     async def _named_prompt(self, endpoint: str, ref: str) -> prompt_serving.ServedPrompt:
         if self.prompts is None:
             raise NotFound("this server reads no prompt registry", param="model")
@@ -377,17 +409,21 @@ class OpenAI:
                 yield _event({**base, "choices": [{"index": 0, "delta": {
                     "role": "assistant", "content": ""}, "logprobs": None,
                     "finish_reason": None}]})
-            sent: list[str] = []
+            checks = self._stream_screen(call)
             async for text in call.pieces(service.settings.request_timeout_s):
-                if call.screen is not None:
-                    sent.append(text)
-                if chat:
-                    choice = {"index": 0, "delta": {"content": text}, "logprobs": None,
-                              "finish_reason": None}
-                else:
-                    choice = {"index": 0, "text": text, "logprobs": None,
-                              "finish_reason": None}
-                yield _event({**base, "choices": [choice]})
+                if checks is not None:
+                    text = checks.feed(text)
+                    if checks.blocked is not None:
+                        finished = True
+                        async for event in self._withheld(call, params, base, checks):
+                            yield event
+                        return
+                    if not text:
+                        # An SSE comment, which clients skip: the connection is written to
+                        # for every piece, so a client that left is noticed at once.
+                        yield b":\n\n"
+                        continue
+                yield _event({**base, "choices": [_piece(chat, text)]})
             g = call.generation
             finished = True
             if call.timed_out or g.finish_reason in (CANCELLED, ERROR, None):
@@ -399,16 +435,16 @@ class OpenAI:
                 yield _event(error_doc(status, message))
                 yield b"data: [DONE]\n\n"
                 return
-            if call.screen is not None:
-                # A streamed answer is checked whole, at its end: what was sent can not be
-                # called back, so a block ends the stream with the guardrail's error.
-                verdict = self._screen_output(call, "".join(sent))
-                if verdict.blocked:
-                    blocked = GuardrailBlocked(verdict, answer=True)
-                    service.record(call, 400, blocked.message, reason="guardrail")
-                    yield _event(error_doc(400, blocked.message, code=blocked.code))
-                    yield b"data: [DONE]\n\n"
+            if checks is not None:
+                rest = checks.finish()
+                if checks.blocked is not None:
+                    async for event in self._withheld(call, params, base, checks):
+                        yield event
                     return
+                assert call.screen is not None
+                service.verdict(call.model, call.screen, checks.verdict())
+                if rest:
+                    yield _event({**base, "choices": [_piece(chat, rest)]})
             figures = service.record(call, 200)
             last = ({"index": 0, "delta": {}, "logprobs": None,
                      "finish_reason": g.finish_reason} if chat else
@@ -429,6 +465,14 @@ class OpenAI:
                 if call.generation.ended is None:
                     await call.result(5.0)
                 service.record(call, 499, "the client went away")
+
+
+def _piece(chat: bool, text: str) -> dict[str, Any]:
+    """One streamed choice carrying ``text``."""
+    if chat:
+        return {"index": 0, "delta": {"content": text}, "logprobs": None,
+                "finish_reason": None}
+    return {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
 
 
 def _watch(gone: asyncio.Event | None, call: Call) -> asyncio.Task[None] | None:
