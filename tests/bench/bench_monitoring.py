@@ -8,8 +8,9 @@ transactions of 500k rows, as the serving daemon's writer would over time) and
 ``--llm-rows`` language-model request rows (one in fifty with a guardrail verdict). Then
 times, best of 3, every console page that reads monitoring.db, through the real Flask app
 (test client, logged in as a viewer), and ``appliance monitoring traffic`` in a
-subprocess (its time includes the interpreter's start). First on the raw rows (what every
-load cost before roll-ups: the baseline, timed once, skipped with ``--no-baseline``),
+subprocess (its time includes the interpreter's start, timed alone on the last line).
+First on the raw rows (what every load cost before roll-ups: the baseline, timed once,
+skipped with ``--no-baseline``),
 then after ``run_retention`` has rolled them up, side by side with the ratio, against the
 1 s goal.
 """
@@ -150,6 +151,10 @@ def pages(home: Home, session: str) -> dict[str, Callable[[], Any]]:
                         "monitoring", "traffic", "churn", "--window", str(HOURS * 60)],
                        check=True, capture_output=True, env=env)
 
+    def startup() -> None:
+        subprocess.run([sys.executable, "-m", "appliance", "--version"], check=True,
+                       capture_output=True, env=env)
+
     return {
         "GET /monitoring": get("/monitoring"),
         f"GET /monitoring/churn?hours={HOURS}": get(f"/monitoring/churn?hours={HOURS}"),
@@ -160,6 +165,7 @@ def pages(home: Home, session: str) -> dict[str, Callable[[], Any]]:
         "GET /guardrails": get("/guardrails"),
         "GET /api/guardrails": get("/api/guardrails"),
         "appliance monitoring traffic (process)": cli,
+        "appliance --version (the process start-up alone)": startup,
     }
 
 
