@@ -43,8 +43,8 @@ EV_MIN_STD = 0.001
 
 MAX_THREADS = 8
 # Scoring a numeric column against its raw reference rows holds about this many bytes a
-# row at its peak (the sorted distinct values, their counts, the current counts and
-# sums per grid place, and the KS pass's cumulative arrays).
+# row at its peak (the distinct values and their counts, the current counts and sums per
+# grid place, and Wasserstein's cumulative shares): 76 MB measured at a million rows.
 RAW_BYTES_PER_ROW = 80
 MEMORY_BUDGET = 96 << 20
 
