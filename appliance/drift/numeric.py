@@ -144,7 +144,8 @@ def accumulate(ref: NumericReference, values: np.ndarray, chunk: int = CHUNK_ROW
         if not len(part):
             continue
         # Sorted, the chunk is searched many times faster (each search starts where the
-        # last one ended, in cache) and its places come out grouped.
+        # last one ended, in cache) and its places come out grouped. Anything kept per
+        # value beside the chunk must be put in the same order (np.argsort) first.
         part = np.sort(part)
         sparse = 2 * g + 1 > 4 * len(part)
         right = np.searchsorted(grid, part, side="right")
@@ -297,7 +298,8 @@ def _crossing_integral(grid: np.ndarray, ref_at: np.ndarray, cur_start: np.ndarr
     arr = np.asarray(values)
     for start in range(0, len(arr), chunk):
         part = np.asarray(arr[start:start + chunk], dtype=np.float64)
-        part = np.sort(part[~np.isnan(part)])  # sorted: searched faster (see accumulate)
+        # Sorted: searched faster (see accumulate); per-value arrays must follow the order.
+        part = np.sort(part[~np.isnan(part)])
         right = np.searchsorted(grid, part, side="right")
         inner = (right > 0) & (right < len(grid))
         inner &= grid[np.clip(right - 1, 0, len(grid) - 1)] != part
