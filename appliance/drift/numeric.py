@@ -223,7 +223,8 @@ def _exact_ks(ref: NumericReference, cur: NumericCounts) -> float:
     time: an exact grid can have as many points as the reference has rows."""
     gaps, points = cur.gap_counts, cur.point_counts
     d = 0.0
-    ref_below = cur_below = 0  # values of each sample below the block
+    ref_below: Any = 0  # values of each sample below the block
+    cur_below: Any = 0
     for s in range(0, len(ref.grid), GRID_BLOCK):
         e = min(s + GRID_BLOCK, len(ref.grid))
         ref_at = ref_below + np.cumsum(ref.counts[s:e])  # reference values <= u(j)
@@ -231,7 +232,7 @@ def _exact_ks(ref: NumericReference, cur: NumericCounts) -> float:
         d = max(d, float(np.max(np.abs(ref_at / ref.n - cur_at / cur.n))),
                 float(np.max(np.abs((ref_at - ref.counts[s:e]) / ref.n
                                     - (cur_at - points[s:e]) / cur.n))))
-        ref_below, cur_below = int(ref_at[-1]), int(cur_at[-1])
+        ref_below, cur_below = ref_at[-1], cur_at[-1]  # counts may be weights (floats)
     return d
 
 
