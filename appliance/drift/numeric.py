@@ -10,9 +10,11 @@ A reference is a sorted grid of points with counts, in one of two forms:
   closed). Statistics are then approximations with stated bounds (below).
 
 Scoring a current column is one pass over it in chunks: one ``np.searchsorted``
-per chunk finds each value's place on the grid, and ``np.bincount`` adds counts
-and sums per place. The current data is never sorted or copied whole; memory
-is O(grid + chunk). The places are interleaved: ``2j`` is the open gap below
+per sorted chunk finds each value's place on the grid, and ``np.bincount`` adds
+counts and sums per place (against a grid much longer than a chunk, as an exact
+reference of continuous values has, the chunk's places are added group by group
+instead). The current data is never sorted or copied whole; memory is
+O(grid + chunk). The places are interleaved: ``2j`` is the open gap below
 grid point ``j`` (``2G`` above the last), ``2j + 1`` is grid point ``j`` itself.
 
 Error bounds of the binned form, with p_i, q_i the reference and current
@@ -37,6 +39,7 @@ import numpy as np
 from appliance.drift import stats
 
 CHUNK_ROWS = 1 << 16
+GRID_BLOCK = 1 << 16  # grid points a step of the exact statistics works on
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,19 @@ class NumericReference:
     def from_values(cls, values: np.ndarray) -> NumericReference:
         """Exact reference from raw values (NaN is missing)."""
         arr = np.asarray(values, dtype=np.float64)
-        present = arr[~np.isnan(arr)]
-        grid, counts = np.unique(present, return_counts=True)
-        return cls(
-            grid=grid, counts=counts.astype(np.int64), exact=True, n=int(len(present)),
-            std=float(present.std()) if len(present) else 0.0,
-            mean=float(present.mean()) if len(present) else 0.0,
-            missing=int(len(arr) - len(present)),
-        )
+        present = arr[~np.isnan(arr)]  # the one copy: sorted in place below
+        n = len(present)
+        std = float(present.std()) if n else 0.0
+        mean = float(present.mean()) if n else 0.0
+        present.sort()
+        # np.unique's steps without its second copy of the column.
+        starts = np.flatnonzero(np.r_[True, present[1:] != present[:-1]]) if n else \
+            np.empty(0, np.int64)
+        grid = present[starts]
+        del present
+        counts = np.diff(np.r_[starts, n]).astype(np.int64, copy=False)
+        return cls(grid=grid, counts=counts, exact=True, n=int(n), std=std, mean=mean,
+                   missing=int(len(arr) - n))
 
     @classmethod
     def from_profile(cls, column: dict[str, Any]) -> NumericReference:
@@ -143,6 +151,15 @@ def accumulate(ref: NumericReference, values: np.ndarray, chunk: int = CHUNK_ROW
         n += len(part) if w is None else float(w.sum())
         if not len(part):
             continue
+        # Sorted, the chunk is searched many times faster (each search starts where the
+        # last one ended, in cache) and its places come out grouped. Anything kept per
+        # value beside the chunk must be put in the same order (np.argsort) first.
+        if w is None:
+            part = np.sort(part)
+        else:
+            order = np.argsort(part, kind="stable")
+            part, w = part[order], w[order]
+        sparse = 2 * g + 1 > 4 * len(part)
         right = np.searchsorted(grid, part, side="right")
         if g:
             on_point = grid[np.maximum(right - 1, 0)] == part
@@ -150,8 +167,12 @@ def accumulate(ref: NumericReference, values: np.ndarray, chunk: int = CHUNK_ROW
         else:
             on_point = np.zeros(len(part), dtype=bool)
         place = 2 * right - on_point
-        counts += np.bincount(place, weights=w, minlength=2 * g + 1)
-        sums += np.bincount(place, weights=part if w is None else part * w, minlength=2 * g + 1)
+        if sparse:
+            _add_grouped(counts, sums, place, part, w)
+        else:
+            counts += np.bincount(place, weights=w, minlength=2 * g + 1)
+            sums += np.bincount(place, weights=part if w is None else part * w,
+                                minlength=2 * g + 1)
         if track and not on_point.all():
             off = part[~on_point]
             seen = set(np.unique(off[: 4 * _FEW_VALUES]).tolist()) | extra.keys()
@@ -166,6 +187,22 @@ def accumulate(ref: NumericReference, values: np.ndarray, chunk: int = CHUNK_ROW
                 track = len(extra) + g <= _FEW_VALUES
     overflow = g <= _FEW_VALUES and not track
     return NumericCounts(counts, sums, n, missing, extra, overflow)
+
+
+def _add_grouped(counts: np.ndarray, sums: np.ndarray, place: np.ndarray,
+                 part: np.ndarray, w: np.ndarray | None = None) -> None:
+    """Add a chunk's counts and sums at its places, ``place`` non-decreasing: work in the
+    chunk's size, where ``np.bincount`` would allocate and add the whole grid each chunk
+    (a raw reference of a million distinct values has a grid of a million points). With
+    ``w``, in the chunk's order, each value counts as its weight."""
+    starts = np.flatnonzero(np.r_[True, place[1:] != place[:-1]])
+    at = place[starts]
+    if w is None:
+        counts[at] += np.diff(np.r_[starts, len(place)])
+        sums[at] += np.add.reduceat(part, starts)
+    else:
+        counts[at] += np.add.reduceat(w, starts)
+        sums[at] += np.add.reduceat(part * w, starts)
 
 
 # --- statistics from counts -------------------------------------------------
@@ -190,13 +227,7 @@ def ks_statistic(ref: NumericReference, cur: NumericCounts) -> tuple[float, floa
     if ref.n == 0 or cur.n == 0:
         return float("nan"), 0.0
     if ref.exact:
-        gaps, points = cur.gap_counts, cur.point_counts
-        ref_at = np.cumsum(ref.counts) / ref.n  # F_ref at each grid point
-        cur_at = (np.cumsum(gaps[:-1]) + np.cumsum(points)) / cur.n
-        cur_before = (cur_at * cur.n - points) / cur.n  # F_cur just below each point
-        ref_before = np.concatenate([[0.0], ref_at[:-1]])
-        d = max(np.max(np.abs(ref_at - cur_at)), np.max(np.abs(ref_before - cur_before)))
-        return float(d), 0.0
+        return _exact_ks(ref, cur), 0.0
     ref_cdf, cur_cdf = _edge_cdfs(ref, cur)
     k = len(ref.counts)
     # Skip e_k-: the last bin is closed, so F_ref just below the maximum is unknown.
@@ -205,6 +236,24 @@ def ks_statistic(ref: NumericReference, cur: NumericCounts) -> tuple[float, floa
     q = _bin_counts(ref, cur) / cur.n
     p = ref.counts / ref.n
     return d, float(np.max(np.minimum(p, q)))
+
+
+def _exact_ks(ref: NumericReference, cur: NumericCounts) -> float:
+    """Largest |F_ref - F_cur| at and just below each grid point, a block of points at a
+    time: an exact grid can have as many points as the reference has rows."""
+    gaps, points = cur.gap_counts, cur.point_counts
+    d = 0.0
+    ref_below: Any = 0  # values of each sample below the block
+    cur_below: Any = 0
+    for s in range(0, len(ref.grid), GRID_BLOCK):
+        e = min(s + GRID_BLOCK, len(ref.grid))
+        ref_at = ref_below + np.cumsum(ref.counts[s:e])  # reference values <= u(j)
+        cur_at = cur_below + np.cumsum(gaps[s:e] + points[s:e])  # current values <= u(j)
+        d = max(d, float(np.max(np.abs(ref_at / ref.n - cur_at / cur.n))),
+                float(np.max(np.abs((ref_at - ref.counts[s:e]) / ref.n
+                                    - (cur_at - points[s:e]) / cur.n))))
+        ref_below, cur_below = ref_at[-1], cur_at[-1]  # counts may be weights (floats)
+    return d
 
 
 def _bin_counts(ref: NumericReference, cur: NumericCounts) -> np.ndarray:
@@ -238,16 +287,25 @@ def wasserstein(ref: NumericReference, cur: NumericCounts, values: np.ndarray | 
         return _binned_wasserstein(ref, cur, tails)
     if len(grid) == 1:
         return float(tails), 0.0
-    ref_at = np.cumsum(ref.counts)[:-1] / ref.n  # F_ref on [u(j-1), u(j)), j = 1..G-1
-    cur_start = (np.cumsum(gaps[:-2]) + np.cumsum(points[:-1])) / m  # F_cur at u(j-1)
-    inner_counts = gaps[1:-1]
-    cur_end = cur_start + inner_counts / m
-    width = np.diff(grid)
-    crossing = (cur_start < ref_at) & (ref_at < cur_end)
-    # No crossing: |c w - integral of F_cur| with the integral from counts and sums.
-    integral_cur = cur_start * width + (inner_counts * grid[1:] - gsum[1:-1]) / m
-    plain = np.abs(ref_at * width - integral_cur)
-    total = float(np.sum(plain[~crossing])) + float(tails)
+    g = len(grid)
+    # F_ref on [u(j-1), u(j)) and F_cur at u(j-1), j = 1..G-1 (cumulative counts in
+    # float64 are exact below 2**53), computed in place: the grid can be a million points.
+    ref_at = np.cumsum(ref.counts[:-1], dtype=np.float64)
+    ref_at /= ref.n
+    cur_start = np.cumsum(gaps[:g - 1] + points[:g - 1], dtype=np.float64)
+    cur_start /= m
+    crossing = np.empty(g - 1, dtype=bool)
+    total = float(tails)
+    for s in range(0, g - 1, GRID_BLOCK):
+        e = min(s + GRID_BLOCK, g - 1)
+        at, start, inner = ref_at[s:e], cur_start[s:e], gaps[s + 1:e + 1]
+        cross = crossing[s:e]
+        np.logical_and(start < at, at < start + inner / m, out=cross)
+        width = grid[s + 1:e + 1] - grid[s:e]
+        # No crossing: |c w - integral of F_cur| with the integral from counts and sums.
+        integral_cur = start * width + (inner * grid[s + 1:e + 1] - gsum[s + 1:e + 1]) / m
+        plain = np.abs(at * width - integral_cur)
+        total += float(np.sum(plain[~cross]))
     if crossing.any():
         if values is None:
             raise ValueError("exact Wasserstein needs the current values for crossing gaps")
@@ -266,10 +324,15 @@ def _crossing_integral(grid: np.ndarray, ref_at: np.ndarray, cur_start: np.ndarr
     arr = np.asarray(values)
     for start in range(0, len(arr), chunk):
         part = np.asarray(arr[start:start + chunk], dtype=np.float64)
+        # Sorted: searched faster (see accumulate); the weights follow the same order.
         present = ~np.isnan(part)
         part = part[present]
-        if weights is not None:
+        if weights is None:
+            part = np.sort(part)
+        else:
             w = np.asarray(weights[start:start + chunk], dtype=np.float64)[present]
+            order = np.argsort(part, kind="stable")
+            part, w = part[order], w[order]
         right = np.searchsorted(grid, part, side="right")
         inner = (right > 0) & (right < len(grid))
         inner &= grid[np.clip(right - 1, 0, len(grid) - 1)] != part
@@ -332,19 +395,30 @@ def psi_counts(ref: NumericReference, cur: NumericCounts, bins: int) -> tuple[np
     """
     gaps, points = cur.gap_counts, cur.point_counts
     if ref.exact:
-        ref_cells = ref.counts.astype(np.float64)
+        ref_cells = ref.counts
         # cell j = [u(j), u(j+1)): the point and the gap above it
-        cur_cells = (points + gaps[1:]).astype(np.float64)
+        cur_cells = points + gaps[1:]
         cur_cells[0] += gaps[0]
     else:
-        ref_cells = ref.counts.astype(np.float64)
+        ref_cells = ref.counts
         cur_cells = _bin_counts(ref, cur)
         cur_cells[0] += gaps[0]
         cur_cells[-1] += gaps[-1]
-    before = np.concatenate([[0.0], np.cumsum(ref_cells)[:-1]]) / max(ref.n, 1)
-    group = np.minimum((before * bins + 1e-9).astype(np.int64), bins - 1)
-    _, group = np.unique(group, return_inverse=True)
-    return (np.bincount(group, weights=ref_cells), np.bincount(group, weights=cur_cells))
+    # Reference share before each cell (counts are whole numbers: exact), then its group,
+    # in place: an exact grid can be a million cells.
+    before = np.cumsum(ref_cells, dtype=np.float64)
+    before -= ref_cells
+    before /= max(ref.n, 1)
+    before *= bins
+    before += 1e-9
+    group = before.astype(np.int64)
+    del before
+    np.minimum(group, bins - 1, out=group)
+    # ``group`` never decreases: each group is a run of neighbouring cells.
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    del group
+    return (np.add.reduceat(ref_cells, starts).astype(np.float64),
+            np.add.reduceat(cur_cells, starts).astype(np.float64))
 
 
 def psi_value(ref: NumericReference, cur: NumericCounts, bins: int) -> float:

@@ -1,6 +1,6 @@
 """Drift check speed, memory and verdict agreement against Evidently's DataDriftPreset.
 
-Run: ``.venv/bin/python -m tests.bench.bench_drift [--rows 100000,1000000]``
+Run: ``.venv/bin/python -m tests.bench.bench_drift [--rows 100000,1000000] [--rounds 3]``
 
 Evidently is installed only in this benchmark's own virtualenv,
 ``tests/bench/.venv`` (git-ignored; created on first run from the package
@@ -10,14 +10,16 @@ deviations, spread across columns so that verdicts differ) and 5 categorical
 ones (two with their shares moved). Timed: Evidently's ``Report.run``; ours
 ``check()`` in evidently mode against the reference profile (built once, at
 dataset registration, timed separately), and against the raw reference rows
-(reference preparation included). Memory: our tracemalloc peak during the
-check; Evidently's peak RSS growth during its run.
+(reference preparation included). Each round times every side once, Evidently's
+right after ours, and medians over ``--rounds`` are reported. Memory: our tracemalloc
+peak during each check; Evidently's peak RSS growth during its run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,9 +53,9 @@ def frame(prefix):
     return pd.DataFrame(cols)
 ref, cur = frame("ref"), frame("cur")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 snap = Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)
-elapsed = time.perf_counter() - t0
+elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 columns = {}
 for m in snap.dict()["metrics"]:
@@ -63,7 +65,8 @@ for m in snap.dict()["metrics"]:
         v, thr = m["value"], cfg["threshold"]
         columns[cfg["column"]] = {"method": cfg["method"], "value": v,
                                   "drifted": bool(v < thr) if pvalue else bool(v >= thr)}
-print(json.dumps({"seconds": elapsed, "extra_mb": (after - before) / 1024, "columns": columns}))
+print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "extra_mb": (after - before) / 1024,
+                  "columns": columns}))
 """
 
 
@@ -112,38 +115,69 @@ def run_evidently(python: Path, ref: Table, cur: Table, workdir: Path) -> dict[s
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def timed(fn: Any) -> tuple[Any, float]:
-    t0 = time.perf_counter()
+CPU: dict[str, list[float]] = {}  # process CPU seconds per side (all threads), by label
+
+
+def timed(fn: Any, label: str = "") -> tuple[Any, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
     result = fn()
+    if label:
+        CPU.setdefault(label, []).append(time.process_time() - c0)
     return result, time.perf_counter() - t0
 
 
-def bench(rows: int, python: Path | None, workdir: Path) -> None:
+def peak_mb(fn: Any) -> float:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def bench(rows: int, python: Path | None, workdir: Path, rounds: int) -> None:
     ref, cur = make_data(rows)
+    CPU.clear()
     ev_opts = DriftOptions(mode="evidently")
     profile, t_profile = timed(lambda: build_profile(ref))
     reference = Reference.from_profile(profile)
-    prof_report, t_prof = timed(lambda: check(reference, cur.columns, ev_opts))
-    _, t_default = timed(lambda: check(reference, cur.columns, DriftOptions()))
-    raw_report, t_raw = timed(lambda: check(Reference.from_table(ref), cur.columns, ev_opts))
-    tracemalloc.start()
-    check(reference, cur.columns, ev_opts)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    print(f"\n== {rows:,} rows x {N_NUM} numeric + {N_CAT} categorical ==")
+    check(reference, cur.columns, DriftOptions())  # warm-up: scipy's import is not timed
+    times: dict[str, list[float]] = {"profile": [], "default": [], "raw": [], "evidently": []}
+    ev: dict[str, Any] = {}
+    for _ in range(rounds):  # the sides alternate, so a busy moment hits both alike
+        prof_report, t = timed(lambda: check(reference, cur.columns, ev_opts), "profile")
+        times["profile"].append(t)
+        _, t = timed(lambda: check(reference, cur.columns, DriftOptions()))
+        times["default"].append(t)
+        raw_report, t = timed(lambda: check(Reference.from_table(ref), cur.columns, ev_opts),
+                              "raw")
+        times["raw"].append(t)
+        if python is not None:
+            ev = run_evidently(python, ref, cur, workdir)
+            times["evidently"].append(ev["seconds"])
+            CPU.setdefault("evidently", []).append(ev["cpu_seconds"])
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    mem_prof = peak_mb(lambda: check(reference, cur.columns, ev_opts))
+    mem_raw = peak_mb(lambda: check(Reference.from_table(ref), cur.columns, ev_opts))
+    print(f"\n== {rows:,} rows x {N_NUM} numeric + {N_CAT} categorical, "
+          f"median of {rounds} round(s) ==")
     print(f"ours: reference profile build (once per dataset version) {t_profile:8.3f} s")
-    print(f"ours: check vs profile, evidently mode                    {t_prof:8.3f} s")
-    print(f"ours: check vs profile, default mode                      {t_default:8.3f} s")
-    print(f"ours: check vs raw reference rows (exact), evidently mode {t_raw:8.3f} s")
-    print(f"ours: extra memory during the check (tracemalloc peak)    {peak / 2**20:8.1f} MB")
+    print(f"ours: check vs profile, evidently mode                    {med['profile']:8.3f} s")
+    print(f"ours: check vs profile, default mode                      {med['default']:8.3f} s")
+    print(f"ours: check vs raw reference rows (exact), evidently mode {med['raw']:8.3f} s")
+    print(f"ours: extra memory, check vs profile (tracemalloc peak)   {mem_prof:8.1f} MB")
+    print(f"ours: extra memory, check vs raw rows (tracemalloc peak)  {mem_raw:8.1f} MB")
     if python is None:
         print("evidently: skipped")
         return
-    ev = run_evidently(python, ref, cur, workdir)
-    print(f"evidently: DataDriftPreset Report.run                     {ev['seconds']:8.3f} s")
-    print(f"evidently: extra memory (peak RSS growth)                 {ev['extra_mb']:8.1f} MB")
-    print(f"speed-up vs profile check: {ev['seconds'] / t_prof:6.1f}x   "
-          f"vs raw-reference check: {ev['seconds'] / t_raw:6.1f}x")
+    print(f"evidently: DataDriftPreset Report.run                     {med['evidently']:8.3f} s")
+    print(f"evidently: extra memory (peak RSS growth, last round)     {ev['extra_mb']:8.1f} MB")
+    print(f"speed-up vs profile check: {med['evidently'] / med['profile']:6.1f}x   "
+          f"vs raw-reference check: {med['evidently'] / med['raw']:6.1f}x")
+    cpu = {k: statistics.median(v) for k, v in CPU.items()}
+    print(f"CPU seconds (all threads; less sensitive to a busy machine): ours profile "
+          f"{cpu['profile']:.3f}, raw {cpu['raw']:.3f}, evidently {cpu['evidently']:.3f}: "
+          f"{cpu['evidently'] / cpu['profile']:.1f}x and {cpu['evidently'] / cpu['raw']:.1f}x")
     for label, report in (("raw", raw_report), ("profile", prof_report)):
         ours = {c.name: c.drifted for c in report.columns}
         agree = sum(ours[k] == v["drifted"] for k, v in ev["columns"].items())
@@ -158,11 +192,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="100000,1000000", help="comma-separated row counts")
     parser.add_argument("--no-evidently", action="store_true", help="time our side only")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds, each timing both sides; medians are reported")
     args = parser.parse_args()
     python = None if args.no_evidently else ensure_venv()
     with tempfile.TemporaryDirectory() as tmp:
         for rows in [int(r) for r in args.rows.split(",")]:
-            bench(rows, python, Path(tmp))
+            bench(rows, python, Path(tmp), args.rounds)
 
 
 if __name__ == "__main__":

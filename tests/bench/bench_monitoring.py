@@ -1,19 +1,27 @@
 """Monitoring pages at scale: millions of request rows, read raw and from the roll-ups.
 
-    .venv/bin/python -m tests.bench.bench_monitoring [--rows 10000000]
+    .venv/bin/python -m tests.bench.bench_monitoring [--rows 10000000] [--llm-rows 200000]
 
 Fills monitoring.db with ``--rows`` request rows of two models over the last ``--hours``
-(one in a hundred with kept inputs, as sampling keeps them), then times, best of 3, what
-the console's monitoring pages and ``monitoring traffic`` call: the list of served models,
-a model's traffic per minute and its totals over the window, and the whole overview. First
-on the raw rows (what every load cost before roll-ups: the baseline), then after
-``run_retention`` has rolled them up, side by side with the ratio, against the 1 s goal.
+(one in a hundred with kept inputs, as sampling keeps them; plain ``executemany`` in
+transactions of 500k rows, as the serving daemon's writer would over time) and
+``--llm-rows`` language-model request rows (one in fifty with a guardrail verdict). Then
+times, best of 3, every console page that reads monitoring.db, through the real Flask app
+(test client, logged in as a viewer), and ``appliance monitoring traffic`` in a
+subprocess (its time includes the interpreter's start, timed alone on the last line).
+First on the raw rows (what every load cost before roll-ups: the baseline, timed once,
+skipped with ``--no-baseline``),
+then after ``run_retention`` has rolled them up, side by side with the ratio, against the
+1 s goal.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,14 +30,30 @@ from typing import Any
 
 import numpy as np
 
+from appliance.auth import sessions, users
+from appliance.auth.permissions import Principal, Role
 from appliance.config import parse_config
-from appliance.monitoring import Window, overview, run_retention, served_models, traffic
+from appliance.console import create_app
+from appliance.datasets.profile import build_profile
+from appliance.datasets.table import Table
+from appliance.monitoring import run_retention
 from appliance.serving.requestlog import COLUMNS
 from appliance.storage.db import immediate
 from appliance.storage.home import Home, init_home
 
 GOAL_S = 1.0
-CHUNK = 200_000
+CHUNK = 500_000
+HOURS = 10
+PASSWORD = "correct horse battery staple"
+SIGNATURE = {"inputs": [{"name": "x1", "datatype": "FP32", "shape": [-1, 1]},
+                        {"name": "x2", "datatype": "FP32", "shape": [-1, 1]},
+                        {"name": "colour", "datatype": "BYTES", "shape": [-1, 1]}],
+             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+                         {"name": "label", "datatype": "INT64", "shape": [-1]}],
+             "feature_names": ["x1", "x2", "colour"]}
+LLM_COLUMNS = ("ts", "day", "model", "version", "endpoint", "request_id", "status", "stream",
+               "prompt_tokens", "completion_tokens", "queue_ms", "ttft_ms", "itl_ms", "e2e_ms",
+               "finish_reason", "device", "device_s", "cost", "currency", "guardrail")
 
 
 def fill(home: Home, rows: int, hours: float) -> None:
@@ -38,95 +62,159 @@ def fill(home: Home, rows: int, hours: float) -> None:
     start = now - hours * 3600
     sql = (f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES "
            f"({', '.join('?' for _ in COLUMNS)})")
-    sample = json.dumps({"x1": [[0.5]], "x2": [[1.5]], "colour": ["red"]})
-    out = json.dumps({"probabilities": [[0.3, 0.7]], "label": [1]})
     with home.monitoring_db() as mon:
         done = 0
         while done < rows:
             n = min(CHUNK, rows - done)
             ts = np.sort(rng.uniform(start, now, size=n))
-            lat = rng.lognormal(np.log(2500), 0.5, size=n).astype(int)
-            status = np.where(rng.random(n) < 0.01, 500, 200)
-            batch = []
-            for i in range(n):
-                t = float(ts[i])
-                kept = (done + i) % 100 == 0
-                batch.append((t, int(t // 60), "churn" if i % 5 else "fraud", 1 + (i % 7 == 0),
-                               "primary", f"r{done + i}", int(status[i]), int(lat[i]), 30,
-                               1 + i % 16, 1, None, sample if kept else None,
-                               out if kept else None))
+            ids = np.arange(done, done + n)
+            kept = ids % 100 == 0
+            x1 = rng.normal(size=n).round(3)
+            inputs = [json.dumps({"x1": [[float(x1[i])]], "x2": [[1.5]], "colour": ["red"]})
+                      if kept[i] else None for i in range(n)]
+            outputs = [json.dumps({"probabilities": [[0.3, 0.7]], "label": [1]})
+                       if k else None for k in kept.tolist()]
+            batch = zip(ts.tolist(), (ts // 60).astype(np.int64).tolist(),
+                        np.where(ids % 5 == 0, "fraud", "churn").tolist(),
+                        (1 + (ids % 7 == 0)).tolist(), ["primary"] * n,
+                        [f"r{i}" for i in ids.tolist()],
+                        np.where(rng.random(n) < 0.01, 500, 200).tolist(),
+                        rng.lognormal(np.log(2500), 0.5, size=n).astype(np.int64).tolist(),
+                        [30] * n, (1 + ids % 16).tolist(), [1] * n, [None] * n, inputs,
+                        outputs, strict=True)
             with immediate(mon):
                 mon.conn.executemany(sql, batch)
             done += n
 
 
-def best_s(fn: Callable[[], Any]) -> float:
+def fill_llm(home: Home, rows: int, hours: float) -> None:
+    if not rows:
+        return
+    rng = np.random.default_rng(1)
+    now = time.time()
+    ts = np.sort(rng.uniform(now - hours * 3600, now, size=rows))
+    verdict = json.dumps({"input": {"action": "refuse", "checks": ["injection"], "ms": 0.4}})
+    days = [time.strftime("%Y-%m-%d", time.gmtime(t)) for t in ts.tolist()]
+    ids = np.arange(rows)
+    batch = zip(ts.tolist(), days, ["chat-llm"] * rows, [1] * rows, ["chat"] * rows,
+                [f"l{i}" for i in ids.tolist()], [200] * rows, [1] * rows,
+                rng.integers(20, 400, rows).tolist(), rng.integers(5, 300, rows).tolist(),
+                [1.0] * rows, rng.uniform(20, 80, rows).tolist(), [12.0] * rows,
+                rng.uniform(200, 900, rows).tolist(), ["stop"] * rows, ["cuda"] * rows,
+                [0.2] * rows, [0.0001] * rows, ["EUR"] * rows,
+                [verdict if i % 50 == 0 else None for i in ids.tolist()], strict=True)
+    sql = (f"INSERT INTO llm_requests ({', '.join(LLM_COLUMNS)}) VALUES "
+           f"({', '.join('?' for _ in LLM_COLUMNS)})")
+    with home.monitoring_db() as mon, immediate(mon):
+        mon.conn.executemany(sql, batch)
+
+
+def register(home: Home) -> str:
+    """The two models (churn with a reference profile, so its page draws kept inputs
+    against it) and a viewer's session; returns the session id."""
+    from appliance.registry import insert_version
+
+    rng = np.random.default_rng(2)
+    table = Table(["x1", "x2", "colour"], {"x1": "numeric", "x2": "numeric",
+                                           "colour": "categorical"},
+                  {"x1": rng.normal(size=1000), "x2": rng.normal(1.5, 0.1, size=1000),
+                   "colour": ["red", "blue"] * 500}, 1000)
+    with home.db() as db, immediate(db):
+        digest = home.blobs.put_bytes(b"the pages read only the registry row")
+        profile = home.blobs.put_bytes(json.dumps(build_profile(table)).encode())
+        for name in ("churn", "fraud"):
+            for _ in (1, 2):
+                insert_version(db, name=name, onnx_digest=digest, actor="bench",
+                               source="import", signature=SIGNATURE, profile_digest=profile)
+    with home.db() as db:
+        users.add_user(db, "viewer", "viewer", PASSWORD, actor="bench")
+        return sessions.create_session(db, Principal(name="viewer", role=Role("viewer")))
+
+
+def pages(home: Home, session: str) -> dict[str, Callable[[], Any]]:
+    app = create_app({"home": str(home.root)})
+    client = app.test_client()
+    client.set_cookie("appliance-session", session)
+
+    def get(url: str) -> Callable[[], Any]:
+        def run() -> Any:
+            response = client.get(url)
+            if response.status_code != 200:
+                raise SystemExit(f"GET {url}: {response.status_code}")
+            return response
+        return run
+
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+
+    def cli() -> None:
+        subprocess.run([sys.executable, "-m", "appliance", "--home", str(home.root),
+                        "monitoring", "traffic", "churn", "--window", str(HOURS * 60)],
+                       check=True, capture_output=True, env=env)
+
+    def startup() -> None:
+        subprocess.run([sys.executable, "-m", "appliance", "--version"], check=True,
+                       capture_output=True, env=env)
+
+    return {
+        "GET /monitoring": get("/monitoring"),
+        f"GET /monitoring/churn?hours={HOURS}": get(f"/monitoring/churn?hours={HOURS}"),
+        f"GET /api/models/churn/monitoring?hours={HOURS}":
+            get(f"/api/models/churn/monitoring?hours={HOURS}"),
+        "GET /llm": get("/llm"),
+        "GET /api/llm/usage?since=24h": get("/api/llm/usage?since=24h"),
+        "GET /guardrails": get("/guardrails"),
+        "GET /api/guardrails": get("/api/guardrails"),
+        "appliance monitoring traffic (process)": cli,
+        "appliance --version (the process start-up alone)": startup,
+    }
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> float:
     times = []
-    for _ in range(3):
+    for _ in range(repeat):
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
     return min(times)
 
 
-def pages(home: Home, window: Window) -> dict[str, Callable[[], Any]]:
-    def with_mon(call: Callable[[Any], Any]) -> Callable[[], Any]:
-        def run() -> Any:
-            with home.monitoring_db() as mon:
-                return call(mon)
-        return run
-
-    return {
-        "/monitoring (served models)": with_mon(served_models),
-        "traffic per minute, 10 h": with_mon(lambda mon: traffic(mon, "churn", window)),
-        "traffic totals, 10 h": with_mon(
-            lambda mon: traffic(mon, "churn", window, by_minute=False)),
-        "monitoring page overview": lambda: overview(home, "churn", window=window),
-    }
-
-
-def register_model(home: Home) -> None:
-    from appliance.registry import insert_version
-
-    with home.db() as db, immediate(db):
-        digest = home.blobs.put_bytes(b"the pages read only the registry row")
-        for name in ("churn", "fraud"):
-            for _ in (1, 2):
-                insert_version(db, name=name, onnx_digest=digest, actor="bench",
-                               source="import", signature={
-                                   "inputs": [], "outputs": [], "feature_names": []})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--hours", type=float, default=10.0)
+    parser.add_argument("--llm-rows", type=int, default=200_000)
+    parser.add_argument("--hours", type=float, default=float(HOURS))
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip timing the pages on raw rows before the roll-up")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Home(Path(tmp) / "home")
         init_home(home)
-        register_model(home)
+        session = register(home)
         started = time.perf_counter()
         fill(home, args.rows, args.hours)
-        print(f"filled {args.rows} request rows over {args.hours:g} h in "
-              f"{time.perf_counter() - started:.1f} s; monitoring.db "
-              f"{home.monitoring_db_path.stat().st_size / 2**20:.0f} MiB")
-        window = Window.last(args.hours * 60)
-        raw = {name: best_s(fn) for name, fn in pages(home, window).items()}
+        fill_llm(home, args.llm_rows, args.hours)
+        print(f"filled {args.rows:,} request rows and {args.llm_rows:,} language-model rows "
+              f"over {args.hours:g} h in {time.perf_counter() - started:.1f} s; monitoring.db "
+              f"{home.monitoring_db_path.stat().st_size / 2**20:.0f} MiB", flush=True)
+        timers = pages(home, session)
+        raw = {} if args.no_baseline else {name: timed(fn, 1) for name, fn in timers.items()}
         config = parse_config({})
         with home.monitoring_db() as mon:
             report = run_retention(mon, config)
-        print(f"run_retention: rolled up {report.rolled_rows} rows into "
-              f"{report.minutes_written} minute aggregates in {report.seconds:.1f} s")
-        rolled = {name: best_s(fn) for name, fn in pages(home, window).items()}
+        print(f"run_retention: rolled up {report.rolled_rows:,} rows into "
+              f"{report.minutes_written:,} minute aggregates in {report.seconds:.1f} s")
+        rolled = {name: timed(fn, 3) for name, fn in timers.items()}
         with home.monitoring_db() as mon:
             incremental = run_retention(mon, config)
         print(f"run_retention again (nothing new): {incremental.seconds * 1000:.0f} ms")
-        print(f"\n{'page data':<30} {'raw rows':>10} {'roll-ups':>10} {'ratio':>8}  goal")
-        for name in raw:
-            ok = "ok" if rolled[name] < GOAL_S else f"MISSED (> {GOAL_S:g} s)"
-            print(f"{name:<30} {raw[name]:>9.3f}s {rolled[name]:>9.3f}s "
-                  f"{raw[name] / max(rolled[name], 1e-9):>7.1f}x  {ok}")
+        print(f"\n{'page (best of 3 after the roll-up)':<48} {'raw rows':>9} {'roll-ups':>9}"
+              f" {'ratio':>7}  goal < {GOAL_S:g} s")
+        for name in timers:
+            before = f"{raw[name]:>8.3f}s" if name in raw else f"{'-':>9}"
+            ratio = f"{raw[name] / max(rolled[name], 1e-9):>6.1f}x" if name in raw else \
+                f"{'-':>7}"
+            ok = "ok" if rolled[name] < GOAL_S else "MISSED"
+            print(f"{name:<48} {before} {rolled[name]:>8.3f}s {ratio}  {ok}")
 
 
 if __name__ == "__main__":

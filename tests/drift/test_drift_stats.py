@@ -128,3 +128,20 @@ def test_categorical_profile_top_k_and_other() -> None:
     full = CategoricalReference.from_values(values)
     laid, _ = cells(full, ["a", "z", "z"])
     assert laid.unseen == {"z": 2}
+
+
+def test_long_grid_and_short_grid_passes_count_alike() -> None:
+    # A grid much longer than the chunk is counted group by group, a short one by bincount.
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=5000)
+    b = np.r_[rng.normal(0.1, 1.1, size=4000), a[:300], np.nan]  # values on grid points too
+    ref = num.NumericReference.from_values(a)
+    grouped = num.accumulate(ref, b, chunk=97)
+    whole = num.accumulate(ref, b, chunk=len(b))
+    assert np.array_equal(grouped.counts, whole.counts)
+    assert np.allclose(grouped.sums, whole.sums, rtol=0, atol=1e-9)
+    assert (grouped.n, grouped.missing) == (whole.n, whole.missing) == (len(b) - 1, 1)
+    r, c = num.psi_counts(ref, grouped, 10)
+    assert r.sum() == len(a) and c.sum() == len(b) - 1
+    # Deciles of the reference: each group holds a tenth of it.
+    assert np.array_equal(r, np.full(10, len(a) / 10))

@@ -222,3 +222,41 @@ def test_retention_empties_old_language_model_prompts_and_answers(home) -> None:
                        " ORDER BY ts").fetchall()
     assert [tuple(r) for r in rows] == [(None, None, 5), ("my name is Ada", "hello Ada", 5)]
     mon.close()
+
+
+def test_page_reads_of_raw_rows_after_a_roll_up_are_bounded_by_an_index(home) -> None:
+    """What the pages read of the raw rows once rolled up: the rows after the high-water mark
+    by id, and a page's newest kept inputs through their own index with a limit."""
+    from appliance.monitoring.traffic import samples
+
+    start = time.time() - 1800
+    insert(home, traffic_rows(start, 20, 30, 4, inputs=True))
+    mon = home.monitoring_db()
+    rollup(mon)
+    insert(home, traffic_rows(start + 1200, 1, 10, 5))  # a few rows after the roll-up
+    window = Window(start, start + 1800)
+    statements: list[str] = []
+    mon.conn.set_trace_callback(statements.append)
+    try:
+        traffic(mon, "m", window)
+        traffic(mon, "m", window, by_minute=False)
+        served_models(mon)
+        kept = samples(mon, "m", window, version=1, limit=25)
+    finally:
+        mon.conn.set_trace_callback(None)
+    assert kept.rows == 25
+    # The newest 25 kept, answered, live requests, oldest first.
+    newest = [r[0] for r in mon.execute(
+        "SELECT request_id FROM requests WHERE inputs IS NOT NULL AND status < 400 AND route"
+        " != 'shadow' ORDER BY minute DESC, id DESC LIMIT 25")]
+    assert kept.request_ids == list(reversed(newest))
+    raw = [s for s in statements if "FROM requests" in s]
+    assert len(raw) == 4
+    for sql in raw:
+        plan = " | ".join(row[3] for row in mon.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "SCAN requests" not in plan, (sql, plan)
+        if "inputs IS NOT NULL" in sql:
+            assert "USING INDEX requests_kept" in plan, plan
+        else:
+            assert "USING INTEGER PRIMARY KEY (rowid>?)" in plan, plan
+    mon.close()

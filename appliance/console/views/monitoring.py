@@ -34,6 +34,7 @@ CHECK = "train"  # a check may start retraining (see the module's docstring)
 FEEDBACK = "feedback.write"
 MAX_HOURS = 24 * 30
 DISPLAY_BINS = 20
+PAGE_SAMPLES = 2000  # newest kept requests drawn against the profile without a stored check
 COUNTS = ("count", "rows", "labelled_rows")  # drawn on their own axis, apart from the rates
 FEEDBACK_BODY = {"type": "object", "required": ["records"], "properties": {
     "records": {"type": "array", "items": {"type": "object", "required": ["request_id", "label"],
@@ -90,7 +91,8 @@ def _from_samples(mv: registry.ModelVersion, window: Window) -> list[dict[str, A
     if not mv.profile_digest:
         return []
     profile = json.loads(web.home().blobs.read_bytes(mv.profile_digest))
-    s = samples(web.get_monitoring_db(), mv.name, window, version=mv.version)
+    s = samples(web.get_monitoring_db(), mv.name, window, version=mv.version,
+                limit=PAGE_SAMPLES)
     out = []
     for name, kind in feature_kinds(mv.signature).items():
         column = profile.get("columns", {}).get(name)
