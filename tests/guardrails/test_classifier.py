@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import sqlite_utils
-from conftest import Trained
 
 from appliance.guardrails import Guard, data, load_classifier, load_policies, train
 from appliance.guardrails.benign import digest, prompts
 from appliance.registry.importing import import_model
 from appliance.storage.home import Home
+
+if TYPE_CHECKING:  # the fixture's type only: which conftest is 'conftest' depends on the run
+    from conftest import Trained
 
 POLICY = load_policies(None).for_request()
 
