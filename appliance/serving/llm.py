@@ -233,11 +233,15 @@ class Call:
         if remaining <= 0:
             self._expire()
             return False
-        try:
-            await asyncio.wait_for(self._event.wait(), remaining)
-        except TimeoutError:
-            self._expire()
-            return False
+        if not self._event.is_set():
+            try:
+                # A timeout of the task's own, not wait_for's task per wait: one turn of
+                # the loop fewer when the generation ends.
+                async with asyncio.timeout(remaining):
+                    await self._event.wait()
+            except TimeoutError:
+                self._expire()
+                return False
         self._event.clear()
         return True
 
