@@ -85,6 +85,7 @@ class Generation:
     path: str = ""  # 'single' (a generator of its own) or 'batched' (the engine)
     # the backend's own state
     _pending: str = ""
+    _ids: list[int] | None = None  # tokens not yet decoded, when only the end reads the text
     _handle: Any = None
     _stream: Any = None
     _turn: int = 0
@@ -295,7 +296,12 @@ class GenaiRuntime:
     def _prepare(self, generation: Generation, path: str) -> None:
         generation.admitted = time.perf_counter()
         generation.path = path
-        generation._stream = self.tokenizer.create_stream()
+        # An answer not streamed and without stop strings is read only at its end: its
+        # tokens are decoded then, in one call, rather than one call per token.
+        if generation.sampling.stop or getattr(generation.sink, "stream", True):
+            generation._stream = self.tokenizer.create_stream()
+        else:
+            generation._ids = []
 
     def _start_single(self, generation: Generation) -> None:
         og = self._og
@@ -450,12 +456,14 @@ class GenaiRuntime:
         generation.completion_tokens += 1
         if token in self.eos:
             return STOP
-        piece = generation._stream.decode(token)
-        if piece:
-            generation._pending += piece
-            stop = _emit(generation)
-            if stop:
-                return STOP
+        if generation._ids is not None:
+            generation._ids.append(token)
+        else:
+            piece = generation._stream.decode(token)
+            if piece:
+                generation._pending += piece
+                if _emit(generation):
+                    return STOP
         if generation.completion_tokens >= generation.sampling.max_tokens:
             return LENGTH
         return None
@@ -463,6 +471,12 @@ class GenaiRuntime:
     def _finish(self, generation: Generation, reason: str, error: str | None = None) -> None:
         if generation.ended is not None:
             return
+        if generation._ids:
+            text = self.tokenizer.decode(generation._ids)
+            generation._ids = []
+            if text:
+                generation.text += text
+                generation.sink.tokens(generation, text)
         if reason in (STOP, LENGTH) and generation._pending:
             generation.text += generation._pending
             generation.sink.tokens(generation, generation._pending)

@@ -323,3 +323,54 @@ def test_generators_are_kept_only_for_a_small_cache(tmp_path: Path) -> None:
     assert _cache_bytes(tmp_path, 8192) > IDLE_CACHE_BYTES  # an 8B model: none kept
     (tmp_path / "genai_config.json").write_text(json.dumps({"model": {}}))
     assert _cache_bytes(tmp_path, 1) > IDLE_CACHE_BYTES  # unknown: none kept
+
+
+def test_an_answer_not_streamed_is_decoded_at_its_end_to_the_same_text(
+        tiny_model: Path) -> None:
+    """Without stop strings an answer not streamed is decoded in one call when it ends:
+    the same text as token by token, whole, cut at max_tokens, or cancelled part-way."""
+    from appliance.llm.runtime import CANCELLED, GenaiRuntime, Generation, Sampling
+
+    class Sink:
+        def __init__(self, stream: bool) -> None:
+            self.stream = stream
+            self.pieces: list[str] = []
+
+        def tokens(self, generation: Generation, text: str) -> None:
+            self.pieces.append(text)
+
+        def finished(self, generation: Generation) -> None:
+            pass
+
+    runtime = GenaiRuntime(tiny_model, eos_token_ids=[1], threaded=False)
+
+    def run(question: str, stream: bool, max_tokens: int, cancel_after: int | None = None
+            ) -> tuple[Generation, Sink]:
+        sink = Sink(stream)
+        g = Generation(runtime.encode(tiny.prompt_for(question)),
+                       Sampling(max_tokens=max_tokens, temperature=0.0,
+                                min_tokens=max_tokens if cancel_after else 0), sink)
+        runtime.submit(g)
+        steps = 0
+        while runtime.busy():
+            if steps == cancel_after:
+                runtime.cancel(g)
+            runtime.step()
+            steps += 1
+        return g, sink
+
+    try:
+        for question, answer in tiny.facts():
+            for max_tokens in (16, 3):
+                (plain, plain_sink), (streamed, streamed_sink) = (
+                    run(question, False, max_tokens), run(question, True, max_tokens))
+                assert plain.text == streamed.text == "".join(streamed_sink.pieces)
+                assert plain.finish_reason == streamed.finish_reason
+                assert len(plain_sink.pieces) == 1 < len(streamed_sink.pieces)
+            assert plain.completion_tokens <= 3 and answer.startswith(plain.text.strip())
+        (cut, _), (cut_streamed, _) = (run(tiny.facts()[0][0], False, 40, cancel_after=20),
+                                       run(tiny.facts()[0][0], True, 40, cancel_after=20))
+        assert cut.finish_reason == CANCELLED and cut.completion_tokens == 20
+        assert cut.text == cut_streamed.text and len(cut.text) > 10
+    finally:
+        runtime.close()
