@@ -38,10 +38,11 @@ log = logging.getLogger("appliance.llm")
 STOP, LENGTH, CANCELLED, ERROR = "stop", "length", "cancelled", "error"
 
 # Making a generator costs about as much as ten tokens of a small model: the single path
-# keeps up to this many between requests, while their caches, each sized for the whole
-# context, take no more than IDLE_CACHE_BYTES together.
+# keeps up to this many between requests, for a model whose cache for the whole context
+# is so small that this many of them take no more than IDLE_CACHE_BYTES.
 IDLE_GENERATORS = 8
 IDLE_CACHE_BYTES = 64 << 20
+GENERATOR_LENGTH_STEP = 16  # tokens
 
 
 @dataclass(frozen=True)
@@ -307,13 +308,17 @@ class GenaiRuntime:
         og = self._og
         self._prepare(generation, "single")
         s = generation.sampling
-        # A generator sized for the whole context, its search options the same, is taken
-        # back from an earlier request rather than made anew (not for a seeded request:
-        # its random numbers must start from the seed).
+        # A generator with the same search options is taken back from an earlier request
+        # rather than made anew (not for a seeded request: its random numbers must start
+        # from the seed). Its length is rounded up to GENERATOR_LENGTH_STEP tokens, so that
+        # prompts of about the same length share one: a step costs more the longer the
+        # generator's cache, so it is not made as long as the context.
         reuse = self._keep_generators > 0 and (s.temperature == 0 or s.seed is None)
+        length = len(generation.prompt_ids) + s.max_tokens
+        if reuse:
+            length = -(-length // GENERATOR_LENGTH_STEP) * GENERATOR_LENGTH_STEP
         options: dict[str, Any] = {
-            "max_length": self.context_length if reuse else min(
-                self.context_length, len(generation.prompt_ids) + s.max_tokens),
+            "max_length": min(self.context_length, length),
             "do_sample": s.temperature > 0}
         if s.min_tokens:
             options["min_length"] = len(generation.prompt_ids) + s.min_tokens
@@ -321,8 +326,8 @@ class GenaiRuntime:
             options.update(temperature=s.temperature, top_p=s.top_p)
             if s.seed is not None:
                 options["random_seed"] = s.seed
-        key = ((options.get("min_length", 0), s.temperature, s.top_p if s.temperature else 1.0)
-               if reuse else None)
+        key = ((options["max_length"], options.get("min_length", 0), s.temperature,
+                s.top_p if s.temperature else 1.0) if reuse else None)
         generator = self._idle.pop(key, None) if key is not None else None
         if generator is not None:
             try:
