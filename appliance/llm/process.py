@@ -5,14 +5,16 @@ on a thread of the serving daemon would keep the event loop from running for the
 interpreter's whole switch interval (5 ms) at a time: every other request, tabular
 ones included, and every streamed token would wait. ``ProcessRuntime`` runs the real
 runtime (``GenaiRuntime``, or a class with its interface) in a child process and
-speaks to it over a pipe:
+speaks to it over a pipe, in messages of plain values marshalled (not pickled):
 
 - the parent encodes prompts with the model's own tokenizer (Hugging Face's
   ``tokenizer.json``, read by ``tokenizers``) and sends the token ids;
-- the child sends, once per step, the text of streamed answers, and at the end of each
-  generation what it cost (tokens, times, device-seconds, finish reason);
-- a reader thread of the parent, blocked in the pipe (without the GIL) until then,
-  hands them to each request's sink.
+- the child sends the text of streamed answers (at most every ``STREAM_FLUSH_S``, a
+  first token at once), and at the end of each generation what it cost (tokens, times,
+  device-seconds, finish reason) and, for an answer not streamed, its whole text: one
+  message per answer not streamed;
+- the serving daemon's event loop (or, without one, a reader thread) reads the pipe
+  when it has a message and hands it to each request's sink.
 
 The child exits when the parent closes the pipe or dies.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import marshal
 import multiprocessing
 import select
 import threading
@@ -77,7 +80,7 @@ class ProcessRuntime:
             raise OperationFailed(f"{name}: the model's process did not start in "
                                   f"{START_TIMEOUT_S:.0f} s")
         try:
-            hello = self._conn.recv()
+            hello = _recv(self._conn)
         except EOFError:
             raise OperationFailed(f"{name}: the model's process exited while loading") from None
         if hello[0] == "error":
@@ -124,7 +127,7 @@ class ProcessRuntime:
             self._outstanding[key] = generation
             s = generation.sampling
             stream = getattr(generation.sink, "stream", True)
-            self._conn.send(("submit", key, generation.prompt_ids,
+            _send(self._conn, ("submit", key, list(map(int, generation.prompt_ids)),
                              (s.max_tokens, s.temperature, s.top_p, s.seed, s.stop,
                               s.min_tokens), bool(stream), generation.submitted))
 
@@ -133,7 +136,7 @@ class ProcessRuntime:
         with self._send_lock:
             key = generation._handle
             if key in self._outstanding and self._dead is None:
-                self._conn.send(("cancel", key))
+                _send(self._conn, ("cancel", key))
 
     @property
     def alive(self) -> bool:
@@ -155,7 +158,7 @@ class ProcessRuntime:
             self._closing = True
             if self._dead is None:
                 try:
-                    self._conn.send(("close",))
+                    _send(self._conn, ("close",))
                 except OSError:
                     pass
         self._process.join(timeout)
@@ -188,7 +191,7 @@ class ProcessRuntime:
     def _read(self) -> None:
         while True:
             try:
-                message = self._conn.recv()
+                message = _recv(self._conn)
             except (EOFError, OSError):
                 break
             if not self._dispatch(message):
@@ -199,7 +202,7 @@ class ProcessRuntime:
         """On the event loop: every message the pipe holds now."""
         try:
             while self._pending.poll(0):
-                if not self._dispatch(self._conn.recv()):
+                if not self._dispatch(_recv(self._conn)):
                     raise EOFError
         except (EOFError, OSError):
             self._loop.remove_reader(self._conn.fileno())
@@ -208,7 +211,7 @@ class ProcessRuntime:
     def _drain(self) -> None:
         try:
             while self._pending.poll(0):
-                self._dispatch(self._conn.recv())
+                self._dispatch(_recv(self._conn))
         except (EOFError, OSError):
             pass
 
@@ -242,6 +245,16 @@ class ProcessRuntime:
             generation.error = self._dead or "the model was unloaded before this request ran"
             generation.ended = time.perf_counter()
             generation.sink.finished(generation)
+
+
+def _send(conn: Connection, message: tuple[Any, ...]) -> None:
+    """One message: plain values (numbers, strings, lists, tuples, dicts, None), marshalled,
+    in one length-prefixed write; cheaper than pickling them."""
+    conn.send_bytes(marshal.dumps(message))
+
+
+def _recv(conn: Connection) -> Any:
+    return marshal.loads(conn.recv_bytes())
 
 
 def _on_loop(loop: Any) -> bool:
@@ -304,10 +317,11 @@ def child_main(conn: Connection, folder: str, runtime_path: str,
             cls = getattr(cls, part)
         runtime = cls(folder, threaded=False, **options)
     except Exception as exc:  # noqa: BLE001 - whatever stops the load is the parent's answer
-        conn.send(("error", f"{options.get('name')}: {exc}"))
+        _send(conn, ("error", f"{options.get('name')}: {exc}"))
         conn.close()
         return
-    conn.send(("ready", runtime.context_length, 1 + int(getattr(runtime, "engine_capacity", 0))))
+    _send(conn, ("ready", runtime.context_length,
+                 1 + int(getattr(runtime, "engine_capacity", 0))))
     outbox: list[Any] = []
     finished: list[Any] = []
     urgent = [False]
@@ -323,7 +337,7 @@ def child_main(conn: Connection, folder: str, runtime_path: str,
         if finished or urgent[0] or force or now - last_sent[0] >= STREAM_FLUSH_S:
             for key, _state in finished:
                 generations.pop(key, None)
-            conn.send(("step", list(outbox), list(finished)))
+            _send(conn, ("step", outbox, finished))
             outbox.clear()
             finished.clear()
             urgent[0] = False
@@ -370,14 +384,14 @@ def child_main(conn: Connection, folder: str, runtime_path: str,
                 if now - polled >= POLL_S:
                     polled = now
                     while running and pending.poll(0):
-                        running = handle(conn.recv())
+                        running = handle(_recv(conn))
                 runtime.step()
             else:
-                running = handle(conn.recv())
+                running = handle(_recv(conn))
             send(force=not runtime.busy())
         runtime.close()  # what runs finishes; what waits is refused
         send(force=True)
-        conn.send(("closed",))
+        _send(conn, ("closed",))
     except (EOFError, OSError, ValueError):
         pass  # the parent went away
     conn.close()

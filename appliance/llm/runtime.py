@@ -37,6 +37,13 @@ log = logging.getLogger("appliance.llm")
 # Why a generation ended, in OpenAI's words where it has them.
 STOP, LENGTH, CANCELLED, ERROR = "stop", "length", "cancelled", "error"
 
+# Making a generator costs about as much as ten tokens of a small model: the single path
+# keeps up to this many between requests, for a model whose cache for the whole context
+# is so small that this many of them take no more than IDLE_CACHE_BYTES.
+IDLE_GENERATORS = 8
+IDLE_CACHE_BYTES = 64 << 20
+GENERATOR_LENGTH_STEP = 16  # tokens
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -79,9 +86,11 @@ class Generation:
     path: str = ""  # 'single' (a generator of its own) or 'batched' (the engine)
     # the backend's own state
     _pending: str = ""
+    _ids: list[int] | None = None  # tokens not yet decoded, when only the end reads the text
     _handle: Any = None
     _stream: Any = None
     _turn: int = 0
+    _key: Any = None  # the search options of a generator that may be used again
 
     @property
     def queue_s(self) -> float:
@@ -137,6 +146,11 @@ class GenaiRuntime:
         self.name = name
         self.context_length = int(context_length or 0) or _context_length(folder)
         self.eos = frozenset(eos_token_ids or ())
+        # Generators kept between requests of the single path, by their search options;
+        # only for a model whose cache for the whole context is small.
+        self._idle: dict[Any, Any] = {}
+        self._keep_generators = min(IDLE_GENERATORS, IDLE_CACHE_BYTES // max(
+            1, _cache_bytes(folder, self.context_length)))
         self.queue_capacity = queue_capacity
         self.engine: Any = None  # made on the runtime's thread, which alone may use it
         self.engine_capacity = 0
@@ -283,16 +297,28 @@ class GenaiRuntime:
     def _prepare(self, generation: Generation, path: str) -> None:
         generation.admitted = time.perf_counter()
         generation.path = path
-        generation._stream = self.tokenizer.create_stream()
+        # An answer not streamed and without stop strings is read only at its end: its
+        # tokens are decoded then, in one call, rather than one call per token.
+        if generation.sampling.stop or getattr(generation.sink, "stream", True):
+            generation._stream = self.tokenizer.create_stream()
+        else:
+            generation._ids = []
 
     def _start_single(self, generation: Generation) -> None:
         og = self._og
         self._prepare(generation, "single")
         s = generation.sampling
-        params = og.GeneratorParams(self.model)
+        # A generator with the same search options is taken back from an earlier request
+        # rather than made anew (not for a seeded request: its random numbers must start
+        # from the seed). Its length is rounded up to GENERATOR_LENGTH_STEP tokens, so that
+        # prompts of about the same length share one: a step costs more the longer the
+        # generator's cache, so it is not made as long as the context.
+        reuse = self._keep_generators > 0 and (s.temperature == 0 or s.seed is None)
+        length = len(generation.prompt_ids) + s.max_tokens
+        if reuse:
+            length = -(-length // GENERATOR_LENGTH_STEP) * GENERATOR_LENGTH_STEP
         options: dict[str, Any] = {
-            "max_length": min(self.context_length,
-                              len(generation.prompt_ids) + s.max_tokens),
+            "max_length": min(self.context_length, length),
             "do_sample": s.temperature > 0}
         if s.min_tokens:
             options["min_length"] = len(generation.prompt_ids) + s.min_tokens
@@ -300,8 +326,21 @@ class GenaiRuntime:
             options.update(temperature=s.temperature, top_p=s.top_p)
             if s.seed is not None:
                 options["random_seed"] = s.seed
-        params.set_search_options(**options)
-        generator = og.Generator(self.model, params)
+        key = ((options["max_length"], options.get("min_length", 0), s.temperature,
+                s.top_p if s.temperature else 1.0) if reuse else None)
+        generator = self._idle.pop(key, None) if key is not None else None
+        if generator is not None:
+            try:
+                generator.rewind_to(0)
+            except RuntimeError:  # a model that can not go back: make one each time
+                self._keep_generators = 0
+                self._idle.clear()
+                generator = None
+        if generator is None:
+            params = og.GeneratorParams(self.model)
+            params.set_search_options(**options)
+            generator = og.Generator(self.model, params)
+        generation._key = key
         started = time.perf_counter()
         generator.append_tokens(generation.prompt_ids)
         generation.device_s += time.perf_counter() - started
@@ -338,8 +377,7 @@ class GenaiRuntime:
         """One step for every running stream."""
         for generation in list(self._single):
             if generation.cancelled:
-                self._single.remove(generation)
-                self._finish(generation, CANCELLED)
+                self._end_single(generation, CANCELLED)
                 continue
             generator = generation._handle
             started = time.perf_counter()
@@ -353,10 +391,21 @@ class GenaiRuntime:
             if done is None and generation.completion_tokens >= generation.sampling.max_tokens:
                 done = LENGTH
             if done is not None:
-                self._single.remove(generation)
-                self._finish(generation, done)
+                self._end_single(generation, done)
         if self._batched:
             self._engine_step()
+
+    def _end_single(self, generation: Generation, reason: str) -> None:
+        """End a generation of the single path; its generator is kept when it may serve
+        again (the least recently used goes past ``_keep_generators``)."""
+        self._single.remove(generation)
+        key = generation._key
+        if key is not None and generation._handle is not None:
+            self._idle.pop(key, None)
+            self._idle[key] = generation._handle
+            while len(self._idle) > self._keep_generators:
+                del self._idle[next(iter(self._idle))]
+        self._finish(generation, reason)
 
     def _engine_step(self) -> None:
         og = self._og
@@ -412,12 +461,14 @@ class GenaiRuntime:
         generation.completion_tokens += 1
         if token in self.eos:
             return STOP
-        piece = generation._stream.decode(token)
-        if piece:
-            generation._pending += piece
-            stop = _emit(generation)
-            if stop:
-                return STOP
+        if generation._ids is not None:
+            generation._ids.append(token)
+        else:
+            piece = generation._stream.decode(token)
+            if piece:
+                generation._pending += piece
+                if _emit(generation):
+                    return STOP
         if generation.completion_tokens >= generation.sampling.max_tokens:
             return LENGTH
         return None
@@ -425,6 +476,12 @@ class GenaiRuntime:
     def _finish(self, generation: Generation, reason: str, error: str | None = None) -> None:
         if generation.ended is not None:
             return
+        if generation._ids:
+            text = self.tokenizer.decode(generation._ids)
+            generation._ids = []
+            if text:
+                generation.text += text
+                generation.sink.tokens(generation, text)
         if reason in (STOP, LENGTH) and generation._pending:
             generation.text += generation._pending
             generation.sink.tokens(generation, generation._pending)
@@ -437,6 +494,7 @@ class GenaiRuntime:
 
     def _fail_all(self, message: str) -> None:
         running = list(self._single) + list(self._batched.values())
+        self._idle.clear()
         self._single.clear()
         self._batched.clear()
         for generation in running:
@@ -494,6 +552,19 @@ def _engine_reason(og: Any, event: Any) -> str:
 def _context_length(folder: str | Path) -> int:
     config = json.loads((Path(folder) / "genai_config.json").read_text())
     return int(config["model"]["context_length"])
+
+
+def _cache_bytes(folder: str | Path, tokens: int) -> int:
+    """The most a generator's key-value cache for ``tokens`` tokens takes (4-byte values);
+    a large number when the configuration does not say."""
+    decoder = json.loads((Path(folder) / "genai_config.json").read_text())["model"].get(
+        "decoder", {})
+    try:
+        per_token = (2 * int(decoder["num_hidden_layers"])
+                     * int(decoder["num_key_value_heads"]) * int(decoder["head_size"]) * 4)
+    except (KeyError, TypeError, ValueError):
+        return IDLE_CACHE_BYTES + 1
+    return per_token * tokens
 
 
 class _Waiter:

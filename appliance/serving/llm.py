@@ -7,7 +7,8 @@ request becomes a ``Call``: the runtime's thread hands it tokens, and the event
 loop is woken once per batch of them (never once per token while it is still
 busy with the last wake), so streaming costs little more than not streaming.
 
-When a call ends, ``LlmService.record`` counts it in the Prometheus metrics
+When a call ends, ``LlmService.record`` gives its figures for the answer and, at the
+loop's next turn (after the answer is written), counts it in the Prometheus metrics
 (named after vLLM's, under ``appliance_llm_``) and queues its request-log row:
 tokens, queue time, time to first token, mean inter-token latency, end-to-end
 time, finish reason, device-seconds and cost.
@@ -233,11 +234,15 @@ class Call:
         if remaining <= 0:
             self._expire()
             return False
-        try:
-            await asyncio.wait_for(self._event.wait(), remaining)
-        except TimeoutError:
-            self._expire()
-            return False
+        if not self._event.is_set():
+            try:
+                # A timeout of the task's own, not wait_for's task per wait: one turn of
+                # the loop fewer when the generation ends.
+                async with asyncio.timeout(remaining):
+                    await self._event.wait()
+            except TimeoutError:
+                self._expire()
+                return False
         self._event.clear()
         return True
 
@@ -294,6 +299,13 @@ class _Hist:
         self.total += value
         self.count += 1
 
+    def observe_many(self, values: list[float]) -> None:
+        counts, bounds, where = self.counts, self.bounds, bisect.bisect_left
+        for value in values:
+            counts[where(bounds, value)] += 1
+        self.total += sum(values)
+        self.count += len(values)
+
 
 class LlmMetrics:
     """vLLM's request metrics, per model and version, under ``appliance_llm_``."""
@@ -317,10 +329,16 @@ class LlmMetrics:
         self.guardrail: dict[tuple[str, str, str, str, str], int] = collections.defaultdict(int)
 
     def observe(self, name: str, key: tuple[str, str], value: float) -> None:
+        self._hist(name, key).observe(value)
+
+    def observe_many(self, name: str, key: tuple[str, str], values: list[float]) -> None:
+        self._hist(name, key).observe_many(values)
+
+    def _hist(self, name: str, key: tuple[str, str]) -> _Hist:
         hist = self.hist.get((name, *key))
         if hist is None:
             hist = self.hist[(name, *key)] = _Hist(self.HISTOGRAMS[name][1])
-        hist.observe(value)
+        return hist
 
     def render(self, running: Mapping[tuple[str, str], tuple[int, int]]) -> str:
         from appliance.serving.metrics import _labels
@@ -443,7 +461,6 @@ class LlmService:
         ``reason`` stands for the generation's finish reason (an answer withheld)."""
         g = call.generation
         model = call.model
-        key = (model.name, str(model.version))
         now = time.perf_counter()
         end = g.ended or now
         queue_s = ((g.admitted or end) - g.submitted)
@@ -459,19 +476,6 @@ class LlmService:
         elif call.gone and reason == CANCELLED:
             reason = "client_gone"
         cost = self.cost(g.device_s)
-        m = self.metrics
-        if status < 400 or g.completion_tokens:
-            m.prompt_tokens[key] += len(g.prompt_ids)
-            m.generation_tokens[key] += g.completion_tokens
-            m.device_s[key] += g.device_s
-            m.cost[key] += cost
-            m.observe("request_queue_time_seconds", key, queue_s)
-            m.observe("e2e_request_latency_seconds", key, e2e)
-            if ttft is not None:
-                m.observe("time_to_first_token_seconds", key, ttft)
-            for gap in g.gaps:
-                m.observe("inter_token_latency_seconds", key, gap)
-        m.requests[(*key, reason or "error")] += 1
         figures = {
             "model_version": model.version,
             "queue_ms": round(queue_s * 1e3, 3),
@@ -487,14 +491,40 @@ class LlmService:
         }
         if call.prompt_ref is not None:
             figures["prompt"] = call.prompt_ref
+        # The metrics and the request-log row wait for the loop's next turn: the answer
+        # is written first. Nothing the loop reads later is handled before them.
+        call._loop.call_soon(self._account, call, status, error, reason, time.time(),
+                             (queue_s, ttft, itl, e2e, cost))
+        return figures
+
+    def _account(self, call: Call, status: int, error: str | None, reason: str | None,
+                 ts: float, times: tuple[float, float | None, float | None, float, float]
+                 ) -> None:
+        """A finished call in the metrics and the request log (see ``record``)."""
+        queue_s, ttft, itl, e2e, cost = times
+        g = call.generation
+        model = call.model
+        key = (model.name, str(model.version))
+        m = self.metrics
+        if status < 400 or g.completion_tokens:
+            m.prompt_tokens[key] += len(g.prompt_ids)
+            m.generation_tokens[key] += g.completion_tokens
+            m.device_s[key] += g.device_s
+            m.cost[key] += cost
+            m.observe("request_queue_time_seconds", key, queue_s)
+            m.observe("e2e_request_latency_seconds", key, e2e)
+            if ttft is not None:
+                m.observe("time_to_first_token_seconds", key, ttft)
+            if g.gaps:
+                m.observe_many("inter_token_latency_seconds", key, g.gaps)
+        m.requests[(*key, reason or "error")] += 1
         if self.request_log is not None:
             text = self.settings.log_text
             self.request_log.record(LlmEntry(
-                time.time(), model.name, model.version, call.endpoint, call.request_id, status,
+                ts, model.name, model.version, call.endpoint, call.request_id, status,
                 call.stream, len(g.prompt_ids), g.completion_tokens, queue_s * 1e3,
                 None if ttft is None else ttft * 1e3, None if itl is None else itl * 1e3,
                 e2e * 1e3, reason, model.runtime.device, g.device_s, cost,
                 self.settings.currency, error or g.error,
                 call.prompt_text if text else None, g.text if text else None,
                 call.prompt_ref, call.screen.log() if call.screen is not None else None))
-        return figures

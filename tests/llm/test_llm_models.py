@@ -255,3 +255,124 @@ def test_batched_answers_have_every_token_asked_for(tiny_model: Path) -> None:
     assert [g.completion_tokens for g in asked] == [6, 6, 7, 9, whole, whole]
     assert all(g.finish_reason == "length" for g in asked)
     assert "batched" in {g.path for g in asked[:4]}
+
+
+def test_the_single_path_reuses_its_generators_and_answers_the_same(tiny_model: Path) -> None:
+    """A request that finds the model idle takes back the generator of an earlier one with
+    the same search options (its length rounded up to 16 tokens): its answers are those of
+    a fresh generator, after a request cancelled part-way too; a seeded request still gets
+    a generator of its own."""
+    from appliance.llm.runtime import CANCELLED, LENGTH, GenaiRuntime, Generation, Sampling
+
+    class Sink:
+        def tokens(self, generation: Generation, text: str) -> None:
+            pass
+
+        def finished(self, generation: Generation) -> None:
+            pass
+
+    runtime = GenaiRuntime(tiny_model, eos_token_ids=[1], threaded=False)
+
+    def run(question: str, sampling: Sampling, cancel_after: int | None = None) -> Generation:
+        g = Generation(runtime.encode(tiny.prompt_for(question)), sampling, Sink())
+        runtime.submit(g)
+        steps = 0
+        while runtime.busy():
+            if steps == cancel_after:
+                runtime.cancel(g)
+            runtime.step()
+            steps += 1
+        return g
+
+    try:
+        greedy = Sampling(max_tokens=16, temperature=0.0)
+        questions = [q for q, _ in tiny.facts()]
+        first = [run(q, greedy) for q in questions]
+        assert [g.text.strip() for g in first] == [a for _, a in tiny.facts()]
+        # prompts of 12 to 19 tokens and 16 more: generators of 32 and 48 tokens
+        assert {g.path for g in first} == {"single"} and len(runtime._idle) == 2
+        kept = dict(runtime._idle)
+        cut = run(questions[0], greedy, cancel_after=3)
+        assert cut.finish_reason == CANCELLED and 0 < cut.completion_tokens < 16
+        again = [run(q, greedy) for q in questions]
+        assert [g.text for g in again] == [g.text for g in first]
+        assert all(runtime._idle[k] is g for k, g in kept.items())  # two served them all
+
+        long = [run(questions[0], Sampling(max_tokens=n, temperature=0.0, min_tokens=n))
+                for n in (9, 9, 5)]
+        assert [g.completion_tokens for g in long] == [9, 9, 5]
+        assert {g.finish_reason for g in long} == {LENGTH}
+        assert long[0].text == long[1].text and long[0].text.startswith(long[2].text)
+
+        seeded = [run(questions[1], Sampling(max_tokens=12, temperature=1.0, seed=7))
+                  for _ in range(2)]
+        assert seeded[0].text == seeded[1].text and seeded[0].completion_tokens > 0
+        assert len(runtime._idle) == 4  # greedy, and min_tokens 9 and 5; none for the seed
+    finally:
+        runtime.close()
+
+
+def test_generators_are_kept_only_for_a_small_cache(tmp_path: Path) -> None:
+    from appliance.llm.runtime import IDLE_CACHE_BYTES, _cache_bytes
+
+    config = {"model": {"decoder": {"num_hidden_layers": 2, "num_key_value_heads": 2,
+                                    "head_size": 16}}}
+    (tmp_path / "genai_config.json").write_text(json.dumps(config))
+    assert _cache_bytes(tmp_path, 128) == 2 * 2 * 2 * 16 * 4 * 128
+    config["model"]["decoder"] = {"num_hidden_layers": 32, "num_key_value_heads": 8,
+                                  "head_size": 128}
+    (tmp_path / "genai_config.json").write_text(json.dumps(config))
+    assert _cache_bytes(tmp_path, 8192) > IDLE_CACHE_BYTES  # an 8B model: none kept
+    (tmp_path / "genai_config.json").write_text(json.dumps({"model": {}}))
+    assert _cache_bytes(tmp_path, 1) > IDLE_CACHE_BYTES  # unknown: none kept
+
+
+def test_an_answer_not_streamed_is_decoded_at_its_end_to_the_same_text(
+        tiny_model: Path) -> None:
+    """Without stop strings an answer not streamed is decoded in one call when it ends:
+    the same text as token by token, whole, cut at max_tokens, or cancelled part-way."""
+    from appliance.llm.runtime import CANCELLED, GenaiRuntime, Generation, Sampling
+
+    class Sink:
+        def __init__(self, stream: bool) -> None:
+            self.stream = stream
+            self.pieces: list[str] = []
+
+        def tokens(self, generation: Generation, text: str) -> None:
+            self.pieces.append(text)
+
+        def finished(self, generation: Generation) -> None:
+            pass
+
+    runtime = GenaiRuntime(tiny_model, eos_token_ids=[1], threaded=False)
+
+    def run(question: str, stream: bool, max_tokens: int, cancel_after: int | None = None
+            ) -> tuple[Generation, Sink]:
+        sink = Sink(stream)
+        g = Generation(runtime.encode(tiny.prompt_for(question)),
+                       Sampling(max_tokens=max_tokens, temperature=0.0,
+                                min_tokens=max_tokens if cancel_after else 0), sink)
+        runtime.submit(g)
+        steps = 0
+        while runtime.busy():
+            if steps == cancel_after:
+                runtime.cancel(g)
+            runtime.step()
+            steps += 1
+        return g, sink
+
+    try:
+        for question, answer in tiny.facts():
+            for max_tokens in (16, 3):
+                (plain, plain_sink), (streamed, streamed_sink) = (
+                    run(question, False, max_tokens), run(question, True, max_tokens))
+                assert plain.text == streamed.text == "".join(streamed_sink.pieces)
+                assert plain.finish_reason == streamed.finish_reason
+                assert len(plain_sink.pieces) == 1 < len(streamed_sink.pieces)
+            assert plain.completion_tokens <= 3 and answer.startswith(plain.text.strip())
+        (cut, _), (cut_streamed, _) = (run(tiny.facts()[0][0], False, 40, cancel_after=20),
+                                       run(tiny.facts()[0][0], True, 40, cancel_after=20))
+        assert cut.finish_reason == CANCELLED and cut.completion_tokens == 20
+        assert cut.text == cut_streamed.text and len(cut.text) > 10
+    finally:
+        runtime.close()
