@@ -16,8 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.audit.log import canonical_json, now_iso
 from appliance.datasets.profile import build_profile
@@ -25,7 +23,7 @@ from appliance.datasets.table import Table, parse_csv
 from appliance.errors import BadInput, NotFound
 from appliance.registry.refs import check_name, parse_ref
 from appliance.storage.blobs import BlobStore, sha256_file
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ def _from_row(row: dict[str, Any]) -> DatasetVersion:
     )
 
 
-def _existing(db: sqlite_utils.Database, name: str, digest: str, target: str) -> DatasetVersion | None:
+def _existing(db: Database, name: str, digest: str, target: str) -> DatasetVersion | None:
     rows = list(
         db.query(_SELECT + " WHERE d.name = ? AND v.digest = ? AND v.target = ?",
                  [name, digest, target])
@@ -82,7 +80,7 @@ def _existing(db: sqlite_utils.Database, name: str, digest: str, target: str) ->
 
 
 def add_dataset(
-    db: sqlite_utils.Database,
+    db: Database,
     blobs: BlobStore,
     name: str,
     path: str | os.PathLike[str],
@@ -170,7 +168,7 @@ def add_dataset(
     return created, True
 
 
-def get_dataset_version(db: sqlite_utils.Database, ref: str) -> DatasetVersion:
+def get_dataset_version(db: Database, ref: str) -> DatasetVersion:
     """``NAME@VERSION``, or ``NAME`` for the latest version."""
     parsed = parse_ref(ref, "dataset reference")
     if parsed.alias is not None:
@@ -186,14 +184,14 @@ def get_dataset_version(db: sqlite_utils.Database, ref: str) -> DatasetVersion:
     return _from_row(rows[0])
 
 
-def get_dataset_version_by_id(db: sqlite_utils.Database, version_id: int) -> DatasetVersion:
+def get_dataset_version_by_id(db: Database, version_id: int) -> DatasetVersion:
     rows = list(db.query(_SELECT + " WHERE v.id = ?", [version_id]))
     if not rows:
         raise NotFound(f"dataset version id {version_id} does not exist")
     return _from_row(rows[0])
 
 
-def list_datasets(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def list_datasets(db: Database) -> list[dict[str, Any]]:
     """One row per dataset: its latest version and how many it has."""
     return list(db.query(
         "SELECT d.name, COUNT(v.id) AS versions, MAX(v.version) AS latest,"
@@ -205,7 +203,7 @@ def list_datasets(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     ))
 
 
-def list_versions(db: sqlite_utils.Database, name: str) -> list[DatasetVersion]:
+def list_versions(db: Database, name: str) -> list[DatasetVersion]:
     rows = list(db.query(_SELECT + " WHERE d.name = ? ORDER BY v.version", [name]))
     if not rows:
         raise NotFound(f"dataset {name} does not exist; see 'appliance datasets list'")

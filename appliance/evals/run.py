@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance.config import Config
 from appliance.errors import BadInput, OperationFailed
 from appliance.evals.cases import Case, check_params
@@ -30,6 +28,7 @@ from appliance.evals.targets import Target, check_target, parse_target
 from appliance.llm.runtime import ERROR, Generation, Sampling
 from appliance.registry import resolve
 from appliance.registry.versions import ModelVersion
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 Progress = Callable[[float, str], None]
@@ -47,7 +46,7 @@ class Plan:
     params: dict[str, Any]
 
 
-def _llm(db: sqlite_utils.Database, ref: str, what: str) -> ModelVersion:
+def _llm(db: Database, ref: str, what: str) -> ModelVersion:
     from appliance.llm.folder import is_llm
 
     mv = resolve(db, ref)
@@ -57,7 +56,7 @@ def _llm(db: sqlite_utils.Database, ref: str, what: str) -> ModelVersion:
     return mv
 
 
-def plan_run(db: sqlite_utils.Database, blobs: Any, target: str, evalset: str, *,
+def plan_run(db: Database, blobs: Any, target: str, evalset: str, *,
              judge: str | None = None, params: dict[str, Any] | None = None) -> Plan:
     """Check everything a run needs: the target and its model, the set, the judge of
     every judge case, the parameters. ``BadInput`` or ``NotFound`` naming what is wrong."""

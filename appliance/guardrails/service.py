@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance.config import Config
 from appliance.errors import BadInput, NotFound
 from appliance.guardrails import data, train
@@ -23,9 +21,10 @@ from appliance.guardrails.guard import Guard, load_classifier
 from appliance.guardrails.policy import load as load_policies
 from appliance.registry.versions import ModelVersion
 from appliance.storage.blobs import BlobStore
+from appliance.storage.db import Database
 
 
-def train_and_register(config: Config, db: sqlite_utils.Database, blobs: BlobStore, *,
+def train_and_register(config: Config, db: Database, blobs: BlobStore, *,
                        actor: str) -> tuple[ModelVersion, dict[str, Any]]:
     """Train on the training split, measure on the held-out one, register; (version,
     metrics)."""
@@ -74,7 +73,7 @@ def read_labelled(path: Path) -> tuple[list[str], list[str]]:
     return attacks, benign
 
 
-def evaluate(config: Config, db: sqlite_utils.Database, blobs: BlobStore,
+def evaluate(config: Config, db: Database, blobs: BlobStore,
              file: Path | None = None) -> dict[str, Any]:
     """Recall and false-positive rate of the classifier and of the whole input check."""
     if file is not None:

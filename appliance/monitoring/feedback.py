@@ -46,14 +46,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from appliance import audit
 from appliance.drift.performance import classification_metrics, regression_metrics
 from appliance.errors import BadInput, StorageError
 from appliance.monitoring.traffic import Window
 from appliance.registry import ModelVersion, resolve
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 
 _TRUE = {"true", "yes", "1", "1.0"}
@@ -292,7 +291,7 @@ class Labelled:
     outputs: list[Any]  # per row: class probabilities, or the predicted number
 
 
-def labelled(mon: sqlite_utils.Database, model: str, window: Window,
+def labelled(mon: Database, model: str, window: Window,
              names: tuple[str, str] = ("probabilities", "prediction")) -> dict[int, Labelled]:
     """Feedback joined to the sampled outputs of the window, per served version; each label
     to its one request (``LABELLED_REQUEST``), counted when that request is in the window.

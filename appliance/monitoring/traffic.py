@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-import sqlite_utils
 
 from appliance.errors import BadInput
 from appliance.monitoring.rollup import bucket, last_rolled_id, sketch_quantiles
+from appliance.storage.db import Database
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def raw_rows_sql(columns: str, last_id: int) -> str:
             " WHERE model = ? AND minute >= ? AND minute <= ? AND ts >= ? AND ts < ?")
 
 
-def traffic(mon: sqlite_utils.Database, model: str, window: Window, *,
+def traffic(mon: Database, model: str, window: Window, *,
             version: int | None = None, by_minute: bool = True) -> list[dict[str, Any]]:
     """Requests, rows, client errors (4xx), failures (5xx) and latency percentiles, one entry
     per version and minute (or per version over the whole window with ``by_minute=False``).
@@ -161,7 +161,7 @@ def traffic(mon: sqlite_utils.Database, model: str, window: Window, *,
     return out
 
 
-def served_models(mon: sqlite_utils.Database) -> list[dict[str, Any]]:
+def served_models(mon: Database) -> list[dict[str, Any]]:
     """Every model in the request log with its request count and last request time, from
     the roll-ups and the rows after them."""
     last_id = last_rolled_id(mon)
@@ -203,7 +203,7 @@ def _rows_of(value: Any) -> list[Any]:
     return [v[0] if isinstance(v, list) and len(v) == 1 else v for v in value]
 
 
-def samples(mon: sqlite_utils.Database, model: str, window: Window, *,
+def samples(mon: Database, model: str, window: Window, *,
             version: int | None = None, live_only: bool = True) -> Samples:
     """Every sampled, answered row of ``model`` in the window, oldest first.
 

@@ -14,14 +14,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import sqlite_utils
-
 from appliance.config import Config
 from appliance.errors import ApplianceError, BadInput
 from appliance.llm.folder import is_llm
 from appliance.promotion import evaluate
 from appliance.promotion.policy import LOWER_IS_BETTER, metric_name
 from appliance.registry import ModelVersion
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 
@@ -121,7 +120,7 @@ def signature_compatible(candidate: dict[str, Any], production: dict[str, Any]) 
     return problems
 
 
-def run_gates(home: Home, db: sqlite_utils.Database, mv: ModelVersion,
+def run_gates(home: Home, db: Database, mv: ModelVersion,
               production: ModelVersion | None, policy: dict[str, Any], config: Config, *,
               target: str = "production", breaking_change: bool = False,
               approvals: list[dict[str, Any]] | None = None) -> GateReport:

@@ -388,7 +388,12 @@ def log_traffic(home: Home, *, model: str = "churn", version: int = 1, rate: flo
         free, i = done, j
     mon = home.monitoring_db()
     try:
-        mon["requests"].insert_all(rows, batch_size=5000)
+        columns = list(rows[0]) if rows else []
+        with immediate(mon):
+            mon.conn.executemany(
+                f"INSERT INTO requests ({', '.join(columns)})"
+                f" VALUES ({', '.join('?' * len(columns))})",
+                [[row[c] for c in columns] for row in rows])
     finally:
         mon.close()
     return len(rows)
