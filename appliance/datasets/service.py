@@ -14,16 +14,17 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import audit
 from appliance.audit.log import canonical_json, now_iso
-from appliance.datasets.profile import build_profile
-from appliance.datasets.table import Table, parse_csv
 from appliance.errors import BadInput, NotFound
 from appliance.registry.refs import check_name, parse_ref
 from appliance.storage.blobs import BlobStore, sha256_file
 from appliance.storage.db import Database, immediate
+
+if TYPE_CHECKING:
+    from appliance.datasets.table import Table
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,10 @@ def add_dataset(
         data = file.read_bytes()
     except OSError as exc:
         raise BadInput(f"{file}: can not be read: {exc.strerror or exc}") from exc
+    # numpy: imported here, so listing and showing datasets does not pay for it
+    from appliance.datasets.profile import build_profile
+    from appliance.datasets.table import parse_csv
+
     table = parse_csv(data, source=str(file), infer_rows=infer_rows)
     if target is not None and target not in table.types:
         raise BadInput(
@@ -217,6 +222,8 @@ def load_profile(blobs: BlobStore, version: DatasetVersion) -> dict[str, Any]:
 
 def load_table(blobs: BlobStore, version: DatasetVersion) -> Table:
     """Re-read a version's bytes (hash-verified) with its recorded column types."""
+    from appliance.datasets.table import parse_csv
+
     data = blobs.read_bytes(version.digest)
     types = {c["name"]: c["type"] for c in version.schema}
     return parse_csv(data, source=version.ref, types=types)

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
 from appliance.errors import BadInput
 from appliance.monitoring.traffic import Window
 from appliance.registry import model_summary
@@ -100,6 +98,8 @@ class _Group:
 def _quantiles(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
+    import numpy as np  # here: the usage tables with no rows need none of it
+
     p50, p95 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95])
     return round(float(p50), 3), round(float(p95), 3)
 

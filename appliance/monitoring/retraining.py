@@ -47,7 +47,6 @@ from appliance.config import Config
 from appliance.datasets import add_dataset, get_dataset_version
 from appliance.errors import BadInput
 from appliance.monitoring.alerts import KINDS
-from appliance.monitoring.feedback import LABELLED_REQUEST
 from appliance.registry import ModelVersion, resolve
 from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
@@ -149,6 +148,8 @@ def production_rows(mon: Database, model: str, since: float,
     however often a client retried it. Rows come in the order of their request ids, not of
     when concurrent requests happened to finish, so the same labelled requests always make
     the same dataset (and the same seeded split)."""
+    from appliance.monitoring.feedback import LABELLED_REQUEST  # numpy: not at start-up
+
     out: list[list[str]] = []
     for row, label, inputs in mon.execute(
         "SELECT f.row, f.label, r.inputs FROM feedback f"

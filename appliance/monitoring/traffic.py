@@ -14,14 +14,16 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
 from appliance.errors import BadInput
 from appliance.monitoring.rollup import bucket, last_rolled_id, sketch_quantiles
 from appliance.storage.db import Database
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ def _percentiles(latencies_us: list[int],
                 for k, v in zip(("p50_ms", "p95_ms", "p99_ms"), values, strict=True)}
     if not latencies_us:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    import numpy as np  # here, so listing alerts or usage does not load it
+
     arr = np.asarray(latencies_us, dtype=np.float64) / 1000.0
     p50, p95, p99 = np.percentile(arr, [50, 95, 99])
     return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99)}
@@ -209,6 +213,8 @@ def samples(mon: Database, model: str, window: Window, *,
 
     ``live_only`` leaves out shadow copies, whose outputs nobody received.
     """
+    import numpy as np
+
     sql = ("SELECT ts, version, request_id, inputs, outputs FROM requests"
            " WHERE model = ? AND minute >= ? AND minute <= ? AND ts >= ? AND ts < ?"
            " AND status < 400 AND inputs IS NOT NULL")
@@ -259,6 +265,8 @@ def samples(mon: Database, model: str, window: Window, *,
 
 def as_float(values: list[Any]) -> tuple[np.ndarray, int]:
     """Numbers as float64 with NaN for missing; also how many values were not numbers."""
+    import numpy as np
+
     out = np.empty(len(values), dtype=np.float64)
     bad = 0
     for i, v in enumerate(values):

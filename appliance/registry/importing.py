@@ -19,7 +19,6 @@ from typing import Any
 from appliance import audit
 from appliance.errors import BadInput, Conflict
 from appliance.llm.folder import inspect_folder, store_folder
-from appliance.onnxtools.models import check_model, probe_inference, signature_of, unzip_maps
 from appliance.registry.refs import check_name
 from appliance.registry.versions import ModelVersion, get_version_by_id, insert_version, resolve
 from appliance.storage.blobs import BlobStore
@@ -43,6 +42,9 @@ class Attachment:
 
 def read_model_file(path: str | os.PathLike[str]) -> tuple[bytes, dict[str, Any]]:
     """The file's bytes and signature after onnx.checker and one inference on zeros."""
+    # numpy, onnx and onnxruntime: imported here, so listing the registry does not pay for them
+    from appliance.onnxtools.models import check_model, probe_inference, signature_of, unzip_maps
+
     file = Path(path)
     try:
         data = file.read_bytes()
