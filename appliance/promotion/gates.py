@@ -17,7 +17,6 @@ from typing import Any
 from appliance.config import Config
 from appliance.errors import ApplianceError, BadInput
 from appliance.llm.folder import is_llm
-from appliance.promotion import evaluate
 from appliance.promotion.policy import LOWER_IS_BETTER, metric_name
 from appliance.registry import ModelVersion
 from appliance.storage.db import Database
@@ -131,6 +130,9 @@ def run_gates(home: Home, db: Database, mv: ModelVersion,
         report.gates.extend(llm_gates(home, mv, production))
         _approval(report, gates, mv, approvals)
         return report
+    # numpy, onnxruntime and the trainer: imported here, so showing a policy does not load them
+    from appliance.promotion import evaluate
+
     task = mv.signature.get("task")
     data = home.blobs.read_bytes(mv.onnx_digest, verify=True)
 

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import numpy as np
-
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import Conflict, NotFound
@@ -199,6 +197,8 @@ def _agree(a: dict[str, Any], b: dict[str, Any]) -> bool:
     common = set(a) & set(b)
     if not common:
         return False
+    import numpy as np  # here, so reading a rollout's state does not load it
+
     try:
         return all(np.allclose(np.asarray(a[k], dtype=np.float64),
                                np.asarray(b[k], dtype=np.float64), rtol=0.05, atol=1e-3)
