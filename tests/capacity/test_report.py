@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers.rows import insert_rows
 
 from appliance.capacity import store
 from appliance.capacity.report import build, kv_cache_bytes
@@ -45,10 +46,10 @@ def served_log(rate: float, seconds: float, max_batch: int, seed: int = 0
 
 def write(mon: Database, log: list[tuple[float, int, int, int]],
           model: str = "m", version: int = 1) -> None:
-    mon["requests"].insert_all(
-        [{"ts": ts, "minute": int(ts // 60), "model": model, "version": version,
-          "route": "primary", "status": 200, "latency_us": lat, "queue_us": q,
-          "batch_size": b, "rows": 1} for ts, lat, q, b in log], batch_size=5000)
+    insert_rows(mon, "requests", (
+        {"ts": ts, "minute": int(ts // 60), "model": model, "version": version,
+         "route": "primary", "status": 200, "latency_us": lat, "queue_us": q,
+         "batch_size": b, "rows": 1} for ts, lat, q, b in log))
 
 
 def config(**capacity: object) -> object:
@@ -193,7 +194,7 @@ def test_a_language_model_is_sized_by_its_profile_and_kv_cache(home: Home, tiny_
     rows = llm_log(rate=40, seconds=120, tokens=20, step=(a, c))
     with home.db() as db, home.monitoring_db() as mon:
         store.save(db, "chat@1", profile, actor="tester")
-        mon["llm_requests"].insert_all(rows)
+        insert_rows(mon, "llm_requests", rows)
         report = build(mon, db, config(), since=T0, until=T0 + 3600, slo_p95_ms=50)
     (m,) = report["models"]
     assert m["kind"] == "llm" and m["enough"], m["missing"]
@@ -219,8 +220,8 @@ def test_a_language_model_without_a_profile_is_not_enough_data(home: Home, tiny_
 
     register(home, tiny_model)
     with home.db() as db, home.monitoring_db() as mon:
-        mon["llm_requests"].insert_all(llm_log(rate=5, seconds=60, tokens=5,
-                                               step=(0.001, 0.0005)))
+        insert_rows(mon, "llm_requests", llm_log(rate=5, seconds=60, tokens=5,
+                                                 step=(0.001, 0.0005)))
         (m,) = build(mon, db, config(), since=T0, until=T0 + 3600)["models"]
     assert not m["enough"]
     assert any("chat@1 has no capacity profile" in x for x in m["missing"])

@@ -43,6 +43,8 @@ from appliance.storage.db import immediate
 from appliance.storage.home import Home, init_home
 from appliance.training.runs import fail_run, start_run
 
+from .rows import insert_rows
+
 ROLES = ("admin", "operator", "approver", "viewer")
 PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -388,12 +390,7 @@ def log_traffic(home: Home, *, model: str = "churn", version: int = 1, rate: flo
         free, i = done, j
     mon = home.monitoring_db()
     try:
-        columns = list(rows[0]) if rows else []
-        with immediate(mon):
-            mon.conn.executemany(
-                f"INSERT INTO requests ({', '.join(columns)})"
-                f" VALUES ({', '.join('?' * len(columns))})",
-                [[row[c] for c in columns] for row in rows])
+        insert_rows(mon, "requests", rows)
     finally:
         mon.close()
     return len(rows)
