@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 from click.testing import CliRunner, Result
 
 from appliance.cli import main
 from appliance.config import parse_config
+from appliance.storage.db import Database
 from appliance.storage.home import Home, init_home
 
 
@@ -36,7 +36,7 @@ def home(tmp_path: Path) -> Home:
 
 
 @pytest.fixture
-def db(home: Home) -> Iterator[sqlite_utils.Database]:
+def db(home: Home) -> Iterator[Database]:
     database = home.db()
     yield database
     database.close()

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlite_utils
-
 from appliance.audit.keys import Signer, load_signer
 from appliance.audit.standalone_verify import CompactRange
 from appliance.errors import StorageError
+from appliance.storage.db import Database
 
 CHECKPOINT_EVERY = 64
 
@@ -30,7 +29,7 @@ class KeyRow:
     vkey: str
 
 
-def keys_dir_of(db: sqlite_utils.Database) -> Path | None:
+def keys_dir_of(db: Database) -> Path | None:
     """The ``keys/`` directory beside the database file (None for a database in memory)."""
     for _, name, file in db.execute("PRAGMA database_list").fetchall():
         if name == "main" and file:
@@ -38,14 +37,14 @@ def keys_dir_of(db: sqlite_utils.Database) -> Path | None:
     return None
 
 
-def current_key(db: sqlite_utils.Database) -> KeyRow | None:
+def current_key(db: Database) -> KeyRow | None:
     row = db.execute(
         "SELECT key_id, vkey FROM audit_keys WHERE retired_seq IS NULL"
     ).fetchone()
     return KeyRow(key_id=row[0], vkey=row[1]) if row else None
 
 
-def current_signer(db: sqlite_utils.Database) -> Signer | None:
+def current_signer(db: Database) -> Signer | None:
     """The key in force, or None while no key has been made (before ``appliance init``)."""
     key = current_key(db)
     keys_dir = keys_dir_of(db)
@@ -54,18 +53,18 @@ def current_signer(db: sqlite_utils.Database) -> Signer | None:
     return load_signer(keys_dir, key.key_id)
 
 
-def log_size(db: sqlite_utils.Database) -> int:
+def log_size(db: Database) -> int:
     return int(db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM audit_log").fetchone()[0])
 
 
-def latest_checkpoint(db: sqlite_utils.Database) -> tuple[int, str] | None:
+def latest_checkpoint(db: Database) -> tuple[int, str] | None:
     row = db.execute(
         "SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1"
     ).fetchone()
     return (int(row[0]), str(row[1])) if row else None
 
 
-def sign_checkpoint(db: sqlite_utils.Database, signer: Signer | None = None) -> str | None:
+def sign_checkpoint(db: Database, signer: Signer | None = None) -> str | None:
     """Sign the tree as it stands, inside the caller's write transaction.
 
     Returns the note, the existing one when the tree has not grown since, or

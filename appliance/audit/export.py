@@ -20,8 +20,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance.audit.checkpoints import current_key
 from appliance.audit.merkle import MerkleTree
 from appliance.audit.service import read_checkpoints
@@ -31,11 +29,12 @@ from appliance.audit.standalone_verify import (
     parse_note,
 )
 from appliance.errors import Conflict, NotFound, StorageError
+from appliance.storage.db import Database
 
 FILES = ("entries.jsonl", "checkpoints.json", "proofs.json", "audit.pub")
 
 
-def export(db: sqlite_utils.Database, out: Path) -> dict[str, Any]:
+def export(db: Database, out: Path) -> dict[str, Any]:
     """Write the bundle into ``out`` (new or empty); return the manifest.
 
     The files are written into a temporary directory beside ``out`` and renamed
@@ -81,7 +80,7 @@ def _remove_made(made: list[Path]) -> None:
             return
 
 
-def _write(db: sqlite_utils.Database, vkey: str, out: Path) -> dict[str, Any]:
+def _write(db: Database, vkey: str, out: Path) -> dict[str, Any]:
     leaves: list[bytes] = []
     db.conn.execute("BEGIN")  # one snapshot of entries and checkpoints
     try:

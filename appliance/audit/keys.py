@@ -15,14 +15,7 @@ import base64
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
+from typing import TYPE_CHECKING
 
 from appliance.audit.standalone_verify import (
     ALG_ED25519,
@@ -34,6 +27,9 @@ from appliance.audit.standalone_verify import (
     key_id,
 )
 from appliance.errors import StorageError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 PRIVATE_PREFIX = "PRIVATE+KEY+"
 CURRENT_PUBLIC = "audit.pub"
@@ -47,16 +43,28 @@ class Signer:
 
     @classmethod
     def generate(cls, name: str) -> Signer:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+        )
+
         key = Ed25519PrivateKey.generate()
         seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         return cls(name=check_key_name(name), seed=seed)
 
     @property
     def _key(self) -> Ed25519PrivateKey:
+        # cryptography: loaded when a key is used, not by every command that reads the trail
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return Ed25519PrivateKey.from_private_bytes(self.seed)
 
     @property
     def verifier(self) -> NoteVerifier:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         public = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         return NoteVerifier(name=self.name, id=key_id(self.name, public), public_key=public)
 

@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
-
 from appliance.audit.checkpoints import CHECKPOINT_EVERY, sign_checkpoint
 from appliance.audit.standalone_verify import GENESIS_PREV, canonical_json, leaf_hash
+from appliance.storage.db import Database
 
 __all__ = ["append", "canonical_json", "leaf_hash", "now_iso"]
 
@@ -30,7 +29,7 @@ def now_iso() -> str:
 
 
 def append(
-    db: sqlite_utils.Database,
+    db: Database,
     *,
     actor: str,
     action: str,

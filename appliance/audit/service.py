@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance.audit.checkpoints import (
     current_key,
     current_signer,
@@ -39,7 +37,7 @@ from appliance.audit.standalone_verify import (
     verify_log,
 )
 from appliance.errors import BadInput, Conflict, NotFound
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 
 KEY_CREATED = "audit.key_created"
@@ -99,7 +97,7 @@ def rotate_key(home: Home, actor: str) -> KeyInfo:
         return KeyInfo(new.verifier.vkey, path, created=True)
 
 
-def checkpoint(db: sqlite_utils.Database) -> str:
+def checkpoint(db: Database) -> str:
     """Sign the tree as it stands now (or return the checkpoint already at this size)."""
     with immediate(db):
         note = sign_checkpoint(db)
@@ -108,17 +106,17 @@ def checkpoint(db: sqlite_utils.Database) -> str:
     return note
 
 
-def checkpoints_size(db: sqlite_utils.Database) -> int:
+def checkpoints_size(db: Database) -> int:
     """How many entries the log holds."""
     return log_size(db)
 
 
-def checkpoint_in_transaction(db: sqlite_utils.Database) -> str | None:
+def checkpoint_in_transaction(db: Database) -> str | None:
     """Sign the tree as it stands, inside the caller's write transaction."""
     return sign_checkpoint(db)
 
 
-def genesis_key(db: sqlite_utils.Database) -> NoteVerifier:
+def genesis_key(db: Database) -> NoteVerifier:
     """The first key of the log: what on-box verification trusts unless told otherwise."""
     row = db.execute("SELECT vkey FROM audit_keys ORDER BY created_seq LIMIT 1").fetchone()
     if row is None:
@@ -133,7 +131,7 @@ def parse_vkey(text: str, where: str) -> NoteVerifier:
         raise BadInput(f"{where}: not a verifier key: {exc}") from exc
 
 
-def read_rows(db: sqlite_utils.Database) -> Iterator[Row]:
+def read_rows(db: Database) -> Iterator[Row]:
     for seq, entry, leaf, ts, actor, action, target in db.execute(
         "SELECT seq, entry, leaf_hash, ts, actor, action, target FROM audit_log ORDER BY seq"
     ):
@@ -143,13 +141,13 @@ def read_rows(db: sqlite_utils.Database) -> Iterator[Row]:
         yield int(seq), blob, stored, (ts, actor, action, target)
 
 
-def read_checkpoints(db: sqlite_utils.Database) -> list[tuple[int | None, str]]:
+def read_checkpoints(db: Database) -> list[tuple[int | None, str]]:
     return [(int(s), str(n)) for s, n in
             db.execute("SELECT size, note FROM audit_checkpoints ORDER BY size")]
 
 
 def verify(
-    db: sqlite_utils.Database, trusted: NoteVerifier | None = None, anchor: str | None = None
+    db: Database, trusted: NoteVerifier | None = None, anchor: str | None = None
 ) -> Report:
     """Recompute every hash, link, root and signature; with an anchor, prove consistency with it."""
     trusted = trusted or genesis_key(db)
@@ -163,7 +161,7 @@ def verify(
     return report
 
 
-def verify_and_record(db: sqlite_utils.Database, actor: str) -> dict[str, Any]:
+def verify_and_record(db: Database, actor: str) -> dict[str, Any]:
     """Verify the log (as ``verify``) and keep the outcome for the console's overview,
     with an audit entry saying who verified and what they found, in one transaction."""
     report = verify(db)
@@ -180,7 +178,7 @@ def verify_and_record(db: sqlite_utils.Database, actor: str) -> dict[str, Any]:
     return {"at": at, **report.as_dict()}
 
 
-def last_verification(db: sqlite_utils.Database) -> dict[str, Any]:
+def last_verification(db: Database) -> dict[str, Any]:
     """The newest recorded verification of the log (``at`` is None when there is none),
     and how many entries the log holds now."""
     rows = list(db.query("SELECT * FROM console_audit_checks ORDER BY id DESC LIMIT 1"))
@@ -193,7 +191,7 @@ def last_verification(db: sqlite_utils.Database) -> dict[str, Any]:
     return out
 
 
-def _prove_anchor(db: sqlite_utils.Database, anchor: str, report: Report) -> None:
+def _prove_anchor(db: Database, anchor: str, report: Report) -> None:
     """Check the RFC 9162 consistency proof from the anchor to the latest checkpoint."""
     latest = latest_checkpoint(db)
     if latest is None:
@@ -235,7 +233,7 @@ def parse_since(text: str) -> str:
 
 
 def entries(
-    db: sqlite_utils.Database,
+    db: Database,
     *,
     since: str | None = None,
     actor: str | None = None,

@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlite_utils
-
 from appliance.audit import append
 from appliance.auth.permissions import Principal, Role
 from appliance.auth.users import Throttle, check_credentials, clear_failures
 from appliance.errors import Unauthorized
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ def short_id(session_id: str) -> str:
     return _hash(session_id)[:16]
 
 
-def _open(db: sqlite_utils.Database, user_id: int, name: str, policy: SessionPolicy,
+def _open(db: Database, user_id: int, name: str, policy: SessionPolicy,
           details: dict[str, Any]) -> str:
     """Insert a new session and its ``auth.login`` entry; inside the caller's transaction."""
     session_id = secrets.token_urlsafe(32)
@@ -60,7 +58,7 @@ def _open(db: sqlite_utils.Database, user_id: int, name: str, policy: SessionPol
     return session_id
 
 
-def sign_in(db: sqlite_utils.Database, name: str, password: str, *, source: str = "",
+def sign_in(db: Database, name: str, password: str, *, source: str = "",
             throttle: Throttle = DEFAULT_THROTTLE,
             policy: SessionPolicy = SessionPolicy()) -> tuple[Principal, str]:
     """Check a password (throttled per account) and open a session: the account's
@@ -77,7 +75,7 @@ def sign_in(db: sqlite_utils.Database, name: str, password: str, *, source: str 
     return principal, opened[0]
 
 
-def create_session(db: sqlite_utils.Database, principal: Principal,
+def create_session(db: Database, principal: Principal,
                    policy: SessionPolicy = SessionPolicy()) -> str:
     """A new session for a principal whose identity was established some other way
     (no password is checked here); audited as ``auth.login`` like a sign-in."""
@@ -89,7 +87,7 @@ def create_session(db: sqlite_utils.Database, principal: Principal,
         return _open(db, int(row[0]), principal.name, policy, {"via": "create_session"})
 
 
-def touch_session(db: sqlite_utils.Database, session_id: str,
+def touch_session(db: Database, session_id: str,
                   policy: SessionPolicy = SessionPolicy()) -> Principal:
     """The principal of a live session, renewing its idle clock; Unauthorized otherwise."""
     digest = _hash(session_id)
@@ -111,7 +109,7 @@ def touch_session(db: sqlite_utils.Database, session_id: str,
     return Principal(name=row[4], role=Role(row[5]))
 
 
-def revoke_session(db: sqlite_utils.Database, session_id: str) -> None:
+def revoke_session(db: Database, session_id: str) -> None:
     """Sign out: the session id stops working at once."""
     digest = _hash(session_id)
     with immediate(db):

@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlite_utils
-
 from appliance.audit import append
 from appliance.auth.permissions import Principal, Role, Scope
 from appliance.errors import BadInput, NotFound, Unauthorized
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 PREFIX = "apl_"
 MAX_DAYS = 3650  # as auth.token_days allows; far beyond that a date overflows
@@ -55,7 +53,7 @@ def parse_scopes(scopes: Iterable[str]) -> list[Scope]:
 
 
 def create_token(
-    db: sqlite_utils.Database, user: str, name: str, scopes: Iterable[str], *,
+    db: Database, user: str, name: str, scopes: Iterable[str], *,
     actor: str, days: int | None = 90,
 ) -> NewToken:
     parsed = parse_scopes(scopes)
@@ -96,7 +94,7 @@ def _expired(expires_at: str | None, now: datetime) -> bool:
     return bool(expires_at) and datetime.fromisoformat(str(expires_at)) <= now
 
 
-def list_tokens(db: sqlite_utils.Database, user: str | None = None) -> list[dict[str, Any]]:
+def list_tokens(db: Database, user: str | None = None) -> list[dict[str, Any]]:
     """Tokens without their secrets; ``state`` says whether one still works: active,
     revoked, expired, or user disabled (its user's account is disabled)."""
     sql = ("SELECT t.id, u.name, t.name, t.scopes, t.created_at, t.expires_at, t.revoked_at,"
@@ -116,7 +114,7 @@ def list_tokens(db: sqlite_utils.Database, user: str | None = None) -> list[dict
     return out
 
 
-def revoke_token(db: sqlite_utils.Database, token_id: int, *, actor: str) -> None:
+def revoke_token(db: Database, token_id: int, *, actor: str) -> None:
     with immediate(db):
         row = db.execute("SELECT revoked_at FROM api_tokens WHERE id = ?", [token_id]).fetchone()
         if row is None:
@@ -127,7 +125,7 @@ def revoke_token(db: sqlite_utils.Database, token_id: int, *, actor: str) -> Non
         append(db, actor=actor, action="token.revoke", target=f"token:{token_id}", details={})
 
 
-def token_owner(db: sqlite_utils.Database, token_id: int) -> str:
+def token_owner(db: Database, token_id: int) -> str:
     row = db.execute("SELECT u.name FROM api_tokens t JOIN users u ON u.id = t.user_id"
                      " WHERE t.id = ?", [token_id]).fetchone()
     if row is None:
@@ -135,7 +133,7 @@ def token_owner(db: sqlite_utils.Database, token_id: int) -> str:
     return str(row[0])
 
 
-def _note_use(db: sqlite_utils.Database, token_id: int, last_used: str | None,
+def _note_use(db: Database, token_id: int, last_used: str | None,
               now: datetime) -> None:
     """Record when a token was last used, at most once per ``USE_RESOLUTION`` per token,
     so that inference stays a read: best effort, waiting at most ``USE_WAIT_MS`` for the
@@ -159,7 +157,7 @@ def _note_use(db: sqlite_utils.Database, token_id: int, last_used: str | None,
         db.conn.execute(f"PRAGMA busy_timeout = {previous}")
 
 
-def authenticate_token(db: sqlite_utils.Database, token: str) -> Principal:
+def authenticate_token(db: Database, token: str) -> Principal:
     """The principal a bearer token acts as; Unauthorized if unknown, revoked or expired."""
     digest = _hash(token)
     row = db.execute(

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlite_utils
-
 from appliance.audit import append
 from appliance.auth.passwords import (
     DUMMY_HASH,
@@ -24,7 +22,7 @@ from appliance.auth.passwords import (
 )
 from appliance.auth.permissions import Principal, Role
 from appliance.errors import BadInput, Conflict, NotFound, Unauthorized
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 _NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
 ADMIN_OS_USERS = frozenset({"root", "appliance"})
@@ -59,7 +57,7 @@ def parse_role(role: str) -> Role:
                        + ", ".join(r.value for r in Role)) from exc
 
 
-def add_user(db: sqlite_utils.Database, name: str, role: str, password: str, *, actor: str) -> int:
+def add_user(db: Database, name: str, role: str, password: str, *, actor: str) -> int:
     check_name(name)
     parsed = parse_role(role)
     check_password_policy(password)
@@ -76,7 +74,7 @@ def add_user(db: sqlite_utils.Database, name: str, role: str, password: str, *, 
     return int(cur.lastrowid or 0)
 
 
-def list_users(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def list_users(db: Database) -> list[dict[str, Any]]:
     return [
         {"name": r[0], "role": r[1], "disabled": bool(r[2]), "created_at": r[3],
          "password_changed_at": r[4]}
@@ -85,14 +83,14 @@ def list_users(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     ]
 
 
-def _user_id(db: sqlite_utils.Database, name: str) -> int:
+def _user_id(db: Database, name: str) -> int:
     row = db.execute("SELECT id FROM users WHERE name = ?", [name]).fetchone()
     if row is None:
         raise NotFound(f"no user {name}; see 'appliance users list'")
     return int(row[0])
 
 
-def disable_user(db: sqlite_utils.Database, name: str, *, actor: str) -> None:
+def disable_user(db: Database, name: str, *, actor: str) -> None:
     """Disable an account: its sessions and tokens stop working at once."""
     now = _iso(_now())
     with immediate(db):
@@ -103,7 +101,7 @@ def disable_user(db: sqlite_utils.Database, name: str, *, actor: str) -> None:
         append(db, actor=actor, action="user.disable", target=f"user:{name}", details={})
 
 
-def set_password(db: sqlite_utils.Database, name: str, password: str, *, actor: str) -> None:
+def set_password(db: Database, name: str, password: str, *, actor: str) -> None:
     """Change a password and end every session of the account (ASVS 3.3)."""
     check_password_policy(password)
     hashed = hash_password(password)
@@ -121,7 +119,7 @@ def _anonymous(source: str) -> str:
     return f"anonymous:{source}" if source else "anonymous"
 
 
-def _failures(db: sqlite_utils.Database, name: str, since: str) -> int:
+def _failures(db: Database, name: str, since: str) -> int:
     return int(db.execute("SELECT COUNT(*) FROM login_failures WHERE name = ? AND at >= ?",
                           [name, since]).fetchone()[0])
 
@@ -131,7 +129,7 @@ OnSuccess = Callable[[int, Principal], None]
 
 
 def check_credentials(
-    db: sqlite_utils.Database, name: str, password: str, *, source: str = "",
+    db: Database, name: str, password: str, *, source: str = "",
     throttle: Throttle = Throttle(), purpose: str = "", on_success: OnSuccess | None = None,
 ) -> Principal:
     """Check a password under the per-account throttle; every failure is an audit entry.
@@ -189,7 +187,7 @@ def check_credentials(
 
 
 def authenticate(
-    db: sqlite_utils.Database, name: str, password: str, *, source: str = "",
+    db: Database, name: str, password: str, *, source: str = "",
     throttle: Throttle = Throttle(),
 ) -> Principal:
     """Sign in without a session (token-less uses): check the password and, in the same
@@ -205,12 +203,12 @@ def authenticate(
                              on_success=record)
 
 
-def clear_failures(db: sqlite_utils.Database, name: str) -> None:
+def clear_failures(db: Database, name: str) -> None:
     """Forget an account's failed sign-ins; call inside the transaction of a sign-in."""
     db.execute("DELETE FROM login_failures WHERE name = ?", [name])
 
 
-def local_principal(db: sqlite_utils.Database | None, os_user: str) -> Principal | None:
+def local_principal(db: Database | None, os_user: str) -> Principal | None:
     """The identity of a CLI user on the box: root and the service user are admins;
     another OS user is the appliance user of the same name, if there is an enabled one."""
     if os_user in ADMIN_OS_USERS:

@@ -43,12 +43,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from appliance.capacity import simulate, store
 from appliance.capacity.fit import ServiceTime, fit
 from appliance.config import Config
 from appliance.errors import NotFound
+from appliance.storage.db import Database
 
 DELAYS_US = (0, 100, 250, 500, 1000, 2000, 5000)
 TIE = 0.05  # predicted p95s within 5% of the best are equally good: the replay is no finer
@@ -124,7 +124,7 @@ def _verdict(peak: float, within: float, unit: str, slo_ms: float) -> tuple[str,
             headroom)
 
 
-def _served_version(db: sqlite_utils.Database, name: str, logged: int) -> int:
+def _served_version(db: Database, name: str, logged: int) -> int:
     row = db.execute(
         "SELECT v.version FROM aliases a JOIN models m ON m.id = a.model_id"
         " JOIN model_versions v ON v.id = a.version_id WHERE m.name = ? AND a.alias ="
@@ -132,7 +132,7 @@ def _served_version(db: sqlite_utils.Database, name: str, logged: int) -> int:
     return int(row[0]) if row else logged
 
 
-def _profile(db: sqlite_utils.Database, name: str, version: int) -> dict[str, Any] | None:
+def _profile(db: Database, name: str, version: int) -> dict[str, Any] | None:
     try:
         return store.latest(db, f"{name}@{version}")
     except NotFound:
@@ -142,7 +142,7 @@ def _profile(db: sqlite_utils.Database, name: str, version: int) -> dict[str, An
 # ---- tabular models ------------------------------------------------------------------
 
 
-def _tabular(mon: sqlite_utils.Database, db: sqlite_utils.Database, config: Config,
+def _tabular(mon: Database, db: Database, config: Config,
              name: str, since: float, until: float, slo_s: float) -> dict[str, Any]:
     rows = mon.execute(
         "SELECT ts - latency_us / 1e6, latency_us, queue_us, batch_size, rows, version"
@@ -314,7 +314,7 @@ def _tabular_memory(profile: dict[str, Any] | None, batch: int | None) -> dict[s
 # ---- language models -------------------------------------------------------------
 
 
-def _llm(mon: sqlite_utils.Database, db: sqlite_utils.Database, config: Config, name: str,
+def _llm(mon: Database, db: Database, config: Config, name: str,
          since: float, until: float, slo_s: float) -> dict[str, Any]:
     rows = mon.execute(
         "SELECT ts - e2e_ms / 1e3, e2e_ms, ttft_ms, completion_tokens, prompt_tokens, version"
@@ -425,7 +425,7 @@ def _llm_memory(profile: dict[str, Any] | None, sequences: int) -> dict[str, Any
 # ---- the report ---------------------------------------------------------------------
 
 
-def build(mon: sqlite_utils.Database, db: sqlite_utils.Database, config: Config, *,
+def build(mon: Database, db: Database, config: Config, *,
           since: float, until: float | None = None, slo_p95_ms: float | None = None,
           model: str | None = None) -> dict[str, Any]:
     """The report for every model with traffic since ``since`` (or the one named)."""

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import NotFound
 from appliance.registry import resolve
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 
-def save(db: sqlite_utils.Database, ref: str, profile: dict[str, Any], *, actor: str,
+def save(db: Database, ref: str, profile: dict[str, Any], *, actor: str,
          job_id: int | None = None) -> int:
     """Store a profile of the version ``ref`` names; audited; its id."""
     mv = resolve(db, ref)
@@ -38,7 +36,7 @@ def _row(row: Any, name: str, version: int) -> dict[str, Any]:
     return data
 
 
-def latest(db: sqlite_utils.Database, ref: str) -> dict[str, Any] | None:
+def latest(db: Database, ref: str) -> dict[str, Any] | None:
     """The newest profile of the version ``ref`` names, or None."""
     mv = resolve(db, ref)
     rows = list(db.query(
@@ -47,7 +45,7 @@ def latest(db: sqlite_utils.Database, ref: str) -> dict[str, Any] | None:
     return _row(rows[0], mv.name, mv.version) if rows else None
 
 
-def get(db: sqlite_utils.Database, profile_id: int) -> dict[str, Any]:
+def get(db: Database, profile_id: int) -> dict[str, Any]:
     rows = list(db.query(
         "SELECT p.*, m.name, v.version FROM capacity_profiles p"
         " JOIN model_versions v ON v.id = p.version_id JOIN models m ON m.id = v.model_id"
@@ -57,7 +55,7 @@ def get(db: sqlite_utils.Database, profile_id: int) -> dict[str, Any]:
     return _row(rows[0], rows[0]["name"], rows[0]["version"])
 
 
-def listing(db: sqlite_utils.Database, name: str | None = None) -> list[dict[str, Any]]:
+def listing(db: Database, name: str | None = None) -> list[dict[str, Any]]:
     """One summary per profile, newest first: id, model, version, kind, device, points."""
     where, args = ("WHERE m.name = ?", [name]) if name else ("", [])
     out = []

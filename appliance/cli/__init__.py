@@ -34,7 +34,7 @@ TABLE: dict[str, tuple[str, str]] = {
     "datasets": ("datasets", "Register and inspect immutable dataset versions."),
     "demo": ("demo", "Show the whole loop: data, training, gates, serving, drift, retraining, rollout, audit."),
     "doctor": ("system", "Check the installation: databases, migrations, blobs, permissions, disk, GPUs, the bundle's profile against the GPUs, and whether torch and onnxruntime use them."),
-    "drift": ("monitoring", "Data and prediction drift between a reference and current data."),
+    "drift": ("drift", "Data and prediction drift between a reference and current data."),
     "evals": ("evals", "Evaluation sets of language models: register, run, report and compare."),
     "feedback": ("monitoring", "Delayed labels (ground truth) for served predictions."),
     "gpu": ("gpu", "Print the GPUs (NVML): memory, utilisation, and memory held by jobs and serving."),

@@ -1,12 +1,14 @@
-"""Drift: ``drift check`` compares any two CSV files."""
+"""Drift: ``drift check`` compares any two CSV files; ``drift report`` checks a served model."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from appliance.cli._common import Env, echo_json, pass_env
+from appliance.cli.monitoring import window_of
 from appliance.datasets.table import parse_csv, read_csv
 from appliance.drift import MODES, DriftOptions, Reference, check
 from appliance.drift.render import render_html, render_text
@@ -69,5 +71,57 @@ def drift_check(env: Env, reference: str, current: str, as_json: bool, html_out:
         raise SystemExit(1)
 
 
-# The group is published by appliance.cli.monitoring, which adds its 'report' command.
-COMMANDS: list[click.Command] = []
+def _check_writable(path: Path) -> None:
+    """Refuse a report path that can not be written before anything is recorded."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise BadInput(f"{path} is a directory; give a file name for the HTML report")
+    if not parent.is_dir():
+        raise BadInput(f"{path}: can not be written: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or path.exists() and not os.access(path, os.W_OK):
+        raise BadInput(f"{path}: can not be written: permission denied")
+
+
+@drift_group.command("report")
+@click.argument("name")
+@click.option("--window", "minutes", type=float, default=None,
+              help="Look at the last MINUTES of traffic (default: monitoring.window_minutes).")
+@click.option("--since", default=None, help="Look at traffic since this ISO 8601 time.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole check as JSON.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write a self-contained HTML report to this file.")
+@click.option("--mode", type=click.Choice(MODES), default=None,
+              help="Drift mode for this report; default: drift.mode.")
+@click.option("--no-record", is_flag=True,
+              help="Do not store the result, raise alerts or trigger retraining.")
+@pass_env
+def drift_report(env: Env, name: str, minutes: float | None, since: str | None, as_json: bool,
+                 html_out: str | None, mode: str | None, no_record: bool) -> None:
+    """Drift, quality, performance and concept drift of served model NAME over a window.
+
+    Compares the sampled inputs and predictions with the version's reference
+    profile. Exits 1 when a breach was found, 0 otherwise.
+    """
+    from appliance.jobs.drift import check_model
+    from appliance.monitoring.render import render_html as check_html
+    from appliance.monitoring.render import render_text as check_text
+
+    if html_out:
+        _check_writable(Path(html_out))
+    result = check_model(env.home, name, window=window_of(env, minutes, since),
+                         config=env.config, options=DriftOptions.from_config(env.config, mode=mode),
+                         actor=env.actor, record=not no_record)
+    if html_out:
+        try:
+            Path(html_out).write_text(check_html(result), encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"{html_out}: can not be written: {exc.strerror}") from exc
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        click.echo(check_text(result))
+    if result.breaches:
+        raise SystemExit(1)
+
+
+COMMANDS = [drift_group]

@@ -1,33 +1,25 @@
-"""Monitoring: ``feedback add``, ``drift report``, ``alerts`` and retraining policies."""
+"""Monitoring: ``feedback add``, ``alerts``, traffic and retraining policies."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from appliance.cli._common import Env, echo_json, pass_env
-from appliance.cli.drift import drift_group
-from appliance.drift import MODES, DriftOptions
 from appliance.errors import BadInput
-from appliance.jobs import KINDS
-from appliance.jobs.drift import check_model, trigger_retraining
 from appliance.monitoring import (
     Window,
     acknowledge,
-    add_feedback,
     get_policy,
     list_alerts,
-    render_html,
-    render_text,
     run_retention,
     set_policy,
     traffic,
 )
 
 
-def _window(env: Env, minutes: float | None, since: str | None) -> Window:
+def window_of(env: Env, minutes: float | None, since: str | None) -> Window:
     if minutes is not None and since is not None:
         raise BadInput("give --window or --since, not both")
     if since is not None:
@@ -53,6 +45,8 @@ def feedback_add(env: Env, name: str, file: str, strict: bool, as_json: bool) ->
     A malformed line fails the file and nothing is stored; unknown request ids
     are skipped and counted (or fail the file with --strict).
     """
+    from appliance.monitoring.feedback import add_feedback  # numpy: not for the other commands
+
     result = add_feedback(env.home, name, file, actor=env.actor, strict=strict)
     if as_json:
         echo_json(result.as_dict())
@@ -62,55 +56,6 @@ def feedback_add(env: Env, name: str, file: str, strict: bool, as_json: bool) ->
                + (f" (first: {', '.join(result.unknown_examples)})" if result.unknown else "")
                + (f"; {result.unsampled} without a sampled prediction" if result.unsampled
                   else ""))
-
-
-def _check_writable(path: Path) -> None:
-    """Refuse a report path that can not be written before anything is recorded."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise BadInput(f"{path} is a directory; give a file name for the HTML report")
-    if not parent.is_dir():
-        raise BadInput(f"{path}: can not be written: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or path.exists() and not os.access(path, os.W_OK):
-        raise BadInput(f"{path}: can not be written: permission denied")
-
-
-@drift_group.command("report")
-@click.argument("name")
-@click.option("--window", "minutes", type=float, default=None,
-              help="Look at the last MINUTES of traffic (default: monitoring.window_minutes).")
-@click.option("--since", default=None, help="Look at traffic since this ISO 8601 time.")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole check as JSON.")
-@click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None,
-              help="Also write a self-contained HTML report to this file.")
-@click.option("--mode", type=click.Choice(MODES), default=None,
-              help="Drift mode for this report; default: drift.mode.")
-@click.option("--no-record", is_flag=True,
-              help="Do not store the result, raise alerts or trigger retraining.")
-@pass_env
-def drift_report(env: Env, name: str, minutes: float | None, since: str | None, as_json: bool,
-                 html_out: str | None, mode: str | None, no_record: bool) -> None:
-    """Drift, quality, performance and concept drift of served model NAME over a window.
-
-    Compares the sampled inputs and predictions with the version's reference
-    profile. Exits 1 when a breach was found, 0 otherwise.
-    """
-    if html_out:
-        _check_writable(Path(html_out))
-    check = check_model(env.home, name, window=_window(env, minutes, since), config=env.config,
-                      options=DriftOptions.from_config(env.config, mode=mode), actor=env.actor,
-                      record=not no_record)
-    if html_out:
-        try:
-            Path(html_out).write_text(render_html(check), encoding="utf-8")
-        except OSError as exc:
-            raise BadInput(f"{html_out}: can not be written: {exc.strerror}") from exc
-    if as_json:
-        echo_json(check.as_dict())
-    else:
-        click.echo(render_text(check))
-    if check.breaches:
-        raise SystemExit(1)
 
 
 @click.group("alerts", invoke_without_command=True)
@@ -162,7 +107,7 @@ def monitoring_traffic(env: Env, name: str, minutes: float | None, since: str | 
                        as_json: bool) -> None:
     """Requests, errors and latency percentiles of NAME per version and minute."""
     with env.home.monitoring_db() as mon:
-        rows = traffic(mon, name, _window(env, minutes, since))
+        rows = traffic(mon, name, window_of(env, minutes, since))
     if as_json:
         echo_json(rows)
         return
@@ -223,6 +168,9 @@ def monitoring_policy(env: Env, name: str, file: str | None, as_json: bool) -> N
 @pass_env
 def monitoring_retrain(env: Env, name: str | None) -> None:
     """Queue retrain jobs for open alerts now, as the models' retraining policies say."""
+    from appliance.jobs import KINDS
+    from appliance.jobs.drift import trigger_retraining
+
     started = trigger_retraining(env.home, env.config, kinds=KINDS, model=name, actor=env.actor)
     for t in started:
         click.echo(f"alert {t.alert_id} ({t.model} {t.kind}): retrain job {t.job_id} queued")
@@ -230,6 +178,4 @@ def monitoring_retrain(env: Env, name: str | None) -> None:
         click.echo("no retrain job queued (no open alert that a policy turns into one)")
 
 
-# 'drift' is listed here too: its 'report' command is defined in this module, so the
-# group must be loaded from here for 'appliance drift report' to exist.
-COMMANDS = [feedback_group, alerts_group, monitoring_group, drift_group]
+COMMANDS = [feedback_group, alerts_group, monitoring_group]

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from appliance import auth
 from appliance.auth import sessions, tokens, users
 from appliance.config import Config
 from appliance.errors import BadInput, Unauthorized
+from appliance.storage.db import Database
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def authorize(caller: Caller | None, permission: str) -> None:
     auth.authorize(caller.principal if caller is not None else None, permission)
 
 
-def login(db: sqlite_utils.Database, username: str, password: str, *, source: str,
+def login(db: Database, username: str, password: str, *, source: str,
           config: Config) -> Caller:
     """Check the password (throttled per account by auth) and open a server-side session,
     both in auth's one sign-in transaction with its audit entry."""
@@ -67,7 +66,7 @@ def login(db: sqlite_utils.Database, username: str, password: str, *, source: st
     return Caller(principal, session_id)
 
 
-def from_session(db: sqlite_utils.Database, session_id: str, *, config: Config) -> Caller | None:
+def from_session(db: Database, session_id: str, *, config: Config) -> Caller | None:
     """The caller of a live session (renewing its idle clock), or None once it has ended."""
     try:
         principal = sessions.touch_session(db, session_id, auth.session_policy_from(config))
@@ -76,12 +75,12 @@ def from_session(db: sqlite_utils.Database, session_id: str, *, config: Config) 
     return Caller(principal, session_id)
 
 
-def from_bearer(db: sqlite_utils.Database, token: str) -> Caller:
+def from_bearer(db: Database, token: str) -> Caller:
     """The caller an API token acts for; Unauthorized when it is unknown, revoked or expired."""
     return Caller(tokens.authenticate_token(db, token))
 
 
-def logout(db: sqlite_utils.Database, caller: Caller) -> None:
+def logout(db: Database, caller: Caller) -> None:
     if caller.session_id is not None:
         sessions.revoke_session(db, caller.session_id)
 
@@ -91,7 +90,7 @@ def session_max_age(config: Config) -> int:
     return int(auth.session_policy_from(config).absolute.total_seconds())
 
 
-def change_own_password(db: sqlite_utils.Database, caller: Caller, old: str, new: str, *,
+def change_own_password(db: Database, caller: Caller, old: str, new: str, *,
                         config: Config) -> None:
     """Re-check the old password (throttled like a sign-in, so a stolen session can not
     guess it; a failure is recorded and audited, a success writes nothing and leaves the
@@ -110,27 +109,27 @@ ROLES = tuple(r.value for r in auth.Role)
 SCOPES = tuple(s.value for s in auth.Scope)
 
 
-def list_users(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def list_users(db: Database) -> list[dict[str, Any]]:
     return users.list_users(db)
 
 
-def add_user(db: sqlite_utils.Database, name: str, role: str, password: str, *,
+def add_user(db: Database, name: str, role: str, password: str, *,
              caller: Caller) -> None:
     users.add_user(db, name, role, password, actor=caller.actor)
 
 
-def disable_user(db: sqlite_utils.Database, name: str, *, caller: Caller) -> None:
+def disable_user(db: Database, name: str, *, caller: Caller) -> None:
     users.disable_user(db, name, actor=caller.actor)
 
 
-def list_tokens(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def list_tokens(db: Database) -> list[dict[str, Any]]:
     return tokens.list_tokens(db)
 
 
-def create_token(db: sqlite_utils.Database, user: str, name: str, scopes: list[str],
+def create_token(db: Database, user: str, name: str, scopes: list[str],
                  days: int | None, *, caller: Caller) -> tokens.NewToken:
     return tokens.create_token(db, user, name, scopes, actor=caller.actor, days=days)
 
 
-def revoke_token(db: sqlite_utils.Database, token_id: int, *, caller: Caller) -> None:
+def revoke_token(db: Database, token_id: int, *, caller: Caller) -> None:
     tokens.revoke_token(db, token_id, actor=caller.actor)

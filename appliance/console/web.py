@@ -6,13 +6,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
 from flask import Flask, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from appliance.config import Config
 from appliance.errors import ApplianceError, BadInput
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 
@@ -26,18 +26,18 @@ def home() -> Home:
     return h
 
 
-def get_db() -> sqlite_utils.Database:
+def get_db() -> Database:
     """appliance.db for this request: opened on first use, closed at teardown."""
     if "db" not in g:
         g.db = home().db()
-    db: sqlite_utils.Database = g.db
+    db: Database = g.db
     return db
 
 
-def get_monitoring_db() -> sqlite_utils.Database:
+def get_monitoring_db() -> Database:
     if "monitoring_db" not in g:
         g.monitoring_db = home().monitoring_db()
-    db: sqlite_utils.Database = g.monitoring_db
+    db: Database = g.monitoring_db
     return db
 
 

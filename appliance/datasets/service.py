@@ -14,18 +14,17 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from appliance import audit
 from appliance.audit.log import canonical_json, now_iso
-from appliance.datasets.profile import build_profile
-from appliance.datasets.table import Table, parse_csv
 from appliance.errors import BadInput, NotFound
 from appliance.registry.refs import check_name, parse_ref
 from appliance.storage.blobs import BlobStore, sha256_file
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
+
+if TYPE_CHECKING:
+    from appliance.datasets.table import Table
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def _from_row(row: dict[str, Any]) -> DatasetVersion:
     )
 
 
-def _existing(db: sqlite_utils.Database, name: str, digest: str, target: str) -> DatasetVersion | None:
+def _existing(db: Database, name: str, digest: str, target: str) -> DatasetVersion | None:
     rows = list(
         db.query(_SELECT + " WHERE d.name = ? AND v.digest = ? AND v.target = ?",
                  [name, digest, target])
@@ -82,7 +81,7 @@ def _existing(db: sqlite_utils.Database, name: str, digest: str, target: str) ->
 
 
 def add_dataset(
-    db: sqlite_utils.Database,
+    db: Database,
     blobs: BlobStore,
     name: str,
     path: str | os.PathLike[str],
@@ -123,6 +122,10 @@ def add_dataset(
         data = file.read_bytes()
     except OSError as exc:
         raise BadInput(f"{file}: can not be read: {exc.strerror or exc}") from exc
+    # numpy: imported here, so listing and showing datasets does not pay for it
+    from appliance.datasets.profile import build_profile
+    from appliance.datasets.table import parse_csv
+
     table = parse_csv(data, source=str(file), infer_rows=infer_rows)
     if target is not None and target not in table.types:
         raise BadInput(
@@ -170,7 +173,7 @@ def add_dataset(
     return created, True
 
 
-def get_dataset_version(db: sqlite_utils.Database, ref: str) -> DatasetVersion:
+def get_dataset_version(db: Database, ref: str) -> DatasetVersion:
     """``NAME@VERSION``, or ``NAME`` for the latest version."""
     parsed = parse_ref(ref, "dataset reference")
     if parsed.alias is not None:
@@ -186,14 +189,14 @@ def get_dataset_version(db: sqlite_utils.Database, ref: str) -> DatasetVersion:
     return _from_row(rows[0])
 
 
-def get_dataset_version_by_id(db: sqlite_utils.Database, version_id: int) -> DatasetVersion:
+def get_dataset_version_by_id(db: Database, version_id: int) -> DatasetVersion:
     rows = list(db.query(_SELECT + " WHERE v.id = ?", [version_id]))
     if not rows:
         raise NotFound(f"dataset version id {version_id} does not exist")
     return _from_row(rows[0])
 
 
-def list_datasets(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def list_datasets(db: Database) -> list[dict[str, Any]]:
     """One row per dataset: its latest version and how many it has."""
     return list(db.query(
         "SELECT d.name, COUNT(v.id) AS versions, MAX(v.version) AS latest,"
@@ -205,7 +208,7 @@ def list_datasets(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     ))
 
 
-def list_versions(db: sqlite_utils.Database, name: str) -> list[DatasetVersion]:
+def list_versions(db: Database, name: str) -> list[DatasetVersion]:
     rows = list(db.query(_SELECT + " WHERE d.name = ? ORDER BY v.version", [name]))
     if not rows:
         raise NotFound(f"dataset {name} does not exist; see 'appliance datasets list'")
@@ -219,6 +222,8 @@ def load_profile(blobs: BlobStore, version: DatasetVersion) -> dict[str, Any]:
 
 def load_table(blobs: BlobStore, version: DatasetVersion) -> Table:
     """Re-read a version's bytes (hash-verified) with its recorded column types."""
+    from appliance.datasets.table import parse_csv
+
     data = blobs.read_bytes(version.digest)
     types = {c["name"]: c["type"] for c in version.schema}
     return parse_csv(data, source=version.ref, types=types)

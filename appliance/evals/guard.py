@@ -21,14 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from appliance.config import Config
 from appliance.evals.cases import Case
 from appliance.evals.scorers import ATTACK_SCORER, Answer
 from appliance.guardrails import Guard, PolicySet, Verdict, load_classifier, load_policies
 from appliance.guardrails.policy import Policy
 from appliance.storage.blobs import BlobStore
+from appliance.storage.db import Database
 
 
 def is_attack(case: Case) -> bool:
@@ -44,7 +43,7 @@ class Screening:
     policies: PolicySet
 
     @classmethod
-    def from_config(cls, config: Config, db: sqlite_utils.Database, blobs: BlobStore
+    def from_config(cls, config: Config, db: Database, blobs: BlobStore
                     ) -> Screening | None:
         """As the daemon loads them; None with ``guardrails.enabled`` off."""
         if not config["guardrails.enabled"]:

@@ -11,12 +11,10 @@ import json
 import statistics
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import NotFound
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 EPSILON = 1e-9
 
@@ -63,7 +61,7 @@ def guardrail_summary(results: list[dict[str, Any]]) -> dict[str, Any] | None:
                 and (g.get("input") or {}).get("action") == "block")}
 
 
-def save_run(db: sqlite_utils.Database, *, evalset_version_id: int, evalset_ref: str,
+def save_run(db: Database, *, evalset_version_id: int, evalset_ref: str,
              target: str, model_version_id: int, model_ref: str, params: dict[str, Any],
              device: str, duration_s: float, results: list[dict[str, Any]], actor: str,
              job_id: int | None = None) -> int:
@@ -110,7 +108,7 @@ def _run(row: dict[str, Any]) -> dict[str, Any]:
             "created_by": row["created_by"]}
 
 
-def get_run(db: sqlite_utils.Database, run_id: int, *, cases: bool = True) -> dict[str, Any]:
+def get_run(db: Database, run_id: int, *, cases: bool = True) -> dict[str, Any]:
     """A run, with its cases in the set's order unless ``cases`` is False."""
     rows = list(db.query(_RUNS + " WHERE r.id = ?", [run_id]))
     if not rows:
@@ -128,13 +126,13 @@ def get_run(db: sqlite_utils.Database, run_id: int, *, cases: bool = True) -> di
     return run
 
 
-def list_runs(db: sqlite_utils.Database, evalset: str | None = None) -> list[dict[str, Any]]:
+def list_runs(db: Database, evalset: str | None = None) -> list[dict[str, Any]]:
     """Runs, newest first; of one evaluation set (its name) when given."""
     where, args = ("", []) if evalset is None else (" WHERE s.name = ?", [evalset])
     return [_run(r) for r in db.query(_RUNS + where + " ORDER BY r.id DESC", args)]
 
 
-def run_summary(db: sqlite_utils.Database, run_id: int) -> dict[str, Any]:
+def run_summary(db: Database, run_id: int) -> dict[str, Any]:
     """A run's summary per scorer: ``{scorer: {cases, mean, pass_rate}}``."""
     summary: dict[str, Any] = get_run(db, run_id, cases=False)["summary"]["scorers"]
     return summary
@@ -145,7 +143,7 @@ def _case_score(case: dict[str, Any]) -> float:
     return statistics.fmean(s["score"] for s in scores) if scores else 0.0
 
 
-def compare(db: sqlite_utils.Database, run_a: int, run_b: int) -> dict[str, Any]:
+def compare(db: Database, run_a: int, run_b: int) -> dict[str, Any]:
     """Two runs side by side: per scorer both means and pass rates; the cases (matched by
     id) whose mean score rose (``better``) or fell (``worse``) from A to B."""
     a, b = get_run(db, run_a), get_run(db, run_b)

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance.config import Config
 from appliance.errors import BadInput, OperationFailed
 from appliance.evals.cases import Case, check_params
@@ -32,6 +30,7 @@ from appliance.evals.targets import PromptTarget, Target, check_target, parse_ta
 from appliance.llm.runtime import ERROR, Generation, Sampling
 from appliance.registry import resolve
 from appliance.registry.versions import ModelVersion
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 Progress = Callable[[float, str], None]
@@ -49,7 +48,7 @@ class Plan:
     params: dict[str, Any]
 
 
-def _llm(db: sqlite_utils.Database, ref: str, what: str) -> ModelVersion:
+def _llm(db: Database, ref: str, what: str) -> ModelVersion:
     from appliance.llm.folder import is_llm
 
     mv = resolve(db, ref)
@@ -59,7 +58,7 @@ def _llm(db: sqlite_utils.Database, ref: str, what: str) -> ModelVersion:
     return mv
 
 
-def plan_run(db: sqlite_utils.Database, blobs: Any, target: str, evalset: str, *,
+def plan_run(db: Database, blobs: Any, target: str, evalset: str, *,
              judge: str | None = None, params: dict[str, Any] | None = None) -> Plan:
     """Check everything a run needs: the target and its model, the set, the judge of
     every judge case, the parameters. ``BadInput`` or ``NotFound`` naming what is wrong."""

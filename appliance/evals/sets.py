@@ -17,15 +17,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import BadInput, NotFound
 from appliance.evals.cases import Case, parse_jsonl
 from appliance.registry.refs import check_name, parse_ref
 from appliance.storage.blobs import BlobStore
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ def _from_row(row: dict[str, Any]) -> EvalsetVersion:
                           created_at=row["created_at"], created_by=row["created_by"])
 
 
-def _existing(db: sqlite_utils.Database, name: str, digest: str) -> EvalsetVersion | None:
+def _existing(db: Database, name: str, digest: str) -> EvalsetVersion | None:
     rows = list(db.query(_SELECT + " WHERE s.name = ? AND v.digest = ?", [name, digest]))
     return _from_row(rows[0]) if rows else None
 
@@ -82,7 +80,7 @@ def _read(path: Path, max_file_mb: int) -> bytes:
         raise BadInput(f"{path}: can not be read: {exc.strerror or exc}") from None
 
 
-def add_evalset(db: sqlite_utils.Database, blobs: BlobStore, name: str,
+def add_evalset(db: Database, blobs: BlobStore, name: str,
                 path: str | os.PathLike[str], *, actor: str, max_file_mb: int = 64
                 ) -> tuple[EvalsetVersion, bool]:
     """Register ``path`` as the next version of ``name``; return it and whether it is new."""
@@ -128,7 +126,7 @@ def add_evalset(db: sqlite_utils.Database, blobs: BlobStore, name: str,
     return created, True
 
 
-def get_evalset_version(db: sqlite_utils.Database, ref: str) -> EvalsetVersion:
+def get_evalset_version(db: Database, ref: str) -> EvalsetVersion:
     """``NAME@VERSION``, or ``NAME`` for the latest version."""
     parsed = parse_ref(ref, "evaluation set reference")
     if parsed.alias is not None:
@@ -144,14 +142,14 @@ def get_evalset_version(db: sqlite_utils.Database, ref: str) -> EvalsetVersion:
     return _from_row(rows[0])
 
 
-def get_evalset_version_by_id(db: sqlite_utils.Database, version_id: int) -> EvalsetVersion:
+def get_evalset_version_by_id(db: Database, version_id: int) -> EvalsetVersion:
     rows = list(db.query(_SELECT + " WHERE v.id = ?", [version_id]))
     if not rows:
         raise NotFound(f"evaluation set version id {version_id} does not exist")
     return _from_row(rows[0])
 
 
-def list_evalsets(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def list_evalsets(db: Database) -> list[dict[str, Any]]:
     """One row per set: its latest version, how many versions, the latest's cases."""
     return list(db.query(
         "SELECT s.name, COUNT(v.id) AS versions, MAX(v.version) AS latest, s.created_at,"

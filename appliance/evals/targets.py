@@ -17,13 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import sqlite_utils
-
 from appliance.errors import BadInput
 from appliance.evals.cases import Case
 from appliance.prompts.registry import PromptVersion
 from appliance.prompts.registry import resolve as resolve_prompt
 from appliance.registry.refs import parse_ref
+from appliance.storage.db import Database
 
 PROMPT_SCHEME = "prompts:/"
 
@@ -115,7 +114,7 @@ def check_target(text: str, *, prompts: bool = True) -> None:
     _model_target(text)
 
 
-def parse_target(text: str, db: sqlite_utils.Database) -> Target:
+def parse_target(text: str, db: Database) -> Target:
     """A run's target from its text; ``BadInput`` for one that is malformed, ``NotFound``
     for a prompt that does not exist. A prompt target's version is pinned here."""
     if isinstance(text, str) and text.startswith(PROMPT_SCHEME):

@@ -14,8 +14,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import sqlite_utils
-
 from appliance.errors import BadInput, NotFound
 from appliance.guardrails import output, patterns
 from appliance.guardrails.classifier import Classifier
@@ -23,6 +21,7 @@ from appliance.guardrails.decode import views
 from appliance.guardrails.normalise import changed_by_normalising, normalise
 from appliance.guardrails.policy import Action, Policy
 from appliance.storage.blobs import BlobStore
+from appliance.storage.db import Database
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class GuardrailBlocked(BadInput):
         self.verdict = verdict
 
 
-def load_classifier(db: sqlite_utils.Database, blobs: BlobStore, ref: str) -> Classifier | None:
+def load_classifier(db: Database, blobs: BlobStore, ref: str) -> Classifier | None:
     """The classifier version ``ref`` names, or None when the model has no version yet."""
     from appliance.registry.versions import resolve
 

@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance.config import Config
 from appliance.errors import BadInput, NotFound
 from appliance.guardrails import data, train
@@ -24,9 +22,10 @@ from appliance.guardrails.guard import Guard, load_classifier
 from appliance.guardrails.policy import load as load_policies
 from appliance.registry.versions import ModelVersion
 from appliance.storage.blobs import BlobStore
+from appliance.storage.db import Database
 
 
-def train_and_register(config: Config, db: sqlite_utils.Database, blobs: BlobStore, *,
+def train_and_register(config: Config, db: Database, blobs: BlobStore, *,
                        actor: str) -> tuple[ModelVersion, dict[str, Any]]:
     """Train on the training split, measure on the held-out one, register; (version,
     metrics)."""
@@ -75,7 +74,7 @@ def read_labelled(path: Path) -> tuple[list[str], list[str]]:
     return attacks, benign
 
 
-def evaluate(config: Config, db: sqlite_utils.Database, blobs: BlobStore,
+def evaluate(config: Config, db: Database, blobs: BlobStore,
              file: Path | None = None, *, ref: str | None = None) -> dict[str, Any]:
     """Recall and false-positive rate of the classifier (``ref``, else the configured one)
     and of the whole input check."""
@@ -128,7 +127,7 @@ def short_of_goal(report: dict[str, Any], min_recall: float = GOAL_RECALL,
     return misses
 
 
-def _production(db: sqlite_utils.Database, name: str) -> ModelVersion | None:
+def _production(db: Database, name: str) -> ModelVersion | None:
     from appliance.registry.versions import resolve
 
     try:
@@ -137,7 +136,7 @@ def _production(db: sqlite_utils.Database, name: str) -> ModelVersion | None:
         return None
 
 
-def retrain(config: Config, db: sqlite_utils.Database, blobs: BlobStore, *, actor: str,
+def retrain(config: Config, db: Database, blobs: BlobStore, *, actor: str,
             min_recall: float = GOAL_RECALL, max_fpr: float = GOAL_FPR) -> dict[str, Any]:
     """Train and register a new version; make it ``production`` only when its held-out
     figures (``evaluate``) meet the goal and production is not a site's own classifier.
@@ -187,7 +186,7 @@ def retrain(config: Config, db: sqlite_utils.Database, blobs: BlobStore, *, acto
     return result
 
 
-def import_own(config: Config, db: sqlite_utils.Database, blobs: BlobStore, path: Path, *,
+def import_own(config: Config, db: Database, blobs: BlobStore, path: Path, *,
                actor: str) -> ModelVersion:
     """A site's own ONNX classifier, checked and registered as the next version of the
     classifier's model and made ``production``, so the checks use it in place of ours.

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from appliance.guardrails import features
 from appliance.guardrails.data import Corpus
 from appliance.guardrails.normalise import normalise
 from appliance.registry.versions import ModelVersion, insert_version
 from appliance.storage.blobs import BlobStore
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 MODEL_NAME = "guardrail-injection"
 L2 = 1e-3
@@ -104,7 +103,7 @@ def rates(attack_flags: list[bool], benign_flags: list[bool]) -> dict[str, Any]:
             "benign": len(benign_flags), "false_positives": fps}
 
 
-def register(db: sqlite_utils.Database, blobs: BlobStore, model: bytes, corpus: Corpus,
+def register(db: Database, blobs: BlobStore, model: bytes, corpus: Corpus,
              metrics: dict[str, Any], *, actor: str, name: str = MODEL_NAME) -> ModelVersion:
     from appliance.onnxtools.models import signature_of
 

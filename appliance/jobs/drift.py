@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.config import Config
 from appliance.drift import DriftOptions
@@ -37,7 +35,7 @@ from appliance.monitoring.traffic import Window
 from appliance.queue.context import JobCancelled, JobContext
 from appliance.queue.jobs import JobSpec, insert_job
 from appliance.queue.kinds import Kinds
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 
 
@@ -65,7 +63,7 @@ class Trigger:
         return dict(self.__dict__)
 
 
-def _recent_retrain(db: sqlite_utils.Database, model: str, cooldown_minutes: float) -> bool:
+def _recent_retrain(db: Database, model: str, cooldown_minutes: float) -> bool:
     """A retrain job for the model is queued or running, or was submitted within cooldown."""
     since = time.time() - cooldown_minutes * 60.0
     for state, submitted, params in db.execute(

@@ -15,17 +15,47 @@ The entry points the CLI, the console and the jobs call:
   delete or empty what is past its retention; ``traffic`` and ``served_models`` read them.
 - ``llm_usage(mdb, model=, since=, db=)``: the language models' requests, tokens, latency,
   device time and cost per model version and per day.
+
+The check, feedback and rendering modules (numpy and the drift statistics) are loaded when
+one of their names is first used, so that listing alerts or usage starts fast.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from appliance.monitoring.alerts import Alert, acknowledge, get_alert, list_alerts
-from appliance.monitoring.check import ModelCheck, check_history, run_check
-from appliance.monitoring.feedback import FeedbackResult, add_feedback, add_feedback_records
 from appliance.monitoring.llm_usage import llm_usage
 from appliance.monitoring.overview import overview
-from appliance.monitoring.render import render_html, render_text
 from appliance.monitoring.retraining import get_policy, set_policy
 from appliance.monitoring.rollup import RetentionReport, rollup, run_retention
 from appliance.monitoring.traffic import Window, served_models, traffic
+
+if TYPE_CHECKING:
+    from appliance.monitoring.check import ModelCheck, check_history, run_check
+    from appliance.monitoring.feedback import (
+        FeedbackResult,
+        add_feedback,
+        add_feedback_records,
+    )
+    from appliance.monitoring.render import render_html, render_text
+
+#: name -> the module of this package that defines it, imported on first use
+_LAZY = {
+    "ModelCheck": "check", "check_history": "check", "run_check": "check",
+    "FeedbackResult": "feedback", "add_feedback": "feedback", "add_feedback_records": "feedback",
+    "render_html": "render", "render_text": "render",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Alert",

@@ -21,12 +21,10 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import Conflict, NotFound
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 KINDS = ("data_drift", "concept_drift", "performance", "quality", "latency", "errors")
 SYSLOG_SOCKET = "/dev/log"
@@ -77,13 +75,13 @@ def alert_key(model: str, kind: str) -> str:
     return f"{model}:{kind}"
 
 
-def _live(db: sqlite_utils.Database, key: str) -> dict[str, Any] | None:
+def _live(db: Database, key: str) -> dict[str, Any] | None:
     rows = list(db.query("SELECT * FROM alerts WHERE key = ? AND state IN ('open',"
                          " 'acknowledged')", [key]))
     return rows[0] if rows else None
 
 
-def record_breaches(db: sqlite_utils.Database, model: str, version: int | None,
+def record_breaches(db: Database, model: str, version: int | None,
                     breaches: list[Breach], evaluated: set[str], *, actor: str,
                     check_id: int | None = None) -> tuple[list[Alert], list[Alert]]:
     """Raise or refresh an alert per breach; resolve live alerts of kinds that were
@@ -130,14 +128,14 @@ def record_breaches(db: sqlite_utils.Database, model: str, version: int | None,
     return new, resolved
 
 
-def get_alert(db: sqlite_utils.Database, alert_id: int) -> Alert:
+def get_alert(db: Database, alert_id: int) -> Alert:
     rows = list(db.query("SELECT * FROM alerts WHERE id = ?", [alert_id]))
     if not rows:
         raise NotFound(f"alert {alert_id} does not exist; see 'appliance alerts --all'")
     return Alert.from_row(rows[0])
 
 
-def list_alerts(db: sqlite_utils.Database, *, include_closed: bool = False,
+def list_alerts(db: Database, *, include_closed: bool = False,
                 model: str | None = None, limit: int = 500) -> list[Alert]:
     """Live alerts (open and acknowledged) newest first; every alert with ``include_closed``."""
     sql = "SELECT * FROM alerts WHERE 1 = 1"
@@ -152,7 +150,7 @@ def list_alerts(db: sqlite_utils.Database, *, include_closed: bool = False,
     return [Alert.from_row(r) for r in db.query(sql, args)]
 
 
-def acknowledge(db: sqlite_utils.Database, alert_id: int, *, actor: str) -> Alert:
+def acknowledge(db: Database, alert_id: int, *, actor: str) -> Alert:
     """Mark an open alert as seen; it stays live (deduplicating) until its condition clears."""
     with immediate(db):
         alert = get_alert(db, alert_id)

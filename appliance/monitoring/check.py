@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from appliance.config import Config, parse_config
 from appliance.drift import DriftOptions, DriftReport, Reference, check
@@ -42,7 +41,7 @@ from appliance.monitoring.quality import QualityLimits, QualityReport, assess, f
 from appliance.monitoring.rollup import last_rolled_id
 from appliance.monitoring.traffic import Samples, Window, as_float, samples, traffic
 from appliance.registry import ModelVersion, output_name, resolve
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 
 
@@ -192,7 +191,7 @@ def _primary(mv: ModelVersion) -> tuple[str, bool]:
     return ("rmse", False) if mv.signature.get("task") == "regression" else ("accuracy", True)
 
 
-def _concept(mv: ModelVersion, mon: sqlite_utils.Database, window: Window, min_labels: int,
+def _concept(mv: ModelVersion, mon: Database, window: Window, min_labels: int,
              tolerance: float) -> tuple[dict[str, Any] | None, list[Breach], int]:
     names = (output_name(mv.signature, "probabilities"), output_name(mv.signature, "prediction"))
     data = labelled(mon, mv.name, window, names).get(mv.version)
@@ -379,7 +378,7 @@ def _record(home: Home, result: ModelCheck, evaluated: set[str], config: Config,
         alerts_mod.send_to_syslog(new)
 
 
-def check_history(mon: sqlite_utils.Database, model: str, *, limit: int = 200) -> list[dict[str, Any]]:
+def check_history(mon: Database, model: str, *, limit: int = 200) -> list[dict[str, Any]]:
     """Stored checks of a model, oldest first, with per-feature drift for charting."""
     rows = list(mon.query(
         "SELECT * FROM (SELECT * FROM checks WHERE model = ? ORDER BY checked_at DESC LIMIT ?)"

@@ -49,14 +49,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from appliance import audit
 from appliance.drift.performance import classification_metrics, regression_metrics
 from appliance.errors import BadInput, StorageError
 from appliance.monitoring.traffic import Window
 from appliance.registry import ModelVersion, resolve
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 
 _TRUE = {"true", "yes", "1", "1.0"}
@@ -296,7 +295,7 @@ class Labelled:
     weights: list[float] = field(default_factory=list)  # per row: its request's weight
 
 
-def labelled(mon: sqlite_utils.Database, model: str, window: Window,
+def labelled(mon: Database, model: str, window: Window,
              names: tuple[str, str] = ("probabilities", "prediction")) -> dict[int, Labelled]:
     """Feedback joined to the kept outputs of the window, per served version; each label
     to its one request (``LABELLED_REQUEST``), counted when that request is in the window.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-import sqlite_utils
+from appliance.storage.db import Database
 
 
 def _esc(value: str) -> str:
@@ -19,7 +19,7 @@ def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
     return "{" + inner + "}" if inner else ""
 
 
-def render(db: sqlite_utils.Database) -> str:
+def render(db: Database) -> str:
     out: list[str] = []
 
     def family(name: str, kind: str, help_text: str,

@@ -14,10 +14,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
-
 from appliance.errors import NotFound
 from appliance.registry import resolve
+from appliance.storage.db import Database
 
 TABLE = "llm_requests"
 ACTIONS = ("block", "redact", "flag")
@@ -70,7 +69,7 @@ def _detail(verdict: dict[str, Any]) -> str:
     return _short("; ".join(parts))
 
 
-def summary(mdb: sqlite_utils.Database, since: float, until: float | None = None) -> dict[str, Any]:
+def summary(mdb: Database, since: float, until: float | None = None) -> dict[str, Any]:
     """The verdicts of the requests that ended in [since, until): totals, per hour (per day
     over three days), per stage, check and action, per model version and per prompt
     version, and the last 50 triggered verdicts, newest first."""
@@ -130,7 +129,7 @@ def summary(mdb: sqlite_utils.Database, since: float, until: float | None = None
     return out
 
 
-def in_force(db: sqlite_utils.Database, policies: str, classifier: str) -> dict[str, Any]:
+def in_force(db: Database, policies: str, classifier: str) -> dict[str, Any]:
     """The policy file (``guardrails.policies``; empty: the built-in default) and the
     classifier ``guardrails.classifier`` resolves to in the registry, with the metrics stored
     with its version (held-out recall and false-positive rate, for one trained here)."""

@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-import sqlite_utils
-
 from appliance.errors import BadInput
 from appliance.monitoring.traffic import Window
 from appliance.registry import model_summary
+from appliance.storage.db import Database
 
 TABLE = "llm_requests"
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(m|min|h|d|w)")
@@ -100,17 +98,19 @@ class _Group:
 def _quantiles(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
+    import numpy as np  # here: the usage tables with no rows need none of it
+
     p50, p95 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95])
     return round(float(p50), 3), round(float(p95), 3)
 
 
-def has_table(mdb: sqlite_utils.Database) -> bool:
+def has_table(mdb: Database) -> bool:
     return mdb.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                        [TABLE]).fetchone() is not None
 
 
-def llm_usage(mdb: sqlite_utils.Database, *, model: str | None = None,
-              since: str | None = None, db: sqlite_utils.Database | None = None,
+def llm_usage(mdb: Database, *, model: str | None = None,
+              since: str | None = None, db: Database | None = None,
               now: float | None = None) -> dict[str, Any]:
     """Totals per model version (``versions``) and per model version and UTC day
     (``days``), oldest day first, of the requests since ``since`` (all when None).
@@ -150,13 +150,13 @@ def llm_usage(mdb: sqlite_utils.Database, *, model: str | None = None,
     return out
 
 
-def has_prompt_refs(mdb: sqlite_utils.Database) -> bool:
+def has_prompt_refs(mdb: Database) -> bool:
     """Whether the log names prompts (``llm_requests.prompt_ref``, migration 0014)."""
     return has_table(mdb) and any(
         row[1] == "prompt_ref" for row in mdb.execute(f"PRAGMA table_info({TABLE})"))
 
 
-def prompt_usage(mdb: sqlite_utils.Database, *, since: float,
+def prompt_usage(mdb: Database, *, since: float,
                  refs: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Totals per prompt version (``prompt_ref``, ``NAME@VERSION``) of the language-model
     requests that named a prompt since ``since`` (Unix seconds), ordered by prompt name and
@@ -189,7 +189,7 @@ def prompt_usage(mdb: sqlite_utils.Database, *, since: float,
     return sorted(out, key=lambda r: (r["prompt"], r["version"] or 0, r["ref"]))
 
 
-def _empty_note(mdb: sqlite_utils.Database, db: sqlite_utils.Database | None,
+def _empty_note(mdb: Database, db: Database | None,
                 model: str | None, since: str | None) -> str:
     when = f" since {since}" if since else ""
     if model is None:

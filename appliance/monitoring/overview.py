@@ -6,8 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.monitoring.alerts import list_alerts
-from appliance.monitoring.check import check_history
-from appliance.monitoring.feedback import labelled, performance
 from appliance.monitoring.traffic import Window, traffic
 from appliance.registry import output_name, resolve
 from appliance.storage.home import Home
@@ -19,6 +17,10 @@ def output_names(mv: Any) -> tuple[str, str]:
 
 def overview(home: Home, name: str, *, window: Window | None = None,
              history: int = 200) -> dict[str, Any]:
+    # numpy and the drift statistics: imported here, as the package imports this module
+    from appliance.monitoring.check import check_history
+    from appliance.monitoring.feedback import labelled, performance
+
     window = window or Window.last(60)
     with home.db() as db:
         mv = resolve(db, name)

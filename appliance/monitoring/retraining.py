@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 import yaml
 
 from appliance import audit
@@ -48,9 +47,8 @@ from appliance.config import Config
 from appliance.datasets import add_dataset, get_dataset_version
 from appliance.errors import BadInput
 from appliance.monitoring.alerts import KINDS
-from appliance.monitoring.feedback import LABELLED_REQUEST
 from appliance.registry import ModelVersion, resolve
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 
 DEFAULT_POLICY: dict[str, Any] = {
@@ -107,7 +105,7 @@ def parse_policy(text: str) -> dict[str, Any]:
     return policy
 
 
-def set_policy(db: sqlite_utils.Database, name: str, text: str, *, actor: str) -> dict[str, Any]:
+def set_policy(db: Database, name: str, text: str, *, actor: str) -> dict[str, Any]:
     policy = parse_policy(text)
     with immediate(db):
         resolve(db, name)  # the model must exist
@@ -121,7 +119,7 @@ def set_policy(db: sqlite_utils.Database, name: str, text: str, *, actor: str) -
     return policy
 
 
-def get_policy(db: sqlite_utils.Database, name: str) -> dict[str, Any]:
+def get_policy(db: Database, name: str) -> dict[str, Any]:
     """The model's policy, or the default (off)."""
     row = db.execute("SELECT policy FROM retraining_policies WHERE model = ?", [name]).fetchone()
     return {**DEFAULT_POLICY, **json.loads(row[0])} if row else dict(DEFAULT_POLICY)
@@ -142,7 +140,7 @@ def _cell(value: Any, column_type: str) -> str:
     return str(value)
 
 
-def production_rows(mon: sqlite_utils.Database, model: str, since: float,
+def production_rows(mon: Database, model: str, since: float,
                     columns: list[dict[str, str]], target: str) -> list[list[str]]:
     """Sampled inputs with their feedback labels since ``since``, as CSV cells in the order
     of ``columns`` (the training data's schema; columns the model never saw stay empty).
@@ -150,6 +148,8 @@ def production_rows(mon: sqlite_utils.Database, model: str, since: float,
     however often a client retried it. Rows come in the order of their request ids, not of
     when concurrent requests happened to finish, so the same labelled requests always make
     the same dataset (and the same seeded split)."""
+    from appliance.monitoring.feedback import LABELLED_REQUEST  # numpy: not at start-up
+
     out: list[list[str]] = []
     for row, label, inputs in mon.execute(
         "SELECT f.row, f.label, r.inputs FROM feedback f"

@@ -27,10 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import sqlite_utils
-
 from appliance.config import Config
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 GAMMA = 1.04
 _LOG_GAMMA = math.log(GAMMA)
@@ -75,7 +73,7 @@ def sketch_quantiles(sketch: dict[int, int], qs: tuple[float, ...]) -> list[floa
     return out
 
 
-def last_rolled_id(mon: sqlite_utils.Database) -> int:
+def last_rolled_id(mon: Database) -> int:
     """Request ids up to this one are in ``request_minutes``."""
     row = mon.execute("SELECT value FROM rollup_state WHERE key = ?", [STATE_KEY]).fetchone()
     return int(row[0]) if row else 0
@@ -112,7 +110,7 @@ _FIELDS = ("requests", "rows", "client_errors", "failures", "ok", "latency_us_su
            "latency_us_max", "queue_us_sum", "batch_size_sum", "batch_size_max")
 
 
-def rollup(mon: sqlite_utils.Database, *, chunk_ids: int = CHUNK_IDS) -> RetentionReport:
+def rollup(mon: Database, *, chunk_ids: int = CHUNK_IDS) -> RetentionReport:
     """Merge every request row not yet rolled up into ``request_minutes``."""
     report = RetentionReport()
     mon.conn.create_function("appliance_bucket", 1, bucket, deterministic=True)
@@ -142,7 +140,7 @@ def rollup(mon: sqlite_utils.Database, *, chunk_ids: int = CHUNK_IDS) -> Retenti
     return report
 
 
-def _merge(mon: sqlite_utils.Database, key: tuple[str, int, str, int],
+def _merge(mon: Database, key: tuple[str, int, str, int],
            g: dict[str, Any]) -> None:
     old = mon.execute(
         "SELECT requests, rows, client_errors, failures, ok, latency_us_sum, latency_us_max,"
@@ -162,7 +160,7 @@ def _merge(mon: sqlite_utils.Database, key: tuple[str, int, str, int],
         [*key, *(g[name] for name in _FIELDS), sketch])
 
 
-def prune(mon: sqlite_utils.Database, config: Config, *, now: float | None = None,
+def prune(mon: Database, config: Config, *, now: float | None = None,
           report: RetentionReport | None = None) -> RetentionReport:
     """Delete rolled-up raw rows past ``monitoring.retention_days`` and empty the inputs
     and outputs of rows past ``monitoring.input_retention_days`` (0 keeps them forever)."""
@@ -214,7 +212,7 @@ def prune(mon: sqlite_utils.Database, config: Config, *, now: float | None = Non
     return report
 
 
-def run_retention(mon: sqlite_utils.Database, config: Config, *,
+def run_retention(mon: Database, config: Config, *,
                   now: float | None = None) -> RetentionReport:
     """Roll up, then prune: what the scheduler, the retention job and the command run."""
     started = time.perf_counter()

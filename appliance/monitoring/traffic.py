@@ -15,14 +15,16 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
-import sqlite_utils
 
 from appliance.errors import BadInput
 from appliance.monitoring.rollup import bucket, last_rolled_id, sketch_quantiles
+from appliance.storage.db import Database
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ def _percentiles(latencies_us: list[int],
                 for k, v in zip(("p50_ms", "p95_ms", "p99_ms"), values, strict=True)}
     if not latencies_us:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    import numpy as np  # here, so listing alerts or usage does not load it
+
     arr = np.asarray(latencies_us, dtype=np.float64) / 1000.0
     p50, p95, p99 = np.percentile(arr, [50, 95, 99])
     return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99)}
@@ -99,7 +103,7 @@ def raw_rows_sql(columns: str, last_id: int) -> str:
             " WHERE model = ? AND minute >= ? AND minute <= ? AND ts >= ? AND ts < ?")
 
 
-def traffic(mon: sqlite_utils.Database, model: str, window: Window, *,
+def traffic(mon: Database, model: str, window: Window, *,
             version: int | None = None, by_minute: bool = True) -> list[dict[str, Any]]:
     """Requests, rows, client errors (4xx), failures (5xx) and latency percentiles, one entry
     per version and minute (or per version over the whole window with ``by_minute=False``).
@@ -162,7 +166,7 @@ def traffic(mon: sqlite_utils.Database, model: str, window: Window, *,
     return out
 
 
-def served_models(mon: sqlite_utils.Database) -> list[dict[str, Any]]:
+def served_models(mon: Database) -> list[dict[str, Any]]:
     """Every model in the request log with its request count and last request time, from
     the roll-ups and the rows after them."""
     last_id = last_rolled_id(mon)
@@ -205,7 +209,7 @@ class Samples:
     @property
     def weighted(self) -> bool:
         """Whether any row stands for more than itself (it was kept beyond the limit)."""
-        return bool(len(self.weights)) and bool(np.any(self.weights != 1.0))
+        return bool(len(self.weights)) and bool((self.weights != 1.0).any())
 
 
 def _rows_of(value: Any) -> list[Any]:
@@ -215,7 +219,7 @@ def _rows_of(value: Any) -> list[Any]:
     return [v[0] if isinstance(v, list) and len(v) == 1 else v for v in value]
 
 
-def samples(mon: sqlite_utils.Database, model: str, window: Window, *,
+def samples(mon: Database, model: str, window: Window, *,
             version: int | None = None, live_only: bool = True,
             limit: int | None = None) -> Samples:
     """Every kept, answered row of ``model`` in the window, oldest first.
@@ -225,6 +229,8 @@ def samples(mon: sqlite_utils.Database, model: str, window: Window, *,
     first through the ``requests_kept`` index: what a page shows, in a time that does not
     grow with the window's traffic.
     """
+    import numpy as np
+
     sql = ("SELECT ts, version, request_id, inputs, outputs, COALESCE(weight, 1.0)"
            " FROM requests"
            " WHERE model = ? AND minute >= ? AND minute <= ? AND ts >= ? AND ts < ?"
@@ -287,6 +293,8 @@ def samples(mon: sqlite_utils.Database, model: str, window: Window, *,
 
 def as_float(values: list[Any]) -> tuple[np.ndarray, int]:
     """Numbers as float64 with NaN for missing; also how many values were not numbers."""
+    import numpy as np
+
     out = np.empty(len(values), dtype=np.float64)
     bad = 0
     for i, v in enumerate(values):

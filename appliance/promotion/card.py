@@ -14,9 +14,8 @@ import html
 import json
 from typing import Any
 
-import sqlite_utils
-
 from appliance.registry import alias_history, resolve
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 from appliance.training import get_run
 
@@ -39,7 +38,7 @@ def _profile_summary(home: Home, digest: str | None) -> dict[str, Any] | None:
     return {"row_count": profile.get("row_count"), "columns": columns}
 
 
-def _reproductions(db: sqlite_utils.Database, run_id: int) -> list[dict[str, Any]]:
+def _reproductions(db: Database, run_id: int) -> list[dict[str, Any]]:
     rows = db.query("SELECT seq, ts, actor, entry FROM audit_log WHERE action = ?"
                     " AND target = ? ORDER BY seq", ["run.reproduce", f"run:{run_id}"])
     out = []

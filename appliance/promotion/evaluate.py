@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from appliance.datasets import get_dataset_version, load_table
 from appliance.datasets.table import Table
 from appliance.errors import BadInput
 from appliance.onnxtools.sessions import cpu_session
 from appliance.registry import ModelVersion
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 from appliance.training import get_run, scoring
 from appliance.training.features import labelled_rows
@@ -39,7 +39,7 @@ class EvalSet:
     task: str
 
 
-def evaluation_set(home: Home, db: sqlite_utils.Database, mv: ModelVersion) -> EvalSet:
+def evaluation_set(home: Home, db: Database, mv: ModelVersion) -> EvalSet:
     """The candidate's test split, or the labelled rows of an imported version's evaluation
     dataset; BadInput when it has neither."""
     if mv.run_id is None:
@@ -56,7 +56,7 @@ def evaluation_set(home: Home, db: sqlite_utils.Database, mv: ModelVersion) -> E
     return EvalSet(dataset=run.dataset, table=table, rows=rows, target=target, task=task)
 
 
-def _imported_set(home: Home, db: sqlite_utils.Database, mv: ModelVersion) -> EvalSet:
+def _imported_set(home: Home, db: Database, mv: ModelVersion) -> EvalSet:
     target = mv.signature.get("target")
     task = mv.signature.get("task")
     if mv.dataset is None or not target or task not in ("classification", "regression"):

@@ -14,14 +14,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import sqlite_utils
-
 from appliance.config import Config
 from appliance.errors import ApplianceError, BadInput
 from appliance.llm.folder import is_llm
-from appliance.promotion import evaluate
 from appliance.promotion.policy import LOWER_IS_BETTER, metric_name
 from appliance.registry import ModelVersion
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 
@@ -121,7 +119,7 @@ def signature_compatible(candidate: dict[str, Any], production: dict[str, Any]) 
     return problems
 
 
-def run_gates(home: Home, db: sqlite_utils.Database, mv: ModelVersion,
+def run_gates(home: Home, db: Database, mv: ModelVersion,
               production: ModelVersion | None, policy: dict[str, Any], config: Config, *,
               target: str = "production", breaking_change: bool = False,
               approvals: list[dict[str, Any]] | None = None) -> GateReport:
@@ -132,6 +130,9 @@ def run_gates(home: Home, db: sqlite_utils.Database, mv: ModelVersion,
         report.gates.extend(llm_gates(home, mv, production))
         _approval(report, gates, mv, approvals)
         return report
+    # numpy, onnxruntime and the trainer: imported here, so showing a policy does not load them
+    from appliance.promotion import evaluate
+
     task = mv.signature.get("task")
     data = home.blobs.read_bytes(mv.onnx_digest, verify=True)
 

@@ -14,7 +14,6 @@ import os
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from appliance.datasets import get_dataset_version, load_table
 from appliance.datasets.service import DatasetVersion
@@ -29,6 +28,7 @@ from appliance.registry.importing import (
     import_file,
     read_model_file,
 )
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 from appliance.training.features import label_strings, labelled_rows
 
@@ -105,7 +105,7 @@ def _classes(data: bytes, signature: dict[str, Any], table: Table, target: str,
     return labels
 
 
-def describe(home: Home, db: sqlite_utils.Database, data: bytes, signature: dict[str, Any],
+def describe(home: Home, db: Database, data: bytes, signature: dict[str, Any],
              *, reference: str | None, evaluation: str | None) -> Attachment:
     """What the datasets give the model, computed and checked before anything is written."""
     att = Attachment()
@@ -156,7 +156,7 @@ def describe(home: Home, db: sqlite_utils.Database, data: bytes, signature: dict
     return att
 
 
-def import_with_data(home: Home, db: sqlite_utils.Database, name: str,
+def import_with_data(home: Home, db: Database, name: str,
                      path: str | os.PathLike[str], *, actor: str, description: str = "",
                      reference: str | None = None,
                      evaluation: str | None = None) -> tuple[ModelVersion, bool]:
@@ -171,7 +171,7 @@ def import_with_data(home: Home, db: sqlite_utils.Database, name: str,
                        description=description, attachment=attachment)
 
 
-def attach(home: Home, db: sqlite_utils.Database, ref: str, *, actor: str,
+def attach(home: Home, db: Database, ref: str, *, actor: str,
            reference: str | None = None, evaluation: str | None = None) -> ModelVersion:
     """Give an existing imported version its reference and/or evaluation data."""
     if reference is None and evaluation is None:

@@ -31,14 +31,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import sqlite_utils
 import yaml
 
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import BadInput
 from appliance.registry.versions import _model_id
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.training.recipe import METRICS
 
 # Metrics where smaller is better; every other metric is better when larger.
@@ -154,7 +153,7 @@ def parse_policy(text: str) -> dict[str, Any]:
     return _merge(DEFAULT_POLICY, loaded, "")
 
 
-def get_policy(db: sqlite_utils.Database, name: str) -> dict[str, Any]:
+def get_policy(db: Database, name: str) -> dict[str, Any]:
     """The model's policy, or the default one."""
     model_id = _model_id(db, name)
     row = db.execute("SELECT policy FROM promotion_policies WHERE model_id = ?",
@@ -162,7 +161,7 @@ def get_policy(db: sqlite_utils.Database, name: str) -> dict[str, Any]:
     return json.loads(row[0]) if row else copy.deepcopy(DEFAULT_POLICY)
 
 
-def policy_source(db: sqlite_utils.Database, name: str) -> str | None:
+def policy_source(db: Database, name: str) -> str | None:
     """The YAML as it was set, or None for a model on the default policy."""
     model_id = _model_id(db, name)
     row = db.execute("SELECT source FROM promotion_policies WHERE model_id = ?",
@@ -170,7 +169,7 @@ def policy_source(db: sqlite_utils.Database, name: str) -> str | None:
     return str(row[0]) if row else None
 
 
-def _check_task(db: sqlite_utils.Database, model_id: int, policy: dict[str, Any]) -> None:
+def _check_task(db: Database, model_id: int, policy: dict[str, Any]) -> None:
     """Metric gates the model's task has no metric for are refused, naming them."""
     tasks = set()
     for (signature,) in db.execute(
@@ -188,7 +187,7 @@ def _check_task(db: sqlite_utils.Database, model_id: int, policy: dict[str, Any]
                        f"{task} model is scored on {', '.join(METRICS[task])} (or 'primary')")
 
 
-def set_policy(db: sqlite_utils.Database, name: str, text: str, *, actor: str) -> dict[str, Any]:
+def set_policy(db: Database, name: str, text: str, *, actor: str) -> dict[str, Any]:
     """Validate and store a model's policy, with its audit entry."""
     policy = parse_policy(text)
     with immediate(db):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import sqlite_utils
 import yaml
 
 from appliance import audit
@@ -42,7 +41,7 @@ from appliance.prompts import promotion as prompt_promotion
 from appliance.prompts.promotion import Gate, GateResult, PromptPromotion
 from appliance.prompts.registry import PromptVersion
 from appliance.prompts.registry import resolve as resolve_prompt
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 KEYS = ("evalset", "min_score", "max_regression", "max_latency_ms", "max_tokens",
         "min_guardrail_pass_rate")
@@ -91,7 +90,7 @@ def _number(key: str, value: Any, low: float, high: float | None) -> float:
     return float(value)
 
 
-def set_policy(db: sqlite_utils.Database, name: str, text: str, *, actor: str
+def set_policy(db: Database, name: str, text: str, *, actor: str
                ) -> dict[str, Any]:
     """Check and store the policy of prompt ``name``, audited."""
     policy = parse_policy(text)
@@ -114,7 +113,7 @@ def set_policy(db: sqlite_utils.Database, name: str, text: str, *, actor: str
     return policy
 
 
-def get_policy(db: sqlite_utils.Database, name: str) -> dict[str, Any] | None:
+def get_policy(db: Database, name: str) -> dict[str, Any] | None:
     """The policy of prompt ``name``, or None; ``NotFound`` for a prompt that does not
     exist."""
     row = db.execute(
@@ -125,7 +124,7 @@ def get_policy(db: sqlite_utils.Database, name: str) -> dict[str, Any] | None:
     return json.loads(row[0]) if row[0] is not None else None
 
 
-def newest_run(db: sqlite_utils.Database, pv: PromptVersion, evalset_version_id: int
+def newest_run(db: Database, pv: PromptVersion, evalset_version_id: int
                ) -> int | None:
     row = db.execute(
         "SELECT id FROM eval_runs WHERE target = ? AND evalset_version_id = ?"
@@ -134,7 +133,7 @@ def newest_run(db: sqlite_utils.Database, pv: PromptVersion, evalset_version_id:
     return int(row[0]) if row else None
 
 
-def gates_for(db: sqlite_utils.Database, name: str) -> list[Gate]:
+def gates_for(db: Database, name: str) -> list[Gate]:
     """The gates of prompt ``name``'s policy, in order; none without a policy."""
     policy = get_policy(db, name)
     if policy is None:
@@ -146,7 +145,7 @@ def gates_for(db: sqlite_utils.Database, name: str) -> list[Gate]:
         run_id = newest_run(db, pv, evalset.id)
         return None if run_id is None else {"id": run_id, **get_run(db, run_id, cases=False)}
 
-    def evaluated(db_: sqlite_utils.Database, pv: PromptVersion,
+    def evaluated(db_: Database, pv: PromptVersion,
                   production: PromptVersion | None) -> GateResult:
         run = summary_of(pv)
         if run is None:
@@ -156,7 +155,7 @@ def gates_for(db: sqlite_utils.Database, name: str) -> list[Gate]:
         return GateResult("evaluated", True, f"run {run['id']}: {s['passed']}/{s['cases']} "
                           "cases passed every scorer")
 
-    def min_score(db_: sqlite_utils.Database, pv: PromptVersion,
+    def min_score(db_: Database, pv: PromptVersion,
                   production: PromptVersion | None) -> GateResult:
         run = summary_of(pv)
         if run is None:
@@ -173,7 +172,7 @@ def gates_for(db: sqlite_utils.Database, name: str) -> list[Gate]:
             f"{k} {scorers[k]['mean']:.3f} >= {v:g}"
             for k, v in sorted(policy.get("min_score", {}).items())) or "no minimum set")
 
-    def no_regression(db_: sqlite_utils.Database, pv: PromptVersion,
+    def no_regression(db_: Database, pv: PromptVersion,
                       production: PromptVersion | None) -> GateResult:
         if production is None:
             return GateResult("no_regression", True, "no production version to compare with")
@@ -193,7 +192,7 @@ def gates_for(db: sqlite_utils.Database, name: str) -> list[Gate]:
         return GateResult("no_regression", not worse, "; ".join(worse) or
                           f"no scorer more than {margin:g} below production's run {base['id']}")
 
-    def latency(db_: sqlite_utils.Database, pv: PromptVersion,
+    def latency(db_: Database, pv: PromptVersion,
                 production: PromptVersion | None) -> GateResult:
         run = summary_of(pv)
         lat = run["summary"].get("latency_ms") if run else None
@@ -203,7 +202,7 @@ def gates_for(db: sqlite_utils.Database, name: str) -> list[Gate]:
         return GateResult("latency", ok, f"mean {lat['mean']:.1f} ms "
                           f"{'<=' if ok else '>'} {policy['max_latency_ms']:g} ms")
 
-    def tokens(db_: sqlite_utils.Database, pv: PromptVersion,
+    def tokens(db_: Database, pv: PromptVersion,
                production: PromptVersion | None) -> GateResult:
         run = summary_of(pv)
         if run is None or not run["summary"]["cases"]:
@@ -213,7 +212,7 @@ def gates_for(db: sqlite_utils.Database, name: str) -> list[Gate]:
         return GateResult("tokens", ok, f"mean {mean:.1f} tokens an answer "
                           f"{'<=' if ok else '>'} {policy['max_tokens']:g}")
 
-    def guardrail_pass_rate(db_: sqlite_utils.Database, pv: PromptVersion,
+    def guardrail_pass_rate(db_: Database, pv: PromptVersion,
                             production: PromptVersion | None) -> GateResult:
         run = summary_of(pv)
         if run is None:
@@ -240,7 +239,7 @@ def gates_for(db: sqlite_utils.Database, name: str) -> list[Gate]:
     return gates
 
 
-def promote_prompt(db: sqlite_utils.Database, ref: str, principal: Principal, *,
+def promote_prompt(db: Database, ref: str, principal: Principal, *,
                    force: bool = False, reason: str = "") -> PromptPromotion:
     """Promote a prompt version through the gates every prompt has (``GATES`` of
     ``appliance.prompts.promotion``, read now) and those of its prompt's policy: what the

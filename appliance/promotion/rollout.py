@@ -27,15 +27,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import numpy as np
-import sqlite_utils
-
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import Conflict, NotFound
 from appliance.registry import ModelVersion, get_version_by_id, move_alias_in_transaction
 from appliance.registry.versions import _model_id
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 
 CANARY_WEIGHT_TAG = "canary_weight"
@@ -72,7 +69,7 @@ class Step:
 
 # ---- alias and tag changes inside the caller's transaction -----------------------------
 
-def _remove_alias(db: sqlite_utils.Database, name: str, alias: str, actor: str,
+def _remove_alias(db: Database, name: str, alias: str, actor: str,
                   reason: str) -> None:
     model_id = _model_id(db, name)
     row = db.execute("SELECT version_id FROM aliases WHERE model_id = ? AND alias = ?",
@@ -88,7 +85,7 @@ def _remove_alias(db: sqlite_utils.Database, name: str, alias: str, actor: str,
                  details={"alias": alias, "previous": previous, "reason": reason})
 
 
-def _set_weight(db: sqlite_utils.Database, mv: ModelVersion, weight: float | None,
+def _set_weight(db: Database, mv: ModelVersion, weight: float | None,
                 actor: str) -> None:
     if weight is None:
         db.execute("DELETE FROM model_version_tags WHERE version_id = ? AND key = ?",
@@ -103,21 +100,21 @@ def _set_weight(db: sqlite_utils.Database, mv: ModelVersion, weight: float | Non
                  details={"key": CANARY_WEIGHT_TAG, "value": value})
 
 
-def _enter_canary(db: sqlite_utils.Database, mv: ModelVersion, plan: dict[str, Any],
+def _enter_canary(db: Database, mv: ModelVersion, plan: dict[str, Any],
                   actor: str, reason: str) -> None:
     _remove_alias(db, mv.name, "shadow", actor, reason)
     move_alias_in_transaction(db, mv, "canary", actor=actor, reason=reason)
     _set_weight(db, mv, float(plan["canary"]["weight"]), actor)
 
 
-def _clear(db: sqlite_utils.Database, mv: ModelVersion, actor: str, reason: str) -> None:
+def _clear(db: Database, mv: ModelVersion, actor: str, reason: str) -> None:
     _remove_alias(db, mv.name, "shadow", actor, reason)
     _remove_alias(db, mv.name, "canary", actor, reason)
     if mv.tags.get(CANARY_WEIGHT_TAG) is not None:
         _set_weight(db, mv, None, actor)
 
 
-def start_in_transaction(db: sqlite_utils.Database, mv: ModelVersion, production: ModelVersion,
+def start_in_transaction(db: Database, mv: ModelVersion, production: ModelVersion,
                          plan: dict[str, Any], *, stage: str, actor: str,
                          now: float | None = None) -> int:
     """Begin a rollout of ``mv`` against ``production`` at ``stage`` (shadow or canary)."""
@@ -147,7 +144,7 @@ def start_in_transaction(db: sqlite_utils.Database, mv: ModelVersion, production
     return rollout_id
 
 
-def end_active_in_transaction(db: sqlite_utils.Database, name: str, *, actor: str,
+def end_active_in_transaction(db: Database, name: str, *, actor: str,
                               reason: str) -> int | None:
     """Cancel the model's rollout in progress, if any (a direct promotion or a rollback
     supersedes it); its shadow and canary aliases go with it."""
@@ -164,7 +161,7 @@ def end_active_in_transaction(db: sqlite_utils.Database, name: str, *, actor: st
     return int(row[0])
 
 
-def _finish(db: sqlite_utils.Database, rollout_id: int, state: State, reason: str,
+def _finish(db: Database, rollout_id: int, state: State, reason: str,
             check: dict[str, Any] | None = None) -> None:
     at = now_iso()
     db.execute("UPDATE rollouts SET state = ?, updated_at = ?, ended_at = ?, reason = ?,"
@@ -181,7 +178,7 @@ def _p99(latencies: list[int]) -> float | None:
     return values[min(len(values) - 1, max(0, math.ceil(0.99 * len(values)) - 1))] / 1000.0
 
 
-def _side(mdb: sqlite_utils.Database, name: str, version: int, routes: tuple[str, ...],
+def _side(mdb: Database, name: str, version: int, routes: tuple[str, ...],
           since: float, until: float) -> dict[str, Any]:
     marks = ",".join("?" for _ in routes)
     rows = mdb.execute(
@@ -200,6 +197,8 @@ def _agree(a: dict[str, Any], b: dict[str, Any]) -> bool:
     common = set(a) & set(b)
     if not common:
         return False
+    import numpy as np  # here, so reading a rollout's state does not load it
+
     try:
         return all(np.allclose(np.asarray(a[k], dtype=np.float64),
                                np.asarray(b[k], dtype=np.float64), rtol=0.05, atol=1e-3)
@@ -208,7 +207,7 @@ def _agree(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return all(a[k] == b[k] for k in common)
 
 
-def _agreement(mdb: sqlite_utils.Database, name: str, cand: int, base: int, since: float,
+def _agreement(mdb: Database, name: str, cand: int, base: int, since: float,
                until: float) -> tuple[int, float | None]:
     """Share of shadowed requests whose candidate outputs match production's."""
     pairs = mdb.execute(
@@ -223,7 +222,7 @@ def _agreement(mdb: sqlite_utils.Database, name: str, cand: int, base: int, sinc
     return len(pairs), same / len(pairs)
 
 
-def labelled_quality(mdb: sqlite_utils.Database, name: str, version: int, since: float,
+def labelled_quality(mdb: Database, name: str, version: int, since: float,
                      until: float, classes: list[Any] | None = None) -> float | None:
     """Accuracy of ``version``'s answers against delayed labels, or None without labels.
 
@@ -287,7 +286,7 @@ def _judge(plan: dict[str, Any], state: str, cand: dict[str, Any], base: dict[st
     return "advance", [f"no worse than production over {n} requests"]
 
 
-def _tick(db: sqlite_utils.Database, mdb: sqlite_utils.Database, row: dict[str, Any],
+def _tick(db: Database, mdb: Database, row: dict[str, Any],
           now: float) -> Step:
     plan = json.loads(row["plan"])
     cand = get_version_by_id(db, row["candidate_version_id"])
@@ -309,7 +308,7 @@ def _tick(db: sqlite_utils.Database, mdb: sqlite_utils.Database, row: dict[str, 
     return Step(row["id"], cand.name, cand.version, state, state, decision, reasons, stats)
 
 
-def _apply(db: sqlite_utils.Database, step: Step, row: dict[str, Any], now: float,
+def _apply(db: Database, step: Step, row: dict[str, Any], now: float,
            actor: str) -> None:
     """Carry out ``step``'s decision, re-checking in the transaction that the rollout is
     still where the tick found it."""
@@ -377,7 +376,7 @@ def advance_rollouts(home: Home, *, now: float | None = None, name: str | None =
     return steps
 
 
-def rollout_status(db: sqlite_utils.Database, name: str) -> list[dict[str, Any]]:
+def rollout_status(db: Database, name: str) -> list[dict[str, Any]]:
     """The model's rollouts, newest first, with their last check."""
     model_id = _model_id(db, name)
     rows = list(db.query(

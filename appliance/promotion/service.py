@@ -12,8 +12,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.auth import Principal, authorize, check_separation_of_duties
@@ -31,7 +29,7 @@ from appliance.registry import (
     resolve,
 )
 from appliance.registry.signing import sign_in_transaction
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 from appliance.training import get_run
 
@@ -64,14 +62,14 @@ class PromotionResult:
                 "rollout_id": self.rollout_id}
 
 
-def _production(db: sqlite_utils.Database, name: str) -> ModelVersion | None:
+def _production(db: Database, name: str) -> ModelVersion | None:
     try:
         return resolve(db, f"{name}@{PRODUCTION}")
     except NotFound:
         return None
 
 
-def trained_by(db: sqlite_utils.Database, mv: ModelVersion) -> set[str]:
+def trained_by(db: Database, mv: ModelVersion) -> set[str]:
     """Everyone who made this version: who registered it and who started its run."""
     names = {mv.created_by}
     if mv.run_id is not None:
@@ -79,7 +77,7 @@ def trained_by(db: sqlite_utils.Database, mv: ModelVersion) -> set[str]:
     return {n for n in names if n}
 
 
-def list_approvals(db: sqlite_utils.Database, mv: ModelVersion) -> list[dict[str, Any]]:
+def list_approvals(db: Database, mv: ModelVersion) -> list[dict[str, Any]]:
     return list(db.query("SELECT approver, role, comment, created_at FROM approvals"
                          " WHERE version_id = ? ORDER BY id", [mv.id]))
 
@@ -121,7 +119,7 @@ def evaluate_gates(home: Home, ref: str, *, target: str = PRODUCTION,
                          approvals=list_approvals(db, mv))
 
 
-def _store_report(db: sqlite_utils.Database, mv: ModelVersion, report: GateReport, *,
+def _store_report(db: Database, mv: ModelVersion, report: GateReport, *,
                   actor: str, forced: bool, reason: str) -> int:
     baseline = resolve(db, report.baseline).id if report.baseline else None
     cur = db.execute(
@@ -204,7 +202,7 @@ def promote(home: Home, ref: str, principal: Principal, *, to: str = PRODUCTION,
         return PromotionResult(mv.ref, to, report, forced, move, rollout_id)
 
 
-def gate_reports(db: sqlite_utils.Database, ref: str) -> list[dict[str, Any]]:
+def gate_reports(db: Database, ref: str) -> list[dict[str, Any]]:
     """Every gate report of a version, oldest first."""
     mv = resolve(db, ref)
     rows = list(db.query("SELECT id, target, passed, forced, reason, gates, created_at, actor"
@@ -218,7 +216,7 @@ def gate_reports(db: sqlite_utils.Database, ref: str) -> list[dict[str, Any]]:
 ROLLBACK_PREFIX = "rollback of "
 
 
-def _rollback_target(db: sqlite_utils.Database, name: str) -> int | None:
+def _rollback_target(db: Database, name: str) -> int | None:
     """Replay production's history as a stack: a move pushes the version it replaced, a
     rollback pops one; the top is the version a rollback puts back. So rolling back
     twice walks two promotions back rather than undoing the first rollback."""

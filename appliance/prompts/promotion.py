@@ -16,8 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.auth import Principal, authorize
 from appliance.errors import BadInput, Conflict, NotFound, OperationFailed
@@ -30,7 +28,7 @@ from appliance.prompts.registry import (
     resolve,
 )
 from appliance.registry.refs import parse_ref
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 ROLLBACK_PREFIX = "rollback of "
 
@@ -45,7 +43,7 @@ class GateResult:
         return dict(self.__dict__)
 
 
-Gate = Callable[[sqlite_utils.Database, PromptVersion, PromptVersion | None], GateResult]
+Gate = Callable[[Database, PromptVersion, PromptVersion | None], GateResult]
 
 #: The gates of a prompt promotion, run in order. None yet: evaluation-set gates go here.
 GATES: tuple[Gate, ...] = ()
@@ -71,14 +69,14 @@ class PromptPromotion:
                 "gates": [g.as_dict() for g in self.gates], "move": self.move.as_dict()}
 
 
-def _production(db: sqlite_utils.Database, name: str) -> PromptVersion | None:
+def _production(db: Database, name: str) -> PromptVersion | None:
     try:
         return resolve(db, f"{name}@{PRODUCTION}", latest=False)
     except NotFound:
         return None
 
 
-def promote(db: sqlite_utils.Database, ref: str, principal: Principal, *,
+def promote(db: Database, ref: str, principal: Principal, *,
             force: bool = False, reason: str = "",
             gates: Sequence[Gate] = GATES) -> PromptPromotion:
     """Run the gates on the version ``ref`` names and, when they pass (or an admin forces
@@ -124,7 +122,7 @@ def promote(db: sqlite_utils.Database, ref: str, principal: Principal, *,
     return PromptPromotion(pv.ref, results, bool(failed), move)
 
 
-def _rollback_target(db: sqlite_utils.Database, name: str) -> int | None:
+def _rollback_target(db: Database, name: str) -> int | None:
     """Production's history replayed as a stack, as for models: a move pushes the version
     it replaced, a rollback pops one, so rolling back twice walks two promotions back."""
     stack: list[int] = []
@@ -143,7 +141,7 @@ def _rollback_target(db: sqlite_utils.Database, name: str) -> int | None:
     return stack[-1] if stack else None
 
 
-def rollback(db: sqlite_utils.Database, name: str, principal: Principal, *,
+def rollback(db: Database, name: str, principal: Principal, *,
              reason: str = "") -> PromptAliasMove:
     """Put back the production version the last production move replaced."""
     authorize(principal, "prompts.rollback")

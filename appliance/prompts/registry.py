@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import BadInput, NotFound
@@ -30,7 +28,7 @@ from appliance.prompts.spec import (
 )
 from appliance.registry.aliases import normalise_time
 from appliance.registry.refs import check_alias, check_name, parse_ref
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 PRODUCTION = "production"
 
@@ -88,18 +86,18 @@ _SELECT = ("SELECT v.id, p.name, v.version, v.digest, v.spec, v.created_at, v.cr
            " FROM prompt_versions v JOIN prompts p ON p.id = v.prompt_id")
 
 
-def _aliases_of(db: sqlite_utils.Database, version_id: int) -> tuple[str, ...]:
+def _aliases_of(db: Database, version_id: int) -> tuple[str, ...]:
     return tuple(r[0] for r in db.execute(
         "SELECT alias FROM prompt_aliases WHERE version_id = ? ORDER BY alias", [version_id]))
 
 
-def _from_row(db: sqlite_utils.Database, row: Any) -> PromptVersion:
+def _from_row(db: Database, row: Any) -> PromptVersion:
     return PromptVersion(id=int(row[0]), name=row[1], version=int(row[2]), digest=row[3],
                          spec=spec_from_json(row[4]), created_at=row[5], created_by=row[6],
                          aliases=_aliases_of(db, int(row[0])))
 
 
-def _prompt_id(db: sqlite_utils.Database, name: str) -> int:
+def _prompt_id(db: Database, name: str) -> int:
     row = db.execute("SELECT id FROM prompts WHERE name = ?", [name]).fetchone()
     if row is None:
         raise NotFound(f"prompt '{name}' does not exist; see 'appliance prompts list'",
@@ -126,7 +124,7 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
         raise BadInput(f"{file}: can not be read: {exc.strerror or exc}") from exc
 
 
-def add_prompt(db: sqlite_utils.Database, name: str, data: bytes, *, actor: str,
+def add_prompt(db: Database, name: str, data: bytes, *, actor: str,
                source: str = "prompt") -> tuple[PromptVersion, bool]:
     """Register ``data`` (a prompt's YAML) as the next version of ``name``; return it and
     whether it is new. Everything is checked before the one transaction that writes."""
@@ -164,7 +162,7 @@ def add_prompt(db: sqlite_utils.Database, name: str, data: bytes, *, actor: str,
 # ---- reading ---------------------------------------------------------------------------
 
 
-def resolve(db: sqlite_utils.Database, ref: str, *, latest: bool = True) -> PromptVersion:
+def resolve(db: Database, ref: str, *, latest: bool = True) -> PromptVersion:
     """``NAME@VERSION`` or ``NAME@ALIAS``; ``NAME`` alone is its production version, else
     (with ``latest``) its newest."""
     parsed = parse_ref(ref, "prompt reference")
@@ -186,14 +184,14 @@ def resolve(db: sqlite_utils.Database, ref: str, *, latest: bool = True) -> Prom
     return _from_row(db, row)
 
 
-def get_version_by_id(db: sqlite_utils.Database, version_id: int) -> PromptVersion:
+def get_version_by_id(db: Database, version_id: int) -> PromptVersion:
     row = db.execute(_SELECT + " WHERE v.id = ?", [version_id]).fetchone()
     if row is None:
         raise NotFound(f"prompt version id {version_id} does not exist")
     return _from_row(db, row)
 
 
-def list_prompts(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def list_prompts(db: Database) -> list[dict[str, Any]]:
     """One row per prompt: latest version, how many, its aliases, the latest one's model."""
     rows = list(db.query(
         "SELECT p.name, COUNT(v.id) AS versions, MAX(v.version) AS latest,"
@@ -209,14 +207,14 @@ def list_prompts(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     return rows
 
 
-def list_versions(db: sqlite_utils.Database, name: str) -> list[PromptVersion]:
+def list_versions(db: Database, name: str) -> list[PromptVersion]:
     """Every version of ``name``, newest first."""
     prompt_id = _prompt_id(db, name)
     return [_from_row(db, r) for r in db.execute(
         _SELECT + " WHERE v.prompt_id = ? ORDER BY v.version DESC", [prompt_id]).fetchall()]
 
 
-def diff(db: sqlite_utils.Database, a: str, b: str) -> str:
+def diff(db: Database, a: str, b: str) -> str:
     """A unified diff of two versions' canonical YAML ('' when they are the same)."""
     old, new = resolve(db, a), resolve(db, b)
     return "".join(difflib.unified_diff(
@@ -228,7 +226,7 @@ def diff(db: sqlite_utils.Database, a: str, b: str) -> str:
 # ---- aliases ------------------------------------------------------------------------------
 
 
-def _version_number(db: sqlite_utils.Database, version_id: int | None) -> int | None:
+def _version_number(db: Database, version_id: int | None) -> int | None:
     if version_id is None:
         return None
     row = db.execute("SELECT version FROM prompt_versions WHERE id = ?", [version_id]
@@ -236,7 +234,7 @@ def _version_number(db: sqlite_utils.Database, version_id: int | None) -> int | 
     return int(row[0]) if row else None
 
 
-def move_alias_in_transaction(db: sqlite_utils.Database, pv: PromptVersion, alias: str, *,
+def move_alias_in_transaction(db: Database, pv: PromptVersion, alias: str, *,
                               actor: str, reason: str = "") -> PromptAliasMove:
     """Point ``alias`` at ``pv`` inside the caller's write transaction, with its history row
     and audit entry (for promotion, which checks its gates first)."""
@@ -266,7 +264,7 @@ def move_alias_in_transaction(db: sqlite_utils.Database, pv: PromptVersion, alia
     return PromptAliasMove(pv.name, alias, pv.version, previous, now, actor, changed=True)
 
 
-def set_alias(db: sqlite_utils.Database, ref: str, alias: str, *, actor: str,
+def set_alias(db: Database, ref: str, alias: str, *, actor: str,
               reason: str = "") -> PromptAliasMove:
     """Point ``alias`` at the version ``ref`` names; any alias but ``production``."""
     check_alias(alias)
@@ -282,7 +280,7 @@ def set_alias(db: sqlite_utils.Database, ref: str, alias: str, *, actor: str,
         return move_alias_in_transaction(db, pv, alias, actor=actor, reason=reason)
 
 
-def alias_history(db: sqlite_utils.Database, name: str,
+def alias_history(db: Database, name: str,
                   alias: str | None = None) -> list[dict[str, Any]]:
     """Every move of ``name``'s aliases (or one alias), oldest first."""
     prompt_id = _prompt_id(db, name)
@@ -298,7 +296,7 @@ def alias_history(db: sqlite_utils.Database, name: str,
     return list(db.query(sql + " ORDER BY h.id", params))
 
 
-def alias_at(db: sqlite_utils.Database, name: str, alias: str, at: str) -> int | None:
+def alias_at(db: Database, name: str, alias: str, at: str) -> int | None:
     """The version ``alias`` pointed at at time ``at`` (ISO 8601); None if it was unset."""
     prompt_id = _prompt_id(db, name)
     row = db.execute(
@@ -309,7 +307,7 @@ def alias_at(db: sqlite_utils.Database, name: str, alias: str, at: str) -> int |
     return int(row[0]) if row and row[0] is not None else None
 
 
-def fingerprint(db: sqlite_utils.Database) -> int:
+def fingerprint(db: Database) -> int:
     """Grows with every prompt alias move; unchanged means none moved."""
     return int(db.execute("SELECT COALESCE(MAX(id), 0) FROM prompt_alias_history"
                           ).fetchone()[0])

@@ -18,12 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from appliance.errors import BadInput, NotFound
 from appliance.prompts.registry import PRODUCTION, PromptVersion, fingerprint, resolve
 from appliance.registry import alias_fingerprint, parse_ref
 from appliance.registry import resolve as resolve_model
+from appliance.storage.db import Database
 
 SCHEME = "prompts:/"
 
@@ -43,7 +42,7 @@ class ServedPrompt:
 
 
 class PromptSource:
-    def __init__(self, open_db: Callable[[], sqlite_utils.Database],
+    def __init__(self, open_db: Callable[[], Database],
                  max_age_s: float = 0.5) -> None:
         self._open_db = open_db
         self._max_age_s = max_age_s
@@ -64,7 +63,7 @@ class PromptSource:
         key = str(parsed) if (parsed.version or parsed.alias) else f"{parsed.name}@{PRODUCTION}"
         with self._lock:
             now = time.monotonic()
-            db: sqlite_utils.Database | None = None
+            db: Database | None = None
             try:
                 if now - self._checked >= self._max_age_s:
                     db = self._open_db()
@@ -84,7 +83,7 @@ class PromptSource:
                     db.close()
 
 
-def _load(db: sqlite_utils.Database, key: str) -> ServedPrompt:
+def _load(db: Database, key: str) -> ServedPrompt:
     try:
         pv = resolve(db, key, latest=False)
     except NotFound:

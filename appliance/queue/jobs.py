@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance.audit import append
 from appliance.audit.log import now_iso
 from appliance.config import Config
@@ -23,7 +21,7 @@ from appliance.gpu.placement import ResourceRequest
 from appliance.queue import states
 from appliance.queue.kinds import Kinds, check_submittable
 from appliance.queue.states import JobState
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 
 LOG_FILE = "job.log"
@@ -155,7 +153,7 @@ def check_spec(spec: JobSpec, config: Config, *, kinds: Kinds) -> tuple[int, flo
 
 
 def insert_job(
-    db: sqlite_utils.Database,
+    db: Database,
     spec: JobSpec,
     config: Config,
     *,
@@ -170,7 +168,7 @@ def insert_job(
 
 
 def _insert(
-    db: sqlite_utils.Database,
+    db: Database,
     spec: JobSpec,
     limits: tuple[int, float],
     *,
@@ -196,7 +194,7 @@ def _insert(
     return job_id
 
 
-def submit(db: sqlite_utils.Database, spec: JobSpec, config: Config, *, kinds: Kinds,
+def submit(db: Database, spec: JobSpec, config: Config, *, kinds: Kinds,
            actor: str) -> int:
     """Queue a job; return its id."""
     limits = check_spec(spec, config, kinds=kinds)  # before the write lock: it may import a validator
@@ -204,7 +202,7 @@ def submit(db: sqlite_utils.Database, spec: JobSpec, config: Config, *, kinds: K
         return _insert(db, spec, limits, actor=actor)
 
 
-def get_job(db: sqlite_utils.Database, job_id: int) -> Job:
+def get_job(db: Database, job_id: int) -> Job:
     rows = list(db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
     if not rows:
         raise NotFound(f"job {job_id} does not exist; see 'appliance jobs list'")
@@ -212,7 +210,7 @@ def get_job(db: sqlite_utils.Database, job_id: int) -> Job:
 
 
 def list_jobs(
-    db: sqlite_utils.Database,
+    db: Database,
     *,
     state: str | None = None,
     kind: str | None = None,
@@ -238,7 +236,7 @@ def list_jobs(
     return [Job.from_row(r) for r in db.query(sql, [*args, limit])]
 
 
-def queue_depth(db: sqlite_utils.Database) -> dict[str, Any]:
+def queue_depth(db: Database) -> dict[str, Any]:
     """Jobs per state, and how many queued jobs wait on which reason."""
     counts = {s.value: 0 for s in JobState}
     for r in db.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
@@ -253,7 +251,7 @@ def queue_depth(db: sqlite_utils.Database) -> dict[str, Any]:
     return {"states": counts, "waiting": waiting}
 
 
-def cancel_job(db: sqlite_utils.Database, job_id: int, *, actor: str) -> Job:
+def cancel_job(db: Database, job_id: int, *, actor: str) -> Job:
     """Cancel a queued job now; ask the worker of a running job to stop its process group."""
     with immediate(db):
         job = get_job(db, job_id)

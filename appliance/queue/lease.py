@@ -25,13 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance.gpu.inventory import Inventory, InventorySource
 from appliance.gpu.placement import Holdings, ResourceRequest, place
 from appliance.queue import liveness, states
 from appliance.queue.jobs import Job, get_job
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 JOB_ENV = "APPLIANCE_JOB_ID"  # set in every job process, so its leftovers can be found
 CANDIDATES = 50
@@ -52,7 +50,7 @@ class Renewal:
     cancel_requested: bool
 
 
-def serving_holdings(db: sqlite_utils.Database) -> dict[int, int]:
+def serving_holdings(db: Database) -> dict[int, int]:
     """GPU memory (MiB per index) that live serving processes declare in their heartbeat.
 
     Serving writes ``{"gpu_memory_mb": {"0": 2048}}`` into its heartbeat details.
@@ -64,7 +62,7 @@ def serving_holdings(db: sqlite_utils.Database) -> dict[int, int]:
     return held
 
 
-def holdings(db: sqlite_utils.Database, reserve_mb: int = 0) -> tuple[Holdings, int]:
+def holdings(db: Database, reserve_mb: int = 0) -> tuple[Holdings, int]:
     """GPU memory held by running jobs and serving, and the CPUs running jobs hold."""
     jobs_mb: dict[int, int] = {}
     exclusive: set[int] = set()
@@ -86,7 +84,7 @@ def holdings(db: sqlite_utils.Database, reserve_mb: int = 0) -> tuple[Holdings, 
 
 
 def claim(
-    db: sqlite_utils.Database,
+    db: Database,
     *,
     worker: str,
     limits: ClaimLimits,
@@ -133,7 +131,7 @@ def claim(
 
 
 def renew(
-    db: sqlite_utils.Database,
+    db: Database,
     *,
     worker: str,
     lease_s: float,
@@ -161,14 +159,14 @@ def renew(
     return out
 
 
-def reap_expired(db: sqlite_utils.Database, *, actor: str,
+def reap_expired(db: Database, *, actor: str,
                  now: float | None = None) -> list[tuple[int, str]]:
     """Take back every job whose lease ran out; return (id, new state) for each."""
     with immediate(db):
         return _reap(db, actor=actor, now=time.time() if now is None else now)
 
 
-def _reap(db: sqlite_utils.Database, *, actor: str, now: float) -> list[tuple[int, str]]:
+def _reap(db: Database, *, actor: str, now: float) -> list[tuple[int, str]]:
     done: list[tuple[int, str]] = []
     for r in list(db.query(
         "SELECT id, attempts, max_attempts, lease_owner, host, pid, cancel_requested"

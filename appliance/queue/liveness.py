@@ -15,13 +15,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
-
 from appliance.audit.log import now_iso
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 
-def beat(db: sqlite_utils.Database, service: str, started_at: str,
+def beat(db: Database, service: str, started_at: str,
          details: Mapping[str, Any] | None = None) -> None:
     with immediate(db):
         db.execute(
@@ -33,7 +31,7 @@ def beat(db: sqlite_utils.Database, service: str, started_at: str,
         )
 
 
-def clear(db: sqlite_utils.Database, service: str) -> None:
+def clear(db: Database, service: str) -> None:
     """Remove this process's row on a clean exit."""
     with immediate(db):
         db.execute(
@@ -47,7 +45,7 @@ def _age_s(seen_at: str, now: datetime) -> float:
     return (now - seen).total_seconds()
 
 
-def live(db: sqlite_utils.Database, service: str | None = None,
+def live(db: Database, service: str | None = None,
          stale_s: float = 120.0) -> list[dict[str, Any]]:
     """Rows seen within ``stale_s``, each with ``age_s`` and its details parsed."""
     now = datetime.now(UTC)

@@ -22,11 +22,10 @@ import json
 from enum import StrEnum
 from typing import Any
 
-import sqlite_utils
-
 from appliance.audit import append
 from appliance.audit.log import now_iso
 from appliance.errors import Conflict, NotFound
+from appliance.storage.db import Database
 
 
 class JobState(StrEnum):
@@ -49,7 +48,7 @@ def _target(job_id: int) -> str:
 
 
 def _update(
-    db: sqlite_utils.Database,
+    db: Database,
     job_id: int,
     from_state: JobState,
     sets: dict[str, Any],
@@ -76,7 +75,7 @@ def _update(
 
 
 def start(
-    db: sqlite_utils.Database,
+    db: Database,
     job_id: int,
     *,
     worker: str,
@@ -100,7 +99,7 @@ def start(
            details={"attempt": attempt, "gpus": list(gpu_indices), "host": host})
 
 
-def succeed(db: sqlite_utils.Database, job_id: int, *, worker: str, result: Any) -> None:
+def succeed(db: Database, job_id: int, *, worker: str, result: Any) -> None:
     """running → succeeded, with the handler's JSON result."""
     _update(
         db, job_id, JobState.RUNNING,
@@ -111,7 +110,7 @@ def succeed(db: sqlite_utils.Database, job_id: int, *, worker: str, result: Any)
     append(db, actor=worker, action="job.succeeded", target=_target(job_id))
 
 
-def fail(db: sqlite_utils.Database, job_id: int, *, actor: str, error: str,
+def fail(db: Database, job_id: int, *, actor: str, error: str,
          owner: str | None = None) -> None:
     """running → failed, with the reason. ``owner`` checks the lease when a worker fails it."""
     _update(
@@ -124,7 +123,7 @@ def fail(db: sqlite_utils.Database, job_id: int, *, actor: str, error: str,
            details={"error": error})
 
 
-def mark_cancelled(db: sqlite_utils.Database, job_id: int, *, actor: str, reason: str,
+def mark_cancelled(db: Database, job_id: int, *, actor: str, reason: str,
                    owner: str | None = None) -> None:
     """running → cancelled, once the job's process group is gone (or its worker is)."""
     _update(
@@ -137,7 +136,7 @@ def mark_cancelled(db: sqlite_utils.Database, job_id: int, *, actor: str, reason
            details={"reason": reason})
 
 
-def cancel_queued(db: sqlite_utils.Database, job_id: int, *, actor: str) -> None:
+def cancel_queued(db: Database, job_id: int, *, actor: str) -> None:
     """queued → cancelled: it never started, so nothing needs stopping."""
     _update(
         db, job_id, JobState.QUEUED,
@@ -148,13 +147,13 @@ def cancel_queued(db: sqlite_utils.Database, job_id: int, *, actor: str) -> None
            details={"reason": "cancelled before it started"})
 
 
-def request_cancel(db: sqlite_utils.Database, job_id: int, *, actor: str) -> None:
+def request_cancel(db: Database, job_id: int, *, actor: str) -> None:
     """Flag a running job; its worker stops the process group and marks it cancelled."""
     _update(db, job_id, JobState.RUNNING, {"cancel_requested": 1})
     append(db, actor=actor, action="job.cancel_requested", target=_target(job_id))
 
 
-def requeue(db: sqlite_utils.Database, job_id: int, *, actor: str, reason: str,
+def requeue(db: Database, job_id: int, *, actor: str, reason: str,
             owner: str) -> None:
     """running → queued after a lost lease; the attempt it used stays counted."""
     _update(
@@ -167,7 +166,7 @@ def requeue(db: sqlite_utils.Database, job_id: int, *, actor: str, reason: str,
            details={"reason": reason})
 
 
-def release(db: sqlite_utils.Database, job_id: int, *, worker: str, reason: str) -> None:
+def release(db: Database, job_id: int, *, worker: str, reason: str) -> None:
     """running → queued, handed back by a stopping worker; the attempt is given back too."""
     _update(
         db, job_id, JobState.RUNNING,

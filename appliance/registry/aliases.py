@@ -12,14 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import BadInput, NotFound
 from appliance.registry.refs import check_alias, check_name
 from appliance.registry.versions import ModelVersion, _model_id, resolve
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class AliasMove:
         return dict(self.__dict__)
 
 
-def _version_number(db: sqlite_utils.Database, version_id: int | None) -> int | None:
+def _version_number(db: Database, version_id: int | None) -> int | None:
     if version_id is None:
         return None
     row = db.execute("SELECT version FROM model_versions WHERE id = ?", [version_id]).fetchone()
@@ -44,7 +42,7 @@ def _version_number(db: sqlite_utils.Database, version_id: int | None) -> int | 
 
 
 def move_alias_in_transaction(
-    db: sqlite_utils.Database, mv: ModelVersion, alias: str, *, actor: str, reason: str = ""
+    db: Database, mv: ModelVersion, alias: str, *, actor: str, reason: str = ""
 ) -> AliasMove:
     """Point ``alias`` at ``mv`` inside the caller's open transaction (for services that
     add checks of their own, like promotion gates, before the move)."""
@@ -75,7 +73,7 @@ def move_alias_in_transaction(
 
 
 def set_alias(
-    db: sqlite_utils.Database, name: str, version: int, alias: str, actor: str,
+    db: Database, name: str, version: int, alias: str, actor: str,
     reason: str = "",
 ) -> AliasMove:
     """Point ``name``'s ``alias`` at ``version``; a no-op when it already points there."""
@@ -87,7 +85,7 @@ def set_alias(
 
 
 def remove_alias(
-    db: sqlite_utils.Database, name: str, alias: str, actor: str, reason: str = ""
+    db: Database, name: str, alias: str, actor: str, reason: str = ""
 ) -> AliasMove:
     check_alias(alias)
     with immediate(db):
@@ -109,7 +107,7 @@ def remove_alias(
 
 
 def alias_history(
-    db: sqlite_utils.Database, name: str, alias: str | None = None
+    db: Database, name: str, alias: str | None = None
 ) -> list[dict[str, Any]]:
     """Every move of ``name``'s aliases (or one alias), oldest first."""
     model_id = _model_id(db, name)
@@ -127,7 +125,7 @@ def alias_history(
     return list(db.query(sql + " ORDER BY h.id", params))
 
 
-def alias_at(db: sqlite_utils.Database, name: str, alias: str, at: str) -> int | None:
+def alias_at(db: Database, name: str, alias: str, at: str) -> int | None:
     """The version ``alias`` pointed at, at time ``at`` (ISO 8601, UTC); None if unset."""
     model_id = _model_id(db, name)
     at = normalise_time(at)
@@ -150,7 +148,7 @@ def normalise_time(text: str) -> str:
     return utc.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def list_aliases(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def list_aliases(db: Database) -> list[dict[str, Any]]:
     """Every alias of every model: ``{name, alias, version, version_id, onnx_digest, set_at,
     set_by}``."""
     return list(db.query(
@@ -159,7 +157,7 @@ def list_aliases(db: sqlite_utils.Database) -> list[dict[str, Any]]:
         " JOIN model_versions mv ON mv.id = a.version_id ORDER BY m.name, a.alias"))
 
 
-def alias_fingerprint(db: sqlite_utils.Database) -> int:
+def alias_fingerprint(db: Database) -> int:
     """Grows with every alias move or removal; unchanged means no alias moved."""
     row = db.execute("SELECT COALESCE(MAX(id), 0) FROM alias_history").fetchone()
     return int(row[0])

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -38,7 +37,7 @@ from appliance.registry.refs import check_name
 from appliance.registry.signing import get_signature, message, verify_model
 from appliance.registry.versions import ModelVersion, resolve
 from appliance.storage.blobs import BlobStore
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 FORMATS = ("triton", "kserve")
 PROVENANCE_FILE = "provenance.json"
@@ -145,7 +144,7 @@ def _public_pem(public_b64: str) -> bytes:
     return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
 
 
-def export_model(db: sqlite_utils.Database, blobs: BlobStore, keys_dir: Path, ref: str,
+def export_model(db: Database, blobs: BlobStore, keys_dir: Path, ref: str,
                  dest: str | os.PathLike[str], fmt: str, *, actor: str,
                  max_batch_size: int = 64, queue_delay_us: int = 0) -> Export:
     """Write ``ref`` (NAME@ALIAS or NAME@VERSION) under ``dest/NAME`` as ``fmt``, audited.

@@ -16,16 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.errors import BadInput, Conflict
 from appliance.llm.folder import inspect_folder, store_folder
-from appliance.onnxtools.models import check_model, probe_inference, signature_of, unzip_maps
 from appliance.registry.refs import check_name
 from appliance.registry.versions import ModelVersion, get_version_by_id, insert_version, resolve
 from appliance.storage.blobs import BlobStore
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 # Signature keys that attaching data may add to an imported version, once.
 DATA_KEYS = ("task", "target", "classes", "roles", "reference_dataset")
@@ -45,6 +42,9 @@ class Attachment:
 
 def read_model_file(path: str | os.PathLike[str]) -> tuple[bytes, dict[str, Any]]:
     """The file's bytes and signature after onnx.checker and one inference on zeros."""
+    # numpy, onnx and onnxruntime: imported here, so listing the registry does not pay for them
+    from appliance.onnxtools.models import check_model, probe_inference, signature_of, unzip_maps
+
     file = Path(path)
     try:
         data = file.read_bytes()
@@ -69,7 +69,7 @@ def read_model_file(path: str | os.PathLike[str]) -> tuple[bytes, dict[str, Any]
     return data, signature
 
 
-def existing_version(db: sqlite_utils.Database, name: str, digest: str) -> ModelVersion | None:
+def existing_version(db: Database, name: str, digest: str) -> ModelVersion | None:
     """The version of ``name`` whose ONNX file is ``digest``, if one is."""
     row = db.execute(
         "SELECT mv.id FROM model_versions mv JOIN models m ON m.id = mv.model_id"
@@ -78,7 +78,7 @@ def existing_version(db: sqlite_utils.Database, name: str, digest: str) -> Model
     return get_version_by_id(db, int(row[0])) if row else None
 
 
-def _kinds(db: sqlite_utils.Database, name: str) -> set[str]:
+def _kinds(db: Database, name: str) -> set[str]:
     """What the versions of ``name`` are: 'onnx' (tabular) and/or 'llm'."""
     return {json.loads(r[0]).get("kind", "onnx") for r in db.execute(
         "SELECT mv.signature FROM model_versions mv JOIN models m ON m.id = mv.model_id"
@@ -86,7 +86,7 @@ def _kinds(db: sqlite_utils.Database, name: str) -> set[str]:
 
 
 def import_file(
-    db: sqlite_utils.Database,
+    db: Database,
     blobs: BlobStore,
     name: str,
     data: bytes,
@@ -119,7 +119,7 @@ def import_file(
 
 
 def import_model(
-    db: sqlite_utils.Database,
+    db: Database,
     blobs: BlobStore,
     name: str,
     path: str | os.PathLike[str],
@@ -138,7 +138,7 @@ def import_model(
 
 
 def import_folder(
-    db: sqlite_utils.Database,
+    db: Database,
     blobs: BlobStore,
     name: str,
     path: str | os.PathLike[str],
@@ -165,14 +165,14 @@ def import_folder(
         return mv, True
 
 
-def attach_data(db: sqlite_utils.Database, ref: str, attachment: Attachment, *,
+def attach_data(db: Database, ref: str, attachment: Attachment, *,
                 actor: str) -> ModelVersion:
     """Give the imported version ``ref`` its reference profile and/or evaluation metrics."""
     with immediate(db):
         return _attach(db, resolve(db, ref), attachment, actor)
 
 
-def _attach(db: sqlite_utils.Database, mv: ModelVersion, att: Attachment,
+def _attach(db: Database, mv: ModelVersion, att: Attachment,
             actor: str) -> ModelVersion:
     if mv.source != "import":
         raise BadInput(f"{mv.ref} was trained here: its reference and evaluation data are "

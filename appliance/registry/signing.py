@@ -20,7 +20,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -32,6 +31,7 @@ from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import OperationFailed, StorageError
 from appliance.registry import ModelVersion
+from appliance.storage.db import Database
 
 PRIVATE_FILE = "model-signing.key"
 PUBLIC_FILE = "model-signing.pub"
@@ -108,7 +108,7 @@ def trusted_public_key(keys_dir: Path) -> bytes | None:
         raise StorageError(f"{path} is damaged: {exc}") from exc
 
 
-def sign_in_transaction(db: sqlite_utils.Database, keys_dir: Path, mv: ModelVersion,
+def sign_in_transaction(db: Database, keys_dir: Path, mv: ModelVersion,
                         data: bytes, *, actor: str) -> ModelSignature:
     """Sign ``mv``'s bytes and store the signature, with its audit entry, in the caller's
     transaction; signing again replaces the earlier signature."""
@@ -136,14 +136,14 @@ def sign_in_transaction(db: sqlite_utils.Database, keys_dir: Path, mv: ModelVers
     return sig
 
 
-def get_signature(db: sqlite_utils.Database, version_id: int) -> ModelSignature | None:
+def get_signature(db: Database, version_id: int) -> ModelSignature | None:
     if not db["model_signatures"].exists():
         return None
     rows = list(db.query("SELECT * FROM model_signatures WHERE version_id = ?", [version_id]))
     return ModelSignature(**rows[0]) if rows else None
 
 
-def verify_model(db: sqlite_utils.Database, keys_dir: Path, mv: ModelVersion,
+def verify_model(db: Database, keys_dir: Path, mv: ModelVersion,
                  data: bytes) -> bool:
     """True when ``data`` carries a valid signature for ``mv``; False when ``mv`` was never
     signed; OperationFailed, naming why, when a signature exists and does not verify."""

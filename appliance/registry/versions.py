@@ -11,13 +11,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import BadInput, NotFound
 from appliance.registry.refs import Ref, check_name, parse_ref
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 DEFAULT_ALIAS = "production"
 
@@ -58,7 +56,7 @@ _SELECT = (
 )
 
 
-def _from_row(db: sqlite_utils.Database, row: dict[str, Any]) -> ModelVersion:
+def _from_row(db: Database, row: dict[str, Any]) -> ModelVersion:
     tags = {r["key"]: r["value"] for r in db.query(
         "SELECT key, value FROM model_version_tags WHERE version_id = ? ORDER BY key",
         [row["id"]])}
@@ -80,14 +78,14 @@ def output_name(signature: dict[str, Any], role: str) -> str:
     return str((signature.get("roles") or {}).get(role, role))
 
 
-def _model_id(db: sqlite_utils.Database, name: str) -> int:
+def _model_id(db: Database, name: str) -> int:
     row = db.execute("SELECT id FROM models WHERE name = ?", [name]).fetchone()
     if row is None:
         raise NotFound(f"model {name} does not exist; see 'appliance models list'")
     return int(row[0])
 
 
-def resolve(db: sqlite_utils.Database, ref: str | Ref) -> ModelVersion:
+def resolve(db: Database, ref: str | Ref) -> ModelVersion:
     """``NAME@VERSION``, ``NAME@ALIAS``, or ``NAME``: the production alias when it is
     set, else the latest version."""
     parsed = ref if isinstance(ref, Ref) else parse_ref(ref, "model reference")
@@ -115,7 +113,7 @@ def resolve(db: sqlite_utils.Database, ref: str | Ref) -> ModelVersion:
     return _from_row(db, rows[0])
 
 
-def get_version_by_id(db: sqlite_utils.Database, version_id: int) -> ModelVersion:
+def get_version_by_id(db: Database, version_id: int) -> ModelVersion:
     rows = list(db.query(_SELECT + " WHERE mv.id = ?", [version_id]))
     if not rows:
         raise NotFound(f"model version id {version_id} does not exist")
@@ -123,7 +121,7 @@ def get_version_by_id(db: sqlite_utils.Database, version_id: int) -> ModelVersio
 
 
 def insert_version(
-    db: sqlite_utils.Database,
+    db: Database,
     *,
     name: str,
     onnx_digest: str,
@@ -169,7 +167,7 @@ def insert_version(
     return get_version_by_id(db, int(cur.lastrowid or 0))
 
 
-def list_models(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def list_models(db: Database) -> list[dict[str, Any]]:
     """One row per model: version count, latest version, aliases and when it last changed."""
     models = list(db.query(
         "SELECT m.id, m.name, m.description, m.created_at, m.created_by,"
@@ -188,7 +186,7 @@ def list_models(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 
 def list_versions(
-    db: sqlite_utils.Database, name: str, *, limit: int | None = None
+    db: Database, name: str, *, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """The versions of one model, newest first, as summary rows (no signature)."""
     model_id = _model_id(db, name)
@@ -212,7 +210,7 @@ def list_versions(
     return rows
 
 
-def model_summary(db: sqlite_utils.Database, name: str) -> dict[str, Any]:
+def model_summary(db: Database, name: str) -> dict[str, Any]:
     row = list(db.query("SELECT * FROM models WHERE name = ?", [name]))
     if not row:
         raise NotFound(f"model {name} does not exist; see 'appliance models list'")
@@ -222,7 +220,7 @@ def model_summary(db: sqlite_utils.Database, name: str) -> dict[str, Any]:
 
 
 def set_tag(
-    db: sqlite_utils.Database, ref: str, key: str, value: str | None, *, actor: str
+    db: Database, ref: str, key: str, value: str | None, *, actor: str
 ) -> ModelVersion:
     """Set a version's tag, or remove it when ``value`` is None."""
     if not key or len(key) > 128 or "=" in key:
@@ -242,7 +240,7 @@ def set_tag(
         return get_version_by_id(db, mv.id)
 
 
-def set_description(db: sqlite_utils.Database, ref: str, text: str, *, actor: str) -> None:
+def set_description(db: Database, ref: str, text: str, *, actor: str) -> None:
     """Describe a model (``NAME``) or one version (``NAME@VERSION``/``NAME@ALIAS``)."""
     parsed = parse_ref(ref, "model reference")
     with immediate(db):

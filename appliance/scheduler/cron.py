@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
-
 from appliance.errors import BadInput
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NUMERIC = re.compile(r"^(\*|\d+)(?:-(\d+))?(?:/(\d+))?$")
@@ -62,6 +64,9 @@ def parse_cron(expr: str, timezone: str = "UTC") -> CronTrigger:
             "(minute hour day month weekday) or 6 (second first)"
         )
     second, minute, hour, day, month, dow = fields
+    # apscheduler: imported here, so listing no schedules or jobs does not load it
+    from apscheduler.triggers.cron import CronTrigger
+
     try:
         return CronTrigger(
             second=second, minute=minute, hour=hour, day=day, month=month,

@@ -17,7 +17,6 @@ import logging
 import sqlite3
 from datetime import UTC, datetime
 
-import sqlite_utils
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -30,6 +29,7 @@ from appliance.queue import liveness
 from appliance.scheduler import schedules
 from appliance.scheduler.cron import parse_cron
 from appliance.scheduler.lock import SchedulerLock
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 log = logging.getLogger("appliance.scheduler")
@@ -42,7 +42,7 @@ class SchedulerDaemon:
     def __init__(self, home: Home, config: Config) -> None:
         self.config = config
         self.home = home
-        self.db: sqlite_utils.Database = home.db()
+        self.db: Database = home.db()
         self.lock = SchedulerLock(self.db, config["scheduler.lock_s"])
         self.sync_s = min(config["scheduler.sync_s"], config["scheduler.lock_s"] / 3)
         self.lost_lock = False

@@ -14,11 +14,9 @@ import socket
 import time
 import uuid
 
-import sqlite_utils
-
 from appliance.audit.log import now_iso
 from appliance.errors import Conflict
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 
 def _process_gone(host: str, pid: int) -> bool:
@@ -34,7 +32,7 @@ def _process_gone(host: str, pid: int) -> bool:
 
 
 class SchedulerLock:
-    def __init__(self, db: sqlite_utils.Database, lock_s: float, name: str = "scheduler") -> None:
+    def __init__(self, db: Database, lock_s: float, name: str = "scheduler") -> None:
         self.db = db
         self.lock_s = lock_s
         self.name = name

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
-
 from appliance.audit import append
 from appliance.audit.log import now_iso
 from appliance.config import Config
@@ -28,7 +26,7 @@ from appliance.errors import BadInput, Conflict, NotFound
 from appliance.jobs import KINDS
 from appliance.queue.jobs import JobSpec, check_spec, insert_job
 from appliance.scheduler.cron import next_after, parse_cron
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_MISSED = 1000  # how many missed fire times a catch-up counts before it stops counting
@@ -97,7 +95,7 @@ def _target(name: str) -> str:
 
 
 def add_schedule(
-    db: sqlite_utils.Database,
+    db: Database,
     config: Config,
     *,
     name: str,
@@ -130,18 +128,18 @@ def add_schedule(
     return get_schedule(db, name)
 
 
-def get_schedule(db: sqlite_utils.Database, name: str) -> Schedule:
+def get_schedule(db: Database, name: str) -> Schedule:
     rows = list(db.query("SELECT * FROM schedules WHERE name = ?", [name]))
     if not rows:
         raise NotFound(f"schedule {name!r} does not exist; see 'appliance schedules list'")
     return Schedule.from_row(rows[0])
 
 
-def list_schedules(db: sqlite_utils.Database) -> list[Schedule]:
+def list_schedules(db: Database) -> list[Schedule]:
     return [Schedule.from_row(r) for r in db.query("SELECT * FROM schedules ORDER BY name")]
 
 
-def remove_schedule(db: sqlite_utils.Database, name: str, *, actor: str) -> None:
+def remove_schedule(db: Database, name: str, *, actor: str) -> None:
     """Delete a schedule; jobs it already queued stay."""
     with immediate(db):
         schedule = get_schedule(db, name)
@@ -150,7 +148,7 @@ def remove_schedule(db: sqlite_utils.Database, name: str, *, actor: str) -> None
                details={"cron": schedule.cron})
 
 
-def set_enabled(db: sqlite_utils.Database, name: str, enabled: bool, *, actor: str,
+def set_enabled(db: Database, name: str, enabled: bool, *, actor: str,
                 now: datetime | None = None) -> Schedule:
     """Pause or resume. Resuming starts from now: runs missed while paused are skipped."""
     stamp = _iso(now or utcnow())
@@ -168,7 +166,7 @@ def set_enabled(db: sqlite_utils.Database, name: str, enabled: bool, *, actor: s
     return get_schedule(db, name)
 
 
-def changes_token(db: sqlite_utils.Database) -> str:
+def changes_token(db: Database) -> str:
     """Changes whenever a schedule is added, removed, paused or resumed."""
     row = db.execute(
         "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(MAX(updated_at), '') FROM schedules"
@@ -192,7 +190,7 @@ def _due(schedule: Schedule, now: datetime) -> tuple[datetime, int] | None:
 
 
 def fire_due(
-    db: sqlite_utils.Database,
+    db: Database,
     config: Config,
     *,
     now: datetime | None = None,

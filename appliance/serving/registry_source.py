@@ -14,13 +14,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 
-import sqlite_utils
-
 from appliance.errors import BadInput, OperationFailed
 from appliance.llm.folder import is_llm, materialize
 from appliance.registry import alias_fingerprint, list_aliases, resolve
 from appliance.registry.signing import verify_model
 from appliance.serving.source import Resolved, Route
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 PRODUCTION, CANARY, SHADOW = "production", "canary", "shadow"
@@ -30,10 +29,10 @@ CANARY_WEIGHT_TAG = "canary_weight"
 class RegistrySource:
     def __init__(self, home: Home) -> None:
         self._home = home
-        self._db: sqlite_utils.Database | None = None
+        self._db: Database | None = None
         self._lock = threading.Lock()  # one connection, used by the poller and loaders
 
-    def _conn(self) -> sqlite_utils.Database:
+    def _conn(self) -> Database:
         if self._db is None:
             self._db = self._home.db()
         return self._db

@@ -30,11 +30,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-import sqlite_utils
 
 from appliance.errors import StorageError
 from appliance.serving.metrics import Metrics
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 log = logging.getLogger("appliance.serving")
 
@@ -170,7 +169,7 @@ class KeepRate:
 class RequestLog:
     def __init__(
         self,
-        open_db: Callable[[], sqlite_utils.Database],
+        open_db: Callable[[], Database],
         metrics: Metrics,
         capacity: int,
         flush_interval: float = 0.2,
@@ -234,7 +233,7 @@ class RequestLog:
                 self._queue.popleft()
             self._metrics.log_dropped += n
 
-    def _flush(self, db: sqlite_utils.Database) -> None:
+    def _flush(self, db: Database) -> None:
         while self._queue:
             batches: dict[str, list[tuple[Any, ...]]] = {_INSERT: [], _LLM_INSERT: []}
             taken = 0
@@ -252,7 +251,7 @@ class RequestLog:
                 if batch:
                     self._write(db, sql, batch)
 
-    def _write(self, db: sqlite_utils.Database, sql: str, batch: list[tuple[Any, ...]]) -> None:
+    def _write(self, db: Database, sql: str, batch: list[tuple[Any, ...]]) -> None:
         if batch:
             started = time.perf_counter()
             try:
@@ -274,7 +273,7 @@ class RequestLog:
             log.debug("request log: wrote %d rows in %.1f ms", len(batch),
                       (time.perf_counter() - started) * 1e3)
 
-    def _store_one_by_one(self, db: sqlite_utils.Database, sql: str,
+    def _store_one_by_one(self, db: Database, sql: str,
                           batch: list[tuple[Any, ...]]) -> None:
         try:
             with immediate(db):

@@ -4,10 +4,15 @@ Opening sets the connection's pragmas (WAL, busy timeout, foreign keys,
 synchronous, the WAL's size limit) and does nothing else: no table is created and no row written.
 Schema changes are migrations, applied by ``appliance init``.
 
+A ``Database`` is the open connection with the few helpers the services use:
+``execute``, ``query`` (rows as dicts), ``table_names`` and a table's ``exists`` and
+``columns``. Everything is SQL through the standard library's ``sqlite3``, so opening
+a database costs no import beyond it (a listing command starts in a fraction of a second).
+
 Transactions are explicit. ``immediate(db)`` takes the write lock up front
 (``BEGIN IMMEDIATE``), for every change where a read decides a write: claiming
-a job, moving an alias, appending an audit entry. sqlite-utils' write helpers
-join the open transaction instead of committing on their own.
+a job, moving an alias, appending an audit entry. The connection is in autocommit
+mode, so a statement outside ``immediate`` commits on its own.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
-import sqlite_utils
-
 from appliance.errors import StorageError
+
+#: What ``execute`` and ``query`` bind: positional values or named ones.
+Params = Sequence[Any] | Mapping[str, Any]
 
 APPLIANCE_DB = "appliance.db"
 MONITORING_DB = "monitoring.db"
@@ -50,6 +57,74 @@ def storage_error(path: Path, exc: BaseException) -> StorageError:
     return StorageError(f"database {path}: {text}")
 
 
+class Column(NamedTuple):
+    """One row of ``PRAGMA table_info``."""
+
+    cid: int
+    name: str
+    type: str
+    notnull: bool
+    default_value: Any
+    is_pk: int
+
+
+class Table:
+    """A table of a ``Database``, by name: whether it exists and its columns."""
+
+    def __init__(self, db: Database, name: str) -> None:
+        self.db = db
+        self.name = name
+
+    def exists(self) -> bool:
+        return self.name in self.db.table_names()
+
+    @property
+    def columns(self) -> list[Column]:
+        rows = self.db.execute("SELECT * FROM pragma_table_info(?)", [self.name]).fetchall()
+        return [Column(cid, name, type_, bool(notnull), default, pk)
+                for cid, name, type_, notnull, default, pk in rows]
+
+    @property
+    def columns_dict(self) -> dict[str, str]:
+        """Column name -> its declared type (``TEXT``, ``INTEGER``, ...)."""
+        return {column.name: column.type for column in self.columns}
+
+
+class Database:
+    """An open SQLite connection (``conn``), as ``connect()`` returns it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, parameters: Params | None = None) -> sqlite3.Cursor:
+        if parameters is None:
+            return self.conn.execute(sql)
+        return self.conn.execute(sql, parameters)
+
+    def query(self, sql: str, params: Params | None = None) -> Iterator[dict[str, Any]]:
+        """The rows of ``sql`` as dicts, column name -> value (run when first iterated)."""
+        cursor = self.execute(sql, params)
+        keys = [d[0] for d in cursor.description or ()]
+        for row in cursor:
+            yield dict(zip(keys, row, strict=True))
+
+    def table_names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid")]
+
+    def __getitem__(self, name: str) -> Table:
+        return Table(self, name)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def uri(path: str | Path, mode: str) -> str:
     """A ``file:`` URI for ``path``: '#', '?' and '%' in a directory name are escaped, so
     SQLite opens exactly this file and honours ``mode``."""
@@ -63,7 +138,7 @@ def connect(
     busy_timeout_ms: int = 5000,
     synchronous: str = "full",
     journal_size_limit: int = JOURNAL_SIZE_LIMIT,
-) -> sqlite_utils.Database:
+) -> Database:
     """Open a database file with the appliance's pragmas.
 
     Without ``create`` the file must already exist (``appliance init`` makes
@@ -94,11 +169,11 @@ def connect(
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise storage_error(path, exc) from exc
-    return sqlite_utils.Database(conn, execute_plugins=False)
+    return Database(conn)
 
 
 @contextlib.contextmanager
-def immediate(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+def immediate(db: Database) -> Iterator[Database]:
     """A write transaction that holds the write lock from its first statement.
 
     Everything inside commits together or not at all. Nesting is refused:
@@ -124,7 +199,7 @@ def immediate(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
         raise StorageError(f"commit failed: {exc}") from exc
 
 
-def integrity_check(db: sqlite_utils.Database) -> list[str]:
+def integrity_check(db: Database) -> list[str]:
     """``PRAGMA integrity_check``: an empty list means the file is sound."""
     rows = [r[0] for r in db.conn.execute("PRAGMA integrity_check").fetchall()]
     return [] if rows == ["ok"] else rows

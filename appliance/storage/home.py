@@ -13,13 +13,12 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
-
 from appliance.config import Config
 from appliance.errors import NotInitialised, StorageError
 from appliance.storage import db as dbmod
 from appliance.storage import migrations
 from appliance.storage.blobs import BlobStore
+from appliance.storage.db import Database
 
 DIR_MODE = 0o750
 KEYS_MODE = 0o700
@@ -79,14 +78,14 @@ class Home:
                 f"run 'appliance --home {self.root} init'"
             )
 
-    def db(self) -> sqlite_utils.Database:
+    def db(self) -> Database:
         """Open appliance.db (registry, jobs, users, audit); it must exist."""
         self._require_initialised(self.db_path)
         return dbmod.connect(
             self.db_path, busy_timeout_ms=self.busy_timeout_ms, synchronous=self.synchronous
         )
 
-    def monitoring_db(self) -> sqlite_utils.Database:
+    def monitoring_db(self) -> Database:
         """Open monitoring.db (request log); durability traded for write speed."""
         self._require_initialised(self.monitoring_db_path)
         return dbmod.connect(

@@ -16,12 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import sqlite_utils
-
 from appliance.storage import schema
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
-MigrationFn = Callable[[sqlite_utils.Database], None]
+MigrationFn = Callable[[Database], None]
 
 
 @dataclass(frozen=True)
@@ -44,25 +42,25 @@ def all_migrations(database: str) -> list[Migration]:
     return found
 
 
-def _ensure_table(db: sqlite_utils.Database) -> None:
+def _ensure_table(db: Database) -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS _migrations ("
         " name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
     )
 
 
-def applied(db: sqlite_utils.Database) -> list[str]:
+def applied(db: Database) -> list[str]:
     if not db["_migrations"].exists():
         return []
     return [r["name"] for r in db.query("SELECT name FROM _migrations ORDER BY rowid")]
 
 
-def pending(db: sqlite_utils.Database, database: str) -> list[str]:
+def pending(db: Database, database: str) -> list[str]:
     done = set(applied(db))
     return [m.name for m in all_migrations(database) if m.name not in done]
 
 
-def migrate(db: sqlite_utils.Database, database: str) -> list[str]:
+def migrate(db: Database, database: str) -> list[str]:
     """Apply what is pending; return the names applied now."""
     _ensure_table(db)
     ran: list[str] = []

@@ -12,7 +12,6 @@ import os
 import platform
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,8 @@ def lock_file_hash() -> str | None:
 
 
 def capture() -> dict[str, Any]:
+    from importlib import metadata  # here: importing it costs every command that lists runs
+
     packages = {}
     for name in PACKAGES:
         try:

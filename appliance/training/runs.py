@@ -12,13 +12,11 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-import sqlite_utils
-
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import BadInput, Conflict, NotFound
 from appliance.registry.versions import ModelVersion, insert_version
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 
 class RunStatus(StrEnum):
@@ -56,7 +54,7 @@ class Run:
         return asdict(self)
 
 
-def start_run(db: sqlite_utils.Database, *, model_name: str, recipe: dict[str, Any],
+def start_run(db: Database, *, model_name: str, recipe: dict[str, Any],
               code_hash: str, dataset_version_id: int, dataset_digest: str,
               params: dict[str, Any], environment: dict[str, Any], env_hash: str,
               seed: int, device: str, actor: str, sweep_id: int | None = None) -> int:
@@ -76,7 +74,7 @@ def start_run(db: sqlite_utils.Database, *, model_name: str, recipe: dict[str, A
     return run_id
 
 
-def _require_running(db: sqlite_utils.Database, run_id: int) -> None:
+def _require_running(db: Database, run_id: int) -> None:
     row = db.execute("SELECT status FROM runs WHERE id = ?", [run_id]).fetchone()
     if row is None:
         raise NotFound(f"run {run_id} does not exist")
@@ -84,7 +82,7 @@ def _require_running(db: sqlite_utils.Database, run_id: int) -> None:
         raise Conflict(f"run {run_id} is {row[0]}, not running")
 
 
-def finish_run(db: sqlite_utils.Database, run_id: int, *, metrics: dict[str, Any],
+def finish_run(db: Database, run_id: int, *, metrics: dict[str, Any],
                log_digest: str, onnx_digest: str, weights_digest: str,
                signature: dict[str, Any], profile_digest: str | None,
                dataset_version_id: int, device: str, actor: str,
@@ -117,7 +115,7 @@ def finish_run(db: sqlite_utils.Database, run_id: int, *, metrics: dict[str, Any
         )
 
 
-def _insert_steps(db: sqlite_utils.Database, run_id: int,
+def _insert_steps(db: Database, run_id: int,
                   steps: list[tuple[int, str, float]]) -> None:
     # A name logged twice at one step keeps its last value, as a plot would show it.
     latest = {(name, step): value for step, name, value in steps}
@@ -126,7 +124,7 @@ def _insert_steps(db: sqlite_utils.Database, run_id: int,
         [(run_id, step, name, value) for (name, step), value in sorted(latest.items())])
 
 
-def record_steps(db: sqlite_utils.Database, run_id: int,
+def record_steps(db: Database, run_id: int,
                  steps: list[tuple[int, str, float]]) -> None:
     """Keep the step metrics of a run that is about to fail, for the curves up to there."""
     with immediate(db):
@@ -134,7 +132,7 @@ def record_steps(db: sqlite_utils.Database, run_id: int,
         _insert_steps(db, run_id, steps)
 
 
-def run_steps(db: sqlite_utils.Database, run_id: int) -> dict[str, list[tuple[int, float]]]:
+def run_steps(db: Database, run_id: int) -> dict[str, list[tuple[int, float]]]:
     """Each step metric of a run as its curve: name -> [(step, value), ...]."""
     curves: dict[str, list[tuple[int, float]]] = {}
     for row in db.execute("SELECT name, step, value FROM run_metrics WHERE run_id = ?"
@@ -143,12 +141,12 @@ def run_steps(db: sqlite_utils.Database, run_id: int) -> dict[str, list[tuple[in
     return curves
 
 
-def run_artifacts(db: sqlite_utils.Database, run_id: int) -> list[dict[str, Any]]:
+def run_artifacts(db: Database, run_id: int) -> list[dict[str, Any]]:
     return list(db.query("SELECT path, digest, size_bytes FROM run_artifacts WHERE run_id = ?"
                          " ORDER BY path", [run_id]))
 
 
-def fail_run(db: sqlite_utils.Database, run_id: int, *, error: str, log_digest: str | None,
+def fail_run(db: Database, run_id: int, *, error: str, log_digest: str | None,
              actor: str) -> None:
     with immediate(db):
         _require_running(db, run_id)
@@ -159,7 +157,7 @@ def fail_run(db: sqlite_utils.Database, run_id: int, *, error: str, log_digest: 
                      details={"error": error})
 
 
-def get_run(db: sqlite_utils.Database, run_id: int | str) -> Run:
+def get_run(db: Database, run_id: int | str) -> Run:
     try:
         key = int(str(run_id).removeprefix("run-"))
     except ValueError as exc:
@@ -185,7 +183,7 @@ def get_run(db: sqlite_utils.Database, run_id: int | str) -> Run:
     )
 
 
-def list_runs(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]]:
+def list_runs(db: Database, limit: int = 50) -> list[dict[str, Any]]:
     return list(db.query(
         "SELECT r.id, r.status, r.model_name, r.started_at, r.ended_at, r.actor,"
         " (SELECT m.name || '@' || mv.version FROM model_versions mv JOIN models m"
@@ -193,7 +191,7 @@ def list_runs(db: sqlite_utils.Database, limit: int = 50) -> list[dict[str, Any]
         " FROM runs r ORDER BY r.id DESC LIMIT ?", [limit]))
 
 
-def latest_verdicts(db: sqlite_utils.Database) -> dict[int, str]:
+def latest_verdicts(db: Database) -> dict[int, str]:
     """The newest ``runs reproduce`` verdict of every run that has one, by run id."""
     out: dict[int, str] = {}
     for row in db.query("SELECT target, entry FROM audit_log WHERE action = 'run.reproduce'"
@@ -207,7 +205,7 @@ def latest_verdicts(db: sqlite_utils.Database) -> dict[int, str]:
     return out
 
 
-def run_reproductions(db: sqlite_utils.Database, run_id: int) -> list[dict[str, Any]]:
+def run_reproductions(db: Database, run_id: int) -> list[dict[str, Any]]:
     """Every ``runs reproduce`` verdict on a run, oldest first, from the audit log."""
     out = []
     for row in db.query("SELECT ts, actor, entry FROM audit_log WHERE action = 'run.reproduce'"

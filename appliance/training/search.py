@@ -20,9 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
 from appliance.errors import BadInput
+from appliance.storage.db import Database
 
 Predicate = Callable[[dict[str, Any]], bool]
 
@@ -235,7 +234,7 @@ _RUNS = (
     "  ON m.id = mv.model_id WHERE mv.run_id = r.id) AS model_version FROM runs r")
 
 
-def search_runs(db: sqlite_utils.Database, *, where: str | None = None,
+def search_runs(db: Database, *, where: str | None = None,
                 sort: str | None = None, sweep: int | None = None,
                 limit: int | None = 50) -> list[dict[str, Any]]:
     """Runs as flattened fields, filtered, sorted (default: newest first) and cut to
@@ -253,7 +252,7 @@ def search_runs(db: sqlite_utils.Database, *, where: str | None = None,
     return runs if limit is None else runs[:limit]
 
 
-def compare_runs(db: sqlite_utils.Database, run_ids: list[int]) -> list[dict[str, Any]]:
+def compare_runs(db: Database, run_ids: list[int]) -> list[dict[str, Any]]:
     """Every field of the given runs side by side: ``{field, values, differs}`` rows,
     identity and hashes first, then parameters, then metrics."""
     if len(run_ids) < 2:

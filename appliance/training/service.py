@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import audit
 from appliance.config import Config, parse_config
@@ -30,9 +30,9 @@ from appliance.training.runs import (
     run_artifacts,
     start_run,
 )
-from appliance.training.script import run_script
-from appliance.training.trainer import Outcome, Progress, train_template
-from appliance.training.trees import train_trees
+
+if TYPE_CHECKING:
+    from appliance.training.trainer import Outcome, Progress
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,11 @@ def _environment(recipe: Recipe) -> dict[str, Any]:
 
 def _train(home: Home, dv: DatasetVersion, recipe: Recipe, config: Config,
            progress: Progress) -> Outcome:
+    # numpy and torch: imported here, so listing and showing runs does not pay for them
+    from appliance.training.script import run_script
+    from appliance.training.trainer import train_template
+    from appliance.training.trees import train_trees
+
     target = _target(recipe, dv)
     table = load_table(home.blobs, dv)
     if recipe.script_bytes is not None:

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlite_utils
-
 from appliance.audit.log import now_iso
 from appliance.config import Config
 from appliance.errors import ApplianceError, BadInput, Conflict, NotFound, StorageError
@@ -30,7 +28,7 @@ from appliance.queue import liveness, states
 from appliance.queue.jobs import Job
 from appliance.queue.kinds import Kinds, get_kind
 from appliance.queue.lease import ClaimLimits, claim, renew
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 from appliance.system import sdnotify
 from appliance.worker.executor import Executor, JobHandle, Launch, LocalProcessExecutor, Outcome
@@ -98,7 +96,7 @@ class Worker:
         self.executor = executor or make_executor(config, home)
         self.inventory = inventory or inventory_source(self.settings.inventory_file)
         self.id = f"worker:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.db: sqlite_utils.Database = home.db()
+        self.db: Database = home.db()
         self.running: dict[int, Running] = {}
         self.draining = False
         self._started_at = now_iso()

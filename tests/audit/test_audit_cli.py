@@ -13,18 +13,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-import sqlite_utils
-
 from appliance.audit import append, service
 from appliance.audit.checkpoints import CHECKPOINT_EVERY
 from appliance.audit.keys import Signer
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 
 STANDALONE = Path(__file__).resolve().parents[2] / "appliance" / "audit" / "standalone_verify.py"
 
 
-def _fill(db: sqlite_utils.Database, n: int, actor: str = "alice") -> None:
+def _fill(db: Database, n: int, actor: str = "alice") -> None:
     for i in range(n):
         with immediate(db):
             append(db, actor=actor, action="model.promote", target=f"model:m@{i}",

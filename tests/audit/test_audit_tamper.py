@@ -8,7 +8,6 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-import sqlite_utils
 
 from appliance.audit import append, service
 from appliance.audit.checkpoints import CHECKPOINT_EVERY
@@ -22,14 +21,14 @@ from appliance.audit.standalone_verify import (
     parse_note,
     verify_log,
 )
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 
 MUTATIONS = 10_000
 Cps = list[tuple[int | None, str]]
 
 
-def _build(home: Home, db: sqlite_utils.Database, n: int) -> tuple[list[Row], Cps, NoteVerifier, str]:
+def _build(home: Home, db: Database, n: int) -> tuple[list[Row], Cps, NoteVerifier, str]:
     service.ensure_key(home, "local:root")
     rng = random.Random(1)
     while service.checkpoints_size(db) < n:
@@ -43,7 +42,7 @@ def _build(home: Home, db: sqlite_utils.Database, n: int) -> tuple[list[Row], Cp
 
 
 @pytest.fixture
-def log(home: Home, db: sqlite_utils.Database) -> tuple[list[Row], Cps, NoteVerifier, str]:
+def log(home: Home, db: Database) -> tuple[list[Row], Cps, NoteVerifier, str]:
     return _build(home, db, CHECKPOINT_EVERY + 6)
 
 
@@ -215,7 +214,7 @@ def test_a_consistent_rewrite_without_the_key_is_placed_between_checkpoints(
     assert report.bad_range[1] - report.bad_range[0] < CHECKPOINT_EVERY
 
 
-def test_rotation_needs_the_old_key(home: Home, db: sqlite_utils.Database) -> None:
+def test_rotation_needs_the_old_key(home: Home, db: Database) -> None:
     rows, cps, trusted, anchor = _build(home, db, 10)
     service.rotate_key(home, "local:root")
     with immediate(db):

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from appliance.audit import service as audit_service
 from appliance.auth import (
@@ -23,12 +22,13 @@ from appliance.auth import (
     users,
 )
 from appliance.errors import BadInput, Conflict, Forbidden, StorageError, Unauthorized
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 PW = "correct horse battery"
 
 
-def _actions(db: sqlite_utils.Database) -> list[str]:
+def _actions(db: Database) -> list[str]:
     return [e["action"] for e in audit_service.entries(db)]
 
 
@@ -43,7 +43,7 @@ def test_password_hash_is_argon2id_at_owasp_minimum() -> None:
         passwords.check_password_policy("short")
 
 
-def test_users_lifecycle_is_audited(home: Home, db: sqlite_utils.Database) -> None:
+def test_users_lifecycle_is_audited(home: Home, db: Database) -> None:
     users.add_user(db, "alice", "operator", PW, actor="local:root")
     with pytest.raises(Conflict):
         users.add_user(db, "alice", "viewer", PW, actor="local:root")
@@ -68,7 +68,7 @@ def test_users_lifecycle_is_audited(home: Home, db: sqlite_utils.Database) -> No
     assert audit_service.entries(db, action="auth.login_failed")[0]["actor"] == "anonymous"
 
 
-def test_failed_logins_are_throttled_in_the_database(home: Home, db: sqlite_utils.Database) -> None:
+def test_failed_logins_are_throttled_in_the_database(home: Home, db: Database) -> None:
     users.add_user(db, "carol", "viewer", PW, actor="local:root")
     throttle = users.Throttle(max_failures=3, window=timedelta(minutes=5))
     for _ in range(3):
@@ -87,7 +87,7 @@ def test_failed_logins_are_throttled_in_the_database(home: Home, db: sqlite_util
     assert "auth.login_throttled" in _actions(db)
 
 
-def test_tokens_scopes_expiry_and_revocation(home: Home, db: sqlite_utils.Database) -> None:
+def test_tokens_scopes_expiry_and_revocation(home: Home, db: Database) -> None:
     users.add_user(db, "dave", "operator", PW, actor="local:root")
     new = tokens.create_token(db, "dave", "ci", ["infer", "read"], actor="local:root")
     assert new.token.startswith("apl_") and len(new.token) > 40
@@ -115,7 +115,7 @@ def test_tokens_scopes_expiry_and_revocation(home: Home, db: sqlite_utils.Databa
     assert _actions(db).count("token.create") == 2 and "token.revoke" in _actions(db)
 
 
-def test_session_timeouts_and_logout(home: Home, db: sqlite_utils.Database) -> None:
+def test_session_timeouts_and_logout(home: Home, db: Database) -> None:
     users.add_user(db, "erin", "viewer", PW, actor="local:root")
     p = Principal(name="erin", role=Role.VIEWER)
     sid = sessions.create_session(db, p)
@@ -159,7 +159,7 @@ def test_permission_registry_roles_and_separation_of_duties() -> None:
     check_separation_of_duties("grace", approver)
 
 
-def test_local_identity(db: sqlite_utils.Database) -> None:
+def test_local_identity(db: Database) -> None:
     assert users.local_principal(db, "root") == Principal("local:root", Role.ADMIN, via="local")
     assert users.local_principal(db, "appliance").role is Role.ADMIN
     assert users.local_principal(db, "heidi") is None
@@ -186,7 +186,7 @@ def test_generated_password_is_shown_once_and_works(home: Home, runner) -> None:
     assert both.exit_code == 2 and "exclude each other" in both.stderr
 
 
-def test_a_token_lifetime_past_the_calendar_is_bad_input(home: Home, db: sqlite_utils.Database,
+def test_a_token_lifetime_past_the_calendar_is_bad_input(home: Home, db: Database,
                                                          runner) -> None:  # type: ignore[no-untyped-def]
     users.add_user(db, "ivan", "viewer", PW, actor="local:root")
     for days in (3651, 10**9, 10**10):
@@ -201,7 +201,7 @@ def test_a_token_lifetime_past_the_calendar_is_bad_input(home: Home, db: sqlite_
 
 
 def test_sign_in_opens_the_session_and_its_entry_in_one_transaction(
-        home: Home, db: sqlite_utils.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        home: Home, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     import hashlib
 
     users.add_user(db, "judy", "viewer", PW, actor="local:root")
@@ -221,7 +221,7 @@ def test_sign_in_opens_the_session_and_its_entry_in_one_transaction(
         sessions.sign_in(db, "judy", "wrong password!")
     real_append = sessions.append
 
-    def failing_append(db: sqlite_utils.Database, **kwargs: Any) -> Any:
+    def failing_append(db: Database, **kwargs: Any) -> Any:
         if kwargs["action"] == "auth.login":
             raise StorageError("disk full")
         return real_append(db, **kwargs)
@@ -244,7 +244,7 @@ def test_sign_in_opens_the_session_and_its_entry_in_one_transaction(
 
 
 def test_throttle_counts_failures_recorded_while_the_password_was_hashed(
-        home: Home, db: sqlite_utils.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        home: Home, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another console worker records the limit-reaching failure while this one hashes:
     the count that decides is the one inside the write transaction, so no extra guess
     (here, even the right password) gets through."""
@@ -274,7 +274,7 @@ def test_throttle_counts_failures_recorded_while_the_password_was_hashed(
         users.authenticate(db, "kim", PW, throttle=throttle)
 
 
-def test_re_checking_a_password_writes_no_sign_in(home: Home, db: sqlite_utils.Database) -> None:
+def test_re_checking_a_password_writes_no_sign_in(home: Home, db: Database) -> None:
     users.add_user(db, "lee", "operator", PW, actor="local:root")
     throttle = users.Throttle(max_failures=3, window=timedelta(minutes=5))
     with pytest.raises(Unauthorized, match="bad user name"):
@@ -296,7 +296,7 @@ def test_re_checking_a_password_writes_no_sign_in(home: Home, db: sqlite_utils.D
 
 
 def test_token_last_use_is_recorded_at_most_once_a_minute(
-        home: Home, db: sqlite_utils.Database) -> None:
+        home: Home, db: Database) -> None:
     import time
     from datetime import UTC, datetime
 
@@ -335,7 +335,7 @@ def test_token_last_use_is_recorded_at_most_once_a_minute(
 
 
 def test_token_listing_says_which_tokens_still_work(
-        home: Home, db: sqlite_utils.Database) -> None:
+        home: Home, db: Database) -> None:
     users.add_user(db, "ned", "viewer", PW, actor="local:root")
     users.add_user(db, "oli", "viewer", PW, actor="local:root")
     live = tokens.create_token(db, "ned", "live", ["read"], actor="local:root")

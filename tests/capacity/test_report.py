@@ -12,11 +12,12 @@ import json
 
 import numpy as np
 import pytest
-import sqlite_utils
+from helpers.rows import insert_rows
 
 from appliance.capacity import store
 from appliance.capacity.report import build, kv_cache_bytes
 from appliance.config import parse_config
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 A, C = 0.002, 0.0001  # 2 ms a run, 0.1 ms a row
@@ -43,12 +44,12 @@ def served_log(rate: float, seconds: float, max_batch: int, seed: int = 0
     return out
 
 
-def write(mon: sqlite_utils.Database, log: list[tuple[float, int, int, int]],
+def write(mon: Database, log: list[tuple[float, int, int, int]],
           model: str = "m", version: int = 1) -> None:
-    mon["requests"].insert_all(
-        [{"ts": ts, "minute": int(ts // 60), "model": model, "version": version,
-          "route": "primary", "status": 200, "latency_us": lat, "queue_us": q,
-          "batch_size": b, "rows": 1} for ts, lat, q, b in log], batch_size=5000)
+    insert_rows(mon, "requests", (
+        {"ts": ts, "minute": int(ts // 60), "model": model, "version": version,
+         "route": "primary", "status": 200, "latency_us": lat, "queue_us": q,
+         "batch_size": b, "rows": 1} for ts, lat, q, b in log))
 
 
 def config(**capacity: object) -> object:
@@ -57,7 +58,7 @@ def config(**capacity: object) -> object:
 
 
 def test_the_report_recovers_the_service_time_and_predicts_the_logged_p95(
-        home: Home, db: sqlite_utils.Database) -> None:
+        home: Home, db: Database) -> None:
     log = served_log(rate=300, seconds=120, max_batch=64)
     with home.monitoring_db() as mon:
         write(mon, log)
@@ -89,7 +90,7 @@ def test_the_report_recovers_the_service_time_and_predicts_the_logged_p95(
 
 
 def test_the_report_says_plainly_when_the_peak_is_more_than_the_slo_allows(
-        home: Home, db: sqlite_utils.Database) -> None:
+        home: Home, db: Database) -> None:
     log = served_log(rate=300, seconds=60, max_batch=64, seed=3)
     with home.monitoring_db() as mon:
         write(mon, log)
@@ -106,7 +107,7 @@ def test_the_report_says_plainly_when_the_peak_is_more_than_the_slo_allows(
 
 
 def test_too_little_traffic_or_one_run_size_is_not_enough_data(
-        home: Home, db: sqlite_utils.Database) -> None:
+        home: Home, db: Database) -> None:
     few = [(T0 + i, 2000, 0, 1) for i in range(20)]
     with home.monitoring_db() as mon:
         write(mon, few, model="quiet")
@@ -123,7 +124,7 @@ def test_too_little_traffic_or_one_run_size_is_not_enough_data(
 
 
 def test_a_profile_gives_the_service_time_where_there_is_one(
-        home: Home, db: sqlite_utils.Database, tmp_path) -> None:
+        home: Home, db: Database, tmp_path) -> None:
     from helpers.promotion import imported_home
     from helpers.serving import mlp
 
@@ -193,7 +194,7 @@ def test_a_language_model_is_sized_by_its_profile_and_kv_cache(home: Home, tiny_
     rows = llm_log(rate=40, seconds=120, tokens=20, step=(a, c))
     with home.db() as db, home.monitoring_db() as mon:
         store.save(db, "chat@1", profile, actor="tester")
-        mon["llm_requests"].insert_all(rows)
+        insert_rows(mon, "llm_requests", rows)
         report = build(mon, db, config(), since=T0, until=T0 + 3600, slo_p95_ms=50)
     (m,) = report["models"]
     assert m["kind"] == "llm" and m["enough"], m["missing"]
@@ -219,8 +220,8 @@ def test_a_language_model_without_a_profile_is_not_enough_data(home: Home, tiny_
 
     register(home, tiny_model)
     with home.db() as db, home.monitoring_db() as mon:
-        mon["llm_requests"].insert_all(llm_log(rate=5, seconds=60, tokens=5,
-                                               step=(0.001, 0.0005)))
+        insert_rows(mon, "llm_requests", llm_log(rate=5, seconds=60, tokens=5,
+                                                 step=(0.001, 0.0005)))
         (m,) = build(mon, db, config(), since=T0, until=T0 + 3600)["models"]
     assert not m["enough"]
     assert any("chat@1 has no capacity profile" in x for x in m["missing"])

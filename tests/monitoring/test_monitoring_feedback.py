@@ -39,7 +39,8 @@ def _again(home, rid: str, *, dt: float, status: int = 200, route: str = "primar
                    route=route, outputs=json.dumps(outputs) if sampled else None,
                    inputs=row["inputs"] if sampled else None)
         with immediate(mon):
-            mon["requests"].insert(row)
+            mon.execute(f"INSERT INTO requests ({', '.join(row)})"
+                        f" VALUES ({', '.join('?' * len(row))})", list(row.values()))
     finally:
         mon.close()
 

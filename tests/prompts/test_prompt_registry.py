@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 from helpers.llm import CAPITAL_PROMPT as CAPITAL
 
 from appliance import prompts
@@ -18,17 +17,18 @@ from appliance.auth.users import add_user
 from appliance.cli import _common
 from appliance.errors import BadInput, Conflict, Forbidden
 from appliance.prompts import GateResult
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 ADMIN = Principal("ada", Role.ADMIN)
 OPERATOR = Principal("otto", Role.OPERATOR)
 
 
-def _actions(db: sqlite_utils.Database, prefix: str = "prompt.") -> list[str]:
+def _actions(db: Database, prefix: str = "prompt.") -> list[str]:
     return [e["action"] for e in audit_service.entries(db) if e["action"].startswith(prefix)]
 
 
-def _add(db: sqlite_utils.Database, text: str = CAPITAL, name: str = "capital"
+def _add(db: Database, text: str = CAPITAL, name: str = "capital"
          ) -> prompts.PromptVersion:
     return prompts.add_prompt(db, name, text.encode(), actor="tester")[0]
 
@@ -37,7 +37,7 @@ def _add(db: sqlite_utils.Database, text: str = CAPITAL, name: str = "capital"
 
 
 def test_add_numbers_versions_and_the_same_content_gives_back_the_same_one(
-        db: sqlite_utils.Database) -> None:
+        db: Database) -> None:
     first, created = prompts.add_prompt(db, "capital", CAPITAL.encode(), actor="tester")
     assert created and first.ref == "capital@1"
     again, created = prompts.add_prompt(db, "capital", CAPITAL.encode(), actor="tester")
@@ -55,7 +55,7 @@ def test_add_numbers_versions_and_the_same_content_gives_back_the_same_one(
         "role": "user", "content": "What is the capital of Veltria?"}
 
 
-def test_rendering_is_plain_substitution_with_defaults(db: sqlite_utils.Database) -> None:
+def test_rendering_is_plain_substitution_with_defaults(db: Database) -> None:
     text = CAPITAL.replace("description: The country asked about.",
                            "default: Veltria")
     spec = _add(db, text).spec
@@ -107,7 +107,7 @@ BAD = [
 
 @pytest.mark.parametrize(("text", "expected"), BAD, ids=[e for _, e in BAD])
 def test_a_bad_file_exits_2_naming_the_key_and_registers_nothing(
-        runner: Any, db: sqlite_utils.Database,
+        runner: Any, db: Database,
         prompt_file: Callable[[str], Path], text: str, expected: str) -> None:
     path = prompt_file(text)
     result = runner("prompts", "add", "capital", str(path))
@@ -122,7 +122,7 @@ def test_a_bad_file_exits_2_naming_the_key_and_registers_nothing(
 
 
 def test_add_list_show_diff_and_alias_on_the_command_line(
-        runner: Any, db: sqlite_utils.Database,
+        runner: Any, db: Database,
         prompt_file: Callable[[str], Path]) -> None:
     r = runner("prompts", "add", "capital", str(prompt_file(CAPITAL)))
     assert r.exit_code == 0 and r.output.strip() == "capital@1"
@@ -174,7 +174,7 @@ def test_add_list_show_diff_and_alias_on_the_command_line(
 
 
 def test_promote_and_rollback_move_production_with_audit_entries(
-        db: sqlite_utils.Database) -> None:
+        db: Database) -> None:
     one = _add(db)
     two = _add(db, CAPITAL.replace("briefly", "tersely"))
     three = _add(db, CAPITAL.replace("briefly", "in a word"))
@@ -208,7 +208,7 @@ def test_promote_and_rollback_move_production_with_audit_entries(
 
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.APPROVER])
 def test_promote_and_rollback_are_refused_without_the_permission(
-        db: sqlite_utils.Database, role: Role) -> None:
+        db: Database, role: Role) -> None:
     one = _add(db)
     two = _add(db, CAPITAL.replace("briefly", "tersely"))
     prompts.promote(db, one.ref, ADMIN)
@@ -223,11 +223,11 @@ def test_promote_and_rollback_are_refused_without_the_permission(
 
 
 def test_a_failed_gate_refuses_and_only_an_admin_with_a_reason_forces(
-        db: sqlite_utils.Database) -> None:
+        db: Database) -> None:
     """The gate list is empty for now; a gate given in its place is run like one."""
     one = _add(db)
 
-    def never(db: sqlite_utils.Database, candidate: prompts.PromptVersion,
+    def never(db: Database, candidate: prompts.PromptVersion,
               production: prompts.PromptVersion | None) -> GateResult:
         return GateResult("eval:never", False, "scored 0.1 < 0.9")
 
@@ -246,7 +246,7 @@ def test_a_failed_gate_refuses_and_only_an_admin_with_a_reason_forces(
 
 
 def test_history_tells_which_version_answered_at_a_time(
-        db: sqlite_utils.Database, runner: Any) -> None:
+        db: Database, runner: Any) -> None:
     one = _add(db)
     two = _add(db, CAPITAL.replace("briefly", "tersely"))
     prompts.promote(db, one.ref, ADMIN)
@@ -267,7 +267,7 @@ def test_history_tells_which_version_answered_at_a_time(
 
 
 def test_the_command_line_promotes_as_the_os_users_role(
-        home: Home, db: sqlite_utils.Database, runner: Any,
+        home: Home, db: Database, runner: Any,
         prompt_file: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
     runner("prompts", "add", "capital", str(prompt_file(CAPITAL)))
     add_user(db, "vera", "viewer", "a long enough password 1", actor="tester")

@@ -8,16 +8,16 @@ import signal
 import time
 from pathlib import Path
 
-import sqlite_utils
 from helpers.queue import alive, daemon, fast_config, stop, submit, wait_for, write_config
 
 from appliance.queue.jobs import JobSpec, get_job, list_jobs, read_log
 from appliance.queue.states import JobState
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 
 def test_many_jobs_on_several_workers_each_run_exactly_once(
-    home: Home, db: sqlite_utils.Database, tmp_path: Path,
+    home: Home, db: Database, tmp_path: Path,
 ) -> None:
     config = fast_config()
     cfg = write_config(tmp_path / "fast.yaml", config)
@@ -45,7 +45,7 @@ def test_many_jobs_on_several_workers_each_run_exactly_once(
 
 
 def test_sigkilled_worker_job_reruns_after_the_lease_and_succeeds(
-    home: Home, db: sqlite_utils.Database, tmp_path: Path,
+    home: Home, db: Database, tmp_path: Path,
 ) -> None:
     config = fast_config()
     cfg = write_config(tmp_path / "fast.yaml", config)
@@ -86,7 +86,7 @@ def test_sigkilled_worker_job_reruns_after_the_lease_and_succeeds(
 
 
 def test_sigterm_hands_back_and_exits_in_bounded_time(
-    home: Home, db: sqlite_utils.Database, tmp_path: Path,
+    home: Home, db: Database, tmp_path: Path,
 ) -> None:
     config = fast_config()
     cfg = write_config(tmp_path / "fast.yaml", config)
@@ -113,7 +113,7 @@ def test_sigterm_hands_back_and_exits_in_bounded_time(
 
 
 def test_jobs_run_with_the_configuration_the_worker_was_started_with(
-    home: Home, db: sqlite_utils.Database, tmp_path: Path,
+    home: Home, db: Database, tmp_path: Path,
 ) -> None:
     """`appliance --config X worker`: the job uses X, not APPLIANCE_CONFIG or the default."""
     from helpers.monitoring import features, log_requests, train_served_model

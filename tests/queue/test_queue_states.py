@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-import sqlite_utils
 from helpers.queue import fast_config, gpu, submit
 
 from appliance.errors import BadInput, Conflict, NotFound
@@ -16,18 +15,18 @@ from appliance.queue import liveness, states
 from appliance.queue.jobs import JobSpec, cancel_job, get_job, list_jobs, queue_depth
 from appliance.queue.lease import ClaimLimits, claim, reap_expired, renew
 from appliance.queue.states import JobState
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 
 LIMITS = ClaimLimits(lease_s=10.0, cpus_total=8)
 NO_GPUS = StaticSource([])
 
 
-def audit_actions(db: sqlite_utils.Database, job_id: int) -> list[str]:
+def audit_actions(db: Database, job_id: int) -> list[str]:
     return [r["action"] for r in db.query(
         "SELECT action FROM audit_log WHERE target = ? ORDER BY seq", [f"job:{job_id}"])]
 
 
-def test_submit_records_the_job_and_its_audit_entry(db: sqlite_utils.Database) -> None:
+def test_submit_records_the_job_and_its_audit_entry(db: Database) -> None:
     config = fast_config()
     job_id = submit(db, JobSpec("sleep", {"seconds": 2}, priority=3), config, actor="local:ann")
     job = get_job(db, job_id)
@@ -53,14 +52,14 @@ def test_submit_records_the_job_and_its_audit_entry(db: sqlite_utils.Database) -
         (JobSpec("noop", max_attempts=0), "max attempts"),
     ],
 )
-def test_bad_submissions_name_the_problem(db: sqlite_utils.Database, spec: JobSpec,
+def test_bad_submissions_name_the_problem(db: Database, spec: JobSpec,
                                           field: str) -> None:
     with pytest.raises(BadInput, match=field):
         submit(db, spec, fast_config(), actor="t")
     assert list_jobs(db) == []
 
 
-def test_kind_whose_service_is_missing_is_refused(db: sqlite_utils.Database,
+def test_kind_whose_service_is_missing_is_refused(db: Database,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from appliance.jobs import KINDS
     from appliance.queue.kinds import JobKind
@@ -71,7 +70,7 @@ def test_kind_whose_service_is_missing_is_refused(db: sqlite_utils.Database,
         submit(db, JobSpec("later"), fast_config(), actor="t")
 
 
-def test_claim_takes_highest_priority_then_oldest(db: sqlite_utils.Database) -> None:
+def test_claim_takes_highest_priority_then_oldest(db: Database) -> None:
     config = fast_config()
     low = submit(db, JobSpec("noop", priority=0), config, actor="t")
     high = submit(db, JobSpec("noop", priority=10), config, actor="t")
@@ -85,7 +84,7 @@ def test_claim_takes_highest_priority_then_oldest(db: sqlite_utils.Database) -> 
     assert job.state is JobState.RUNNING and job.attempts == 1 and job.lease_owner == "w1"
 
 
-def test_transitions_check_their_from_state_and_owner(db: sqlite_utils.Database) -> None:
+def test_transitions_check_their_from_state_and_owner(db: Database) -> None:
     job_id = submit(db, JobSpec("noop"), fast_config(), actor="t")
     with immediate(db), pytest.raises(Conflict, match="is queued, not running"):
         states.succeed(db, job_id, worker="w1", result={})
@@ -104,13 +103,13 @@ def test_transitions_check_their_from_state_and_owner(db: sqlite_utils.Database)
     assert audit_actions(db, job_id) == ["job.submitted", "job.started", "job.succeeded"]
 
 
-def test_a_transition_without_a_transaction_is_refused(db: sqlite_utils.Database) -> None:
+def test_a_transition_without_a_transaction_is_refused(db: Database) -> None:
     job_id = submit(db, JobSpec("noop"), fast_config(), actor="t")
     with pytest.raises(RuntimeError, match="immediate"):
         states.cancel_queued(db, job_id, actor="t")
 
 
-def test_two_claimers_never_get_the_same_job(home, db: sqlite_utils.Database) -> None:
+def test_two_claimers_never_get_the_same_job(home, db: Database) -> None:
     config = fast_config()
     ids = {submit(db, JobSpec("noop"), config, actor="t") for _ in range(20)}
     other = home.db()
@@ -127,7 +126,7 @@ def test_two_claimers_never_get_the_same_job(home, db: sqlite_utils.Database) ->
     assert sorted(got) == sorted(ids)
 
 
-def test_cancel_queued_and_running(db: sqlite_utils.Database) -> None:
+def test_cancel_queued_and_running(db: Database) -> None:
     config = fast_config()
     queued = submit(db, JobSpec("noop"), config, actor="t")
     running = submit(db, JobSpec("noop", priority=1), config, actor="t")
@@ -145,7 +144,7 @@ def test_cancel_queued_and_running(db: sqlite_utils.Database) -> None:
 
 
 def test_expired_lease_requeues_then_fails_when_attempts_run_out(
-    db: sqlite_utils.Database,
+    db: Database,
 ) -> None:
     job_id = submit(db, JobSpec("noop", max_attempts=2), fast_config(), actor="t")
     t0 = time.time()
@@ -166,7 +165,7 @@ def test_expired_lease_requeues_then_fails_when_attempts_run_out(
         "job.submitted", "job.started", "job.requeued", "job.started", "job.failed"]
 
 
-def test_renewal_keeps_the_lease(db: sqlite_utils.Database) -> None:
+def test_renewal_keeps_the_lease(db: Database) -> None:
     job_id = submit(db, JobSpec("noop"), fast_config(), actor="t")
     t0 = time.time()
     claim(db, worker="w1", limits=LIMITS, inventory=NO_GPUS, now=t0)
@@ -178,7 +177,7 @@ def test_renewal_keeps_the_lease(db: sqlite_utils.Database) -> None:
 
 
 def test_cancel_of_a_running_job_whose_worker_died_ends_cancelled(
-    db: sqlite_utils.Database,
+    db: Database,
 ) -> None:
     job_id = submit(db, JobSpec("noop"), fast_config(), actor="t")
     t0 = time.time()
@@ -218,7 +217,7 @@ def test_place_picks_the_emptiest_gpu_and_counts_measured_use() -> None:
 
 
 def test_gpu_jobs_wait_for_room_and_serving_memory_is_never_taken(
-    db: sqlite_utils.Database,
+    db: Database,
 ) -> None:
     config = fast_config()
     source = StaticSource([gpu(0, 16000)])
@@ -246,7 +245,7 @@ def test_gpu_jobs_wait_for_room_and_serving_memory_is_never_taken(
     assert get_job(db, second).wait_reason is None
 
 
-def test_gpu_job_on_a_server_without_gpus_waits_and_says_why(db: sqlite_utils.Database) -> None:
+def test_gpu_job_on_a_server_without_gpus_waits_and_says_why(db: Database) -> None:
     config = fast_config()
     job_id = submit(db, JobSpec("noop", priority=5, request=ResourceRequest(gpus=1)), config,
                     actor="t")
@@ -257,7 +256,7 @@ def test_gpu_job_on_a_server_without_gpus_waits_and_says_why(db: sqlite_utils.Da
     assert get_job(db, job_id).wait_reason.startswith("no GPU on this server")
 
 
-def test_cpu_budget_is_respected(db: sqlite_utils.Database) -> None:
+def test_cpu_budget_is_respected(db: Database) -> None:
     config = fast_config()
     limits = ClaimLimits(lease_s=10, cpus_total=4)
     a = submit(db, JobSpec("noop", request=ResourceRequest(cpus=3)), config, actor="t")

@@ -8,13 +8,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import sqlite_utils
 from helpers.queue import alive, fast_config, gpu, submit, wait_for
 
 from appliance.gpu.inventory import StaticSource
 from appliance.gpu.placement import ResourceRequest
 from appliance.queue.jobs import JobSpec, cancel_job, get_job, read_log, tail_log
 from appliance.queue.states import JobState
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 from appliance.worker import Worker, WorkerSettings
 
@@ -33,7 +33,7 @@ def worker(home: Home) -> Iterator[Worker]:
     w.close()
 
 
-def run_until(worker: Worker, db: sqlite_utils.Database, job_id: int,
+def run_until(worker: Worker, db: Database, job_id: int,
               timeout: float = 30.0) -> None:
     def done() -> bool:
         worker.step()
@@ -43,7 +43,7 @@ def run_until(worker: Worker, db: sqlite_utils.Database, job_id: int,
 
 
 def test_a_job_runs_in_its_own_directory_and_process_group(
-    worker: Worker, db: sqlite_utils.Database, home: Home,
+    worker: Worker, db: Database, home: Home,
 ) -> None:
     job_id = submit(db, JobSpec("noop"), fast_config(), actor="t")
     run_until(worker, db, job_id)
@@ -57,7 +57,7 @@ def test_a_job_runs_in_its_own_directory_and_process_group(
 
 
 def test_the_child_sees_only_the_gpus_it_was_placed_on(
-    worker: Worker, db: sqlite_utils.Database,
+    worker: Worker, db: Database,
 ) -> None:
     config = fast_config()
     first = submit(db, JobSpec("sleep", {"seconds": 1.5},
@@ -72,7 +72,7 @@ def test_the_child_sees_only_the_gpus_it_was_placed_on(
 
 
 def test_a_failing_job_fails_with_its_message_and_is_not_retried(
-    worker: Worker, db: sqlite_utils.Database, home: Home,
+    worker: Worker, db: Database, home: Home,
 ) -> None:
     job_id = submit(db, JobSpec("fail", {"message": "bad data in column x"}), fast_config(),
                     actor="t")
@@ -83,7 +83,7 @@ def test_a_failing_job_fails_with_its_message_and_is_not_retried(
     assert "Traceback" in tail_log(home, job_id)
 
 
-def test_timeout_stops_the_job_and_fails_it(worker: Worker, db: sqlite_utils.Database) -> None:
+def test_timeout_stops_the_job_and_fails_it(worker: Worker, db: Database) -> None:
     job_id = submit(db, JobSpec("sleep", {"seconds": 30}, timeout_s=0.5), fast_config(),
                     actor="t")
     started = time.monotonic()
@@ -95,7 +95,7 @@ def test_timeout_stops_the_job_and_fails_it(worker: Worker, db: sqlite_utils.Dat
 
 
 def test_cancel_kills_the_whole_process_group(
-    worker: Worker, db: sqlite_utils.Database, home: Home,
+    worker: Worker, db: Database, home: Home,
 ) -> None:
     # A stubborn job ignores SIGTERM, and so do its two child processes: only the
     # SIGKILL to the whole process group can stop them.
@@ -119,7 +119,7 @@ def test_cancel_kills_the_whole_process_group(
 
 
 def test_shutdown_hands_running_jobs_back_within_the_grace(
-    home: Home, db: sqlite_utils.Database,
+    home: Home, db: Database,
 ) -> None:
     job_id = submit(db, JobSpec("sleep", {"seconds": 60}), fast_config(), actor="t")
     w = Worker(home, fast_config(), settings=SETTINGS, inventory=StaticSource([]))
@@ -138,14 +138,14 @@ def test_shutdown_hands_running_jobs_back_within_the_grace(
     assert db.execute("SELECT COUNT(*) FROM heartbeats WHERE service = 'worker'").fetchone()[0] == 0
 
 
-def test_worker_records_its_heartbeat(worker: Worker, db: sqlite_utils.Database) -> None:
+def test_worker_records_its_heartbeat(worker: Worker, db: Database) -> None:
     worker.step()
     rows = list(db.query("SELECT * FROM heartbeats WHERE service = 'worker'"))
     assert len(rows) == 1 and worker.id in rows[0]["details"]
 
 
 def test_a_job_whose_kind_is_gone_fails_instead_of_crashing_the_worker(
-    worker: Worker, db: sqlite_utils.Database, monkeypatch: pytest.MonkeyPatch,
+    worker: Worker, db: Database, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from appliance.jobs import KINDS
 
@@ -157,7 +157,7 @@ def test_a_job_whose_kind_is_gone_fails_instead_of_crashing_the_worker(
 
 
 def test_a_job_killed_by_a_nameless_signal_fails_and_the_worker_goes_on(
-    worker: Worker, db: sqlite_utils.Database,
+    worker: Worker, db: Database,
 ) -> None:
     import os
     import signal

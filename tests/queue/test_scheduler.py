@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 from helpers.queue import daemon, fast_config, wait_for, write_config
 
 from appliance.errors import BadInput, Conflict, NotFound
@@ -17,6 +16,7 @@ from appliance.scheduler import schedules
 from appliance.scheduler.cron import next_after, parse_cron
 from appliance.scheduler.daemon import SchedulerDaemon
 from appliance.scheduler.lock import SchedulerLock
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 
 T0 = datetime(2024, 3, 4, 10, 0, 30, tzinfo=UTC)  # a Monday
@@ -26,7 +26,7 @@ def at(**delta: float) -> datetime:
     return T0 + timedelta(**delta)
 
 
-def add(db: sqlite_utils.Database, name: str = "nightly", cron: str = "*/5 * * * *",
+def add(db: Database, name: str = "nightly", cron: str = "*/5 * * * *",
         **kw: object) -> schedules.Schedule:
     return schedules.add_schedule(db, fast_config(), name=name, cron=cron,
                                   spec=JobSpec("echo", {"from": name}), actor="local:ann",
@@ -60,7 +60,7 @@ def test_bad_cron_is_bad_input(expr: str, tz: str, message: str) -> None:
         parse_cron(expr, tz)
 
 
-def test_fires_once_per_due_time_with_a_controlled_clock(db: sqlite_utils.Database) -> None:
+def test_fires_once_per_due_time_with_a_controlled_clock(db: Database) -> None:
     schedule = add(db)
     config = fast_config()
     assert schedules.fire_due(db, config, now=at(minutes=4)) == []  # 10:04:30: not yet
@@ -77,7 +77,7 @@ def test_fires_once_per_due_time_with_a_controlled_clock(db: sqlite_utils.Databa
     assert schedules.get_schedule(db, "nightly").last_fired_at == "2024-03-04T10:10:00.000000Z"
 
 
-def test_missed_runs_coalesce_into_one(db: sqlite_utils.Database) -> None:
+def test_missed_runs_coalesce_into_one(db: Database) -> None:
     add(db)
     fired = schedules.fire_due(db, fast_config(), now=at(hours=2))  # 24 runs missed
     assert len(fired) == 1
@@ -86,7 +86,7 @@ def test_missed_runs_coalesce_into_one(db: sqlite_utils.Database) -> None:
     assert b'"coalesced":24' in entry
 
 
-def test_a_restarted_scheduler_does_not_fire_twice(home: Home, db: sqlite_utils.Database) -> None:
+def test_a_restarted_scheduler_does_not_fire_twice(home: Home, db: Database) -> None:
     add(db)
     config = fast_config()
     first = home.db()
@@ -101,7 +101,7 @@ def test_a_restarted_scheduler_does_not_fire_twice(home: Home, db: sqlite_utils.
     assert len(list_jobs(db)) == 1
 
 
-def test_pause_skips_runs_and_resume_starts_from_now(db: sqlite_utils.Database) -> None:
+def test_pause_skips_runs_and_resume_starts_from_now(db: Database) -> None:
     add(db)
     config = fast_config()
     schedules.set_enabled(db, "nightly", False, actor="local:ann", now=at(minutes=1))
@@ -116,7 +116,7 @@ def test_pause_skips_runs_and_resume_starts_from_now(db: sqlite_utils.Database) 
     assert actions == ["schedule.added", "schedule.paused", "schedule.resumed", "schedule.fired"]
 
 
-def test_add_and_remove_are_checked(db: sqlite_utils.Database) -> None:
+def test_add_and_remove_are_checked(db: Database) -> None:
     add(db)
     with pytest.raises(Conflict, match="already exists"):
         add(db)
@@ -130,7 +130,7 @@ def test_add_and_remove_are_checked(db: sqlite_utils.Database) -> None:
         schedules.remove_schedule(db, "nightly", actor="local:ann")
 
 
-def test_the_lock_admits_one_scheduler(db: sqlite_utils.Database, home: Home) -> None:
+def test_the_lock_admits_one_scheduler(db: Database, home: Home) -> None:
     other_db = home.db()
     try:
         a = SchedulerLock(db, lock_s=30)
@@ -149,7 +149,7 @@ def test_the_lock_admits_one_scheduler(db: sqlite_utils.Database, home: Home) ->
 
 
 def test_daemon_fires_on_time_refuses_a_second_and_restarts_cleanly(
-    home: Home, db: sqlite_utils.Database, tmp_path: Path,
+    home: Home, db: Database, tmp_path: Path,
 ) -> None:
     schedules.add_schedule(db, fast_config(), name="every-second", cron="* * * * * *",
                            spec=JobSpec("noop"), actor="t")
@@ -185,7 +185,7 @@ def test_daemon_fires_on_time_refuses_a_second_and_restarts_cleanly(
 
 
 def test_one_unreadable_schedule_does_not_keep_the_others_from_loading(
-    home: Home, db: sqlite_utils.Database,
+    home: Home, db: Database,
 ) -> None:
     schedules.add_schedule(db, fast_config(), name="good", cron="0 3 * * *",
                            spec=JobSpec("noop"), actor="t")

@@ -12,7 +12,6 @@ from typing import Any
 
 import onnxruntime as ort
 import pytest
-import sqlite_utils
 import tritonclient
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,7 +27,7 @@ from appliance import registry
 from appliance.errors import Conflict, OperationFailed
 from appliance.registry.export import export_model
 from appliance.registry.signing import PUBLIC_FILE, sign_in_transaction
-from appliance.storage.db import immediate
+from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
 
 
@@ -76,7 +75,7 @@ def fixed_model(path: Path) -> Path:
     return path
 
 
-def registered(db: sqlite_utils.Database, home: Home, tmp_path: Path, name: str = "scorer",
+def registered(db: Database, home: Home, tmp_path: Path, name: str = "scorer",
                make: Any = batched_model) -> registry.ModelVersion:
     mv = registry.import_model(db, home.blobs, name, str(make(tmp_path / f"{name}.onnx")),
                                actor="alice")
@@ -84,13 +83,13 @@ def registered(db: sqlite_utils.Database, home: Home, tmp_path: Path, name: str 
     return registry.resolve(db, f"{name}@staging")
 
 
-def exports(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def exports(db: Database) -> list[dict[str, Any]]:
     return [json.loads(r["entry"]) for r in db.query(
         "SELECT entry FROM audit_log WHERE action = 'model.version.export' ORDER BY seq")]
 
 
 def test_triton_config_matches_the_models_signature(
-    db: sqlite_utils.Database, home: Home, tmp_path: Path,
+    db: Database, home: Home, tmp_path: Path,
 ) -> None:
     mv = registered(db, home, tmp_path)
     out = tmp_path / "repo"
@@ -129,7 +128,7 @@ def test_triton_config_matches_the_models_signature(
 
 
 def test_a_model_without_a_batch_dimension_is_exported_unbatched(
-    db: sqlite_utils.Database, home: Home, tmp_path: Path,
+    db: Database, home: Home, tmp_path: Path,
 ) -> None:
     mv = registered(db, home, tmp_path, "fixed", fixed_model)
     export_model(db, home.blobs, home.keys_dir, "fixed@staging", tmp_path / "repo", "triton",
@@ -141,7 +140,7 @@ def test_a_model_without_a_batch_dimension_is_exported_unbatched(
 
 
 def test_kserve_layout_is_a_triton_repository_with_an_inference_service(
-    db: sqlite_utils.Database, home: Home, tmp_path: Path,
+    db: Database, home: Home, tmp_path: Path,
 ) -> None:
     mv = registered(db, home, tmp_path)
     done = export_model(db, home.blobs, home.keys_dir, "scorer@staging", tmp_path / "out",
@@ -160,7 +159,7 @@ def test_kserve_layout_is_a_triton_repository_with_an_inference_service(
 
 
 def test_a_signed_version_travels_with_a_signature_that_verifies_outside(
-    db: sqlite_utils.Database, home: Home, tmp_path: Path,
+    db: Database, home: Home, tmp_path: Path,
 ) -> None:
     mv = registered(db, home, tmp_path)
     data = home.blobs.read_bytes(mv.onnx_digest)
@@ -182,7 +181,7 @@ def test_a_signed_version_travels_with_a_signature_that_verifies_outside(
 
 
 def test_a_signature_that_does_not_verify_refuses_the_export_and_writes_nothing(
-    db: sqlite_utils.Database, home: Home, tmp_path: Path,
+    db: Database, home: Home, tmp_path: Path,
 ) -> None:
     mv = registered(db, home, tmp_path)
     with immediate(db):
@@ -199,7 +198,7 @@ def test_a_signature_that_does_not_verify_refuses_the_export_and_writes_nothing(
 
 
 def test_an_existing_destination_is_refused(
-    db: sqlite_utils.Database, home: Home, tmp_path: Path,
+    db: Database, home: Home, tmp_path: Path,
 ) -> None:
     registered(db, home, tmp_path)
     export_model(db, home.blobs, home.keys_dir, "scorer@staging", tmp_path / "repo", "triton",
@@ -212,7 +211,7 @@ def test_an_existing_destination_is_refused(
 
 
 def test_the_cli_exports_and_names_what_it_wrote(
-    db: sqlite_utils.Database, home: Home, tmp_path: Path, runner: Any,
+    db: Database, home: Home, tmp_path: Path, runner: Any,
 ) -> None:
     mv = registered(db, home, tmp_path)
     r = runner("models", "export", "scorer@staging", str(tmp_path / "repo"), "--format",

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 from helpers.fake_ray import FakeRay
 from helpers.queue import daemon, fast_config, gpu, stop, submit, wait_for, write_config
 
@@ -20,6 +19,7 @@ from appliance.gpu.inventory import StaticSource
 from appliance.gpu.placement import ResourceRequest
 from appliance.queue.jobs import JobSpec, cancel_job, get_job, read_log
 from appliance.queue.states import JobState
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 from appliance.worker import Worker, WorkerSettings
 from appliance.worker.ray_jobs import CHECK_DIR, STATE_FILE, RayExecutor, RaySettings
@@ -53,7 +53,7 @@ def worker(home: Home, ray: FakeRay) -> Iterator[Worker]:
     w.close()
 
 
-def run_until(worker: Worker, db: sqlite_utils.Database, job_id: int,
+def run_until(worker: Worker, db: Database, job_id: int,
               timeout: float = 60.0) -> None:
     def done() -> bool:
         worker.step()
@@ -68,7 +68,7 @@ def running_on_ray(ray: FakeRay, sid: str) -> bool:
 
 
 def test_a_job_runs_on_ray_with_its_spec_resources_and_log(
-    worker: Worker, ray: FakeRay, db: sqlite_utils.Database, home: Home, tmp_path: Path,
+    worker: Worker, ray: FakeRay, db: Database, home: Home, tmp_path: Path,
 ) -> None:
     mark = tmp_path / "mark"
     job_id = submit(db, JobSpec("sleep", {"seconds": 0.2, "mark": str(mark)},
@@ -98,7 +98,7 @@ def test_a_job_runs_on_ray_with_its_spec_resources_and_log(
 
 
 def test_a_failing_job_fails_with_the_handlers_message(
-    worker: Worker, ray: FakeRay, db: sqlite_utils.Database,
+    worker: Worker, ray: FakeRay, db: Database,
 ) -> None:
     job_id = submit(db, JobSpec("fail", {"message": "bad data in column x"}), ray_config(ray),
                     actor="t")
@@ -110,7 +110,7 @@ def test_a_failing_job_fails_with_the_handlers_message(
 
 
 def test_an_entrypoint_that_can_not_start_fails_with_rays_message(
-    home: Home, ray: FakeRay, db: sqlite_utils.Database,
+    home: Home, ray: FakeRay, db: Database,
 ) -> None:
     config = ray_config(ray, **{"worker__ray.python": "/nonexistent/python3"})
     w = make_worker(home, config)
@@ -125,7 +125,7 @@ def test_an_entrypoint_that_can_not_start_fails_with_rays_message(
 
 
 def test_success_without_a_result_in_the_shared_directory_is_a_failure(
-    home: Home, ray: FakeRay, db: sqlite_utils.Database,
+    home: Home, ray: FakeRay, db: Database,
 ) -> None:
     config = ray_config(ray, **{"worker__ray.python": "true"})  # exits 0, writes nothing
     w = make_worker(home, config)
@@ -141,7 +141,7 @@ def test_success_without_a_result_in_the_shared_directory_is_a_failure(
 
 
 def test_cancel_stops_the_ray_job(
-    worker: Worker, ray: FakeRay, db: sqlite_utils.Database,
+    worker: Worker, ray: FakeRay, db: Database,
 ) -> None:
     job_id = submit(db, JobSpec("sleep", {"seconds": 120}), ray_config(ray), actor="t")
     sid = f"appliance-job-{job_id}-attempt-1"
@@ -159,7 +159,7 @@ def test_cancel_stops_the_ray_job(
 
 
 def test_a_submit_whose_answer_was_lost_is_retried_and_ray_refuses_the_duplicate(
-    worker: Worker, ray: FakeRay, db: sqlite_utils.Database, tmp_path: Path,
+    worker: Worker, ray: FakeRay, db: Database, tmp_path: Path,
 ) -> None:
     mark = tmp_path / "mark"
     ray.drop_next_submit_answer = True
@@ -174,7 +174,7 @@ def test_a_submit_whose_answer_was_lost_is_retried_and_ray_refuses_the_duplicate
 
 
 def test_a_lost_connection_keeps_the_job_and_it_ends_when_ray_answers_again(
-    worker: Worker, ray: FakeRay, db: sqlite_utils.Database,
+    worker: Worker, ray: FakeRay, db: Database,
 ) -> None:
     job_id = submit(db, JobSpec("sleep", {"seconds": 1.0}), ray_config(ray), actor="t")
     sid = f"appliance-job-{job_id}-attempt-1"
@@ -201,7 +201,7 @@ def test_a_lost_connection_keeps_the_job_and_it_ends_when_ray_answers_again(
 
 
 def test_a_cluster_silent_for_longer_than_lost_after_s_fails_the_job(
-    home: Home, ray: FakeRay, db: sqlite_utils.Database,
+    home: Home, ray: FakeRay, db: Database,
 ) -> None:
     config = ray_config(ray, **{"worker__ray.lost_after_s": 1.0,
                                 "worker__ray.request_timeout_s": 1.0})
@@ -238,7 +238,7 @@ def test_a_cluster_silent_for_longer_than_lost_after_s_fails_the_job(
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_job_re_attaches_and_the_job_runs_once(
-    home: Home, ray: FakeRay, db: sqlite_utils.Database, tmp_path: Path,
+    home: Home, ray: FakeRay, db: Database, tmp_path: Path,
 ) -> None:
     config = ray_config(ray)
     cfg = write_config(tmp_path / "ray.yaml", config)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 from helpers.queue import fast_config, submit, wait_for
 from helpers.tabular import write_csv
 
@@ -21,6 +20,7 @@ from appliance.gpu.inventory import StaticSource
 from appliance.queue.jobs import JobSpec, get_job, read_log
 from appliance.queue.states import JobState
 from appliance.registry import resolve
+from appliance.storage.db import Database
 from appliance.storage.home import Home
 from appliance.worker import Worker, WorkerSettings
 
@@ -59,7 +59,7 @@ def ray_head(tmp_path: Path) -> Iterator[str]:
 
 
 def test_a_training_job_runs_on_a_real_ray_cluster(ray_head: str, home: Home,
-                                                   db: sqlite_utils.Database,
+                                                   db: Database,
                                                    tmp_path: Path) -> None:
     add_dataset(db, home.blobs, "shop", write_csv(tmp_path / "shop.csv"), target="label",
                 actor="t")

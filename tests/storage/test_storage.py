@@ -70,9 +70,23 @@ def test_immediate_commits_together_or_not_at_all(db) -> None:
     with pytest.raises(ZeroDivisionError):
         with dbmod.immediate(db):
             db.execute("INSERT INTO meta (key, value) VALUES ('b', '2')")
-            db["meta"].insert({"key": "c", "value": "3"})  # sqlite-utils joins the transaction
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ["c", "3"])
             raise ZeroDivisionError
     assert [r["key"] for r in db.query("SELECT key FROM meta ORDER BY key")] == ["a"]
+
+
+def test_a_database_reads_rows_as_dicts_and_knows_its_tables(home: Home) -> None:
+    with dbmod.connect(home.db_path) as db:
+        assert db["meta"].exists() and not db["no_such_table"].exists()
+        assert "meta" in db.table_names()
+        assert [c.name for c in db["meta"].columns] == ["key", "value"]
+        assert db["meta"].columns_dict == {"key": "TEXT", "value": "TEXT"}
+        db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ["x.a", "1"])
+        db.execute("INSERT INTO meta (key, value) VALUES (:k, :v)", {"k": "x.b", "v": "2"})
+        rows = db.query("SELECT key, value FROM meta WHERE key LIKE 'x.%' ORDER BY key")
+        assert list(rows) == [{"key": "x.a", "value": "1"}, {"key": "x.b", "value": "2"}]
+    with pytest.raises(sqlite3.ProgrammingError):  # leaving the block closed it
+        db.execute("SELECT 1")
 
 
 def test_immediate_takes_the_write_lock_up_front(home: Home) -> None:

@@ -8,7 +8,6 @@ readers (viewers, approvers) may see but not do.
 
 from __future__ import annotations
 
-import sqlite_utils
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
@@ -16,13 +15,14 @@ from appliance import monitoring
 from appliance.console import security, web
 from appliance.console.apidoc import api
 from appliance.console.security import requires
+from appliance.storage.db import Database
 
 bp = Blueprint("alerts", __name__)
 READ = "monitoring.read"
 ACK = "models.write"
 
 
-def open_count(db: sqlite_utils.Database) -> int:
+def open_count(db: Database) -> int:
     """Open alerts: raised and not yet acknowledged or resolved."""
     return sum(1 for a in monitoring.list_alerts(db) if a.state == "open")
 

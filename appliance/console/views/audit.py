@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 from flask import Blueprint, jsonify, redirect, render_template, request, send_file, url_for
 from werkzeug.wrappers import Response
 
@@ -19,6 +18,7 @@ from appliance.console import security, web
 from appliance.console.apidoc import api
 from appliance.console.security import requires
 from appliance.errors import NotFound
+from appliance.storage.db import Database
 
 bp = Blueprint("audit", __name__)
 READ = "audit.read"  # read and verify the log, download a signed checkpoint
@@ -26,7 +26,7 @@ EXPORT = "audit.write"  # the bundle of every entry: admins, as auth's table int
 FILTERS = ("actor", "action", "target")
 
 
-def entries(db: sqlite_utils.Database, filters: dict[str, str], since: str, before: int | None,
+def entries(db: Database, filters: dict[str, str], since: str, before: int | None,
             limit: int) -> list[dict[str, Any]]:
     """Newest first; ``action`` and ``target`` match a prefix (``model.`` finds every model
     action), ``actor`` matches exactly."""
@@ -58,12 +58,12 @@ def entries(db: sqlite_utils.Database, filters: dict[str, str], since: str, befo
     return rows
 
 
-def verify_and_record(db: sqlite_utils.Database, actor: str) -> dict[str, Any]:
+def verify_and_record(db: Database, actor: str) -> dict[str, Any]:
     """Verify the log now and record who did and what they found (the audit service's)."""
     return service.verify_and_record(db, actor)
 
 
-def last_verification(db: sqlite_utils.Database) -> dict[str, Any] | None:
+def last_verification(db: Database) -> dict[str, Any] | None:
     """The newest recorded verification of the log, if any."""
     return service.last_verification(db)
 

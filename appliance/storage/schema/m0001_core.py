@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _meta(db: sqlite_utils.Database) -> None:
+def _meta(db: Database) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
-def _heartbeats(db: sqlite_utils.Database) -> None:
+def _heartbeats(db: Database) -> None:
     # One row per running daemon, so the console and doctor can tell who is alive.
     db.execute(
         "CREATE TABLE heartbeats ("

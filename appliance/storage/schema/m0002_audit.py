@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _audit_log(db: sqlite_utils.Database) -> None:
+def _audit_log(db: Database) -> None:
     db.execute(
         "CREATE TABLE audit_log ("
         " seq INTEGER PRIMARY KEY,"
@@ -22,7 +21,7 @@ def _audit_log(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX audit_log_ts ON audit_log (ts)")
 
 
-def _checkpoints(db: sqlite_utils.Database) -> None:
+def _checkpoints(db: Database) -> None:
     # compact: the perfect-subtree hashes of the tree at `size`, so the next
     # checkpoint hashes only the leaves appended since.
     db.execute(
@@ -32,7 +31,7 @@ def _checkpoints(db: sqlite_utils.Database) -> None:
     )
 
 
-def _keys(db: sqlite_utils.Database) -> None:
+def _keys(db: Database) -> None:
     # One row per signing key; the one with no retired_seq is in force.
     db.execute(
         "CREATE TABLE audit_keys ("

@@ -7,14 +7,13 @@ aliases are the only thing that moves, and every move is a row of
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _datasets(db: sqlite_utils.Database) -> None:
+def _datasets(db: Database) -> None:
     db.execute(
         "CREATE TABLE datasets ("
         " id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
@@ -33,7 +32,7 @@ def _datasets(db: sqlite_utils.Database) -> None:
     )
 
 
-def _runs(db: sqlite_utils.Database) -> None:
+def _runs(db: Database) -> None:
     db.execute(
         "CREATE TABLE runs ("
         " id INTEGER PRIMARY KEY, status TEXT NOT NULL, model_name TEXT NOT NULL,"
@@ -48,7 +47,7 @@ def _runs(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX runs_status ON runs (status, id)")
 
 
-def _models(db: sqlite_utils.Database) -> None:
+def _models(db: Database) -> None:
     db.execute(
         "CREATE TABLE models ("
         " id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL DEFAULT '',"
@@ -68,7 +67,7 @@ def _models(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX model_versions_run ON model_versions (run_id)")
 
 
-def _aliases(db: sqlite_utils.Database) -> None:
+def _aliases(db: Database) -> None:
     db.execute(
         "CREATE TABLE aliases ("
         " model_id INTEGER NOT NULL REFERENCES models(id), alias TEXT NOT NULL,"
@@ -87,7 +86,7 @@ def _aliases(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX alias_history_model ON alias_history (model_id, alias, at)")
 
 
-def _tags(db: sqlite_utils.Database) -> None:
+def _tags(db: Database) -> None:
     db.execute(
         "CREATE TABLE model_version_tags ("
         " version_id INTEGER NOT NULL REFERENCES model_versions(id),"

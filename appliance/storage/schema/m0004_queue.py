@@ -7,14 +7,13 @@ seconds, so the comparison is a plain indexed number comparison.
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _jobs(db: sqlite_utils.Database) -> None:
+def _jobs(db: Database) -> None:
     db.execute(
         "CREATE TABLE jobs ("
         " id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -58,7 +57,7 @@ def _jobs(db: sqlite_utils.Database) -> None:
     )
 
 
-def _schedules(db: sqlite_utils.Database) -> None:
+def _schedules(db: Database) -> None:
     db.execute(
         "CREATE TABLE schedules ("
         " id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -76,7 +75,7 @@ def _schedules(db: sqlite_utils.Database) -> None:
     )
 
 
-def _scheduler_lock(db: sqlite_utils.Database) -> None:
+def _scheduler_lock(db: Database) -> None:
     db.execute(
         "CREATE TABLE scheduler_lock ("
         " name TEXT PRIMARY KEY,"

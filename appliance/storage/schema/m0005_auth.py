@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _users(db: sqlite_utils.Database) -> None:
+def _users(db: Database) -> None:
     db.execute(
         "CREATE TABLE users ("
         " id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
@@ -19,7 +18,7 @@ def _users(db: sqlite_utils.Database) -> None:
     )
 
 
-def _tokens(db: sqlite_utils.Database) -> None:
+def _tokens(db: Database) -> None:
     # Only the SHA-256 of a token is kept; the token itself is shown once.
     db.execute(
         "CREATE TABLE api_tokens ("
@@ -29,7 +28,7 @@ def _tokens(db: sqlite_utils.Database) -> None:
     )
 
 
-def _sessions(db: sqlite_utils.Database) -> None:
+def _sessions(db: Database) -> None:
     db.execute(
         "CREATE TABLE sessions ("
         " id_hash TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id),"
@@ -39,7 +38,7 @@ def _sessions(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX sessions_user ON sessions (user_id)")
 
 
-def _login_failures(db: sqlite_utils.Database) -> None:
+def _login_failures(db: Database) -> None:
     # Kept in SQLite so that every console worker sees the same count.
     db.execute(
         "CREATE TABLE login_failures (id INTEGER PRIMARY KEY, name TEXT NOT NULL, at TEXT NOT NULL)"

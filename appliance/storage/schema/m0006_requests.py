@@ -7,14 +7,13 @@ per model and version are an index range scan rather than a date parse.
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "monitoring"
 
 
-def _requests(db: sqlite_utils.Database) -> None:
+def _requests(db: Database) -> None:
     db.execute(
         "CREATE TABLE requests ("
         " id INTEGER PRIMARY KEY,"

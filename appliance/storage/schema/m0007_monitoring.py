@@ -9,14 +9,13 @@ data and live beside the request log, away from the governed appliance.db.
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "monitoring"
 
 
-def _feedback(db: sqlite_utils.Database) -> None:
+def _feedback(db: Database) -> None:
     db.execute(
         "CREATE TABLE feedback ("
         " model TEXT NOT NULL,"
@@ -30,7 +29,7 @@ def _feedback(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX feedback_received ON feedback (model, received_at)")
 
 
-def _checks(db: sqlite_utils.Database) -> None:
+def _checks(db: Database) -> None:
     db.execute(
         "CREATE TABLE checks ("
         " id INTEGER PRIMARY KEY,"

@@ -7,14 +7,13 @@ outcome is a row here, written with the audit entry that records the run.
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _audit_checks(db: sqlite_utils.Database) -> None:
+def _audit_checks(db: Database) -> None:
     db.execute(
         "CREATE TABLE console_audit_checks ("
         " id INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,"

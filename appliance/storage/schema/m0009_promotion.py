@@ -8,14 +8,13 @@ audit entry of its own.
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _policies(db: sqlite_utils.Database) -> None:
+def _policies(db: Database) -> None:
     # The YAML as the user wrote it (shown back), and its validated form (used).
     db.execute(
         "CREATE TABLE promotion_policies ("
@@ -25,7 +24,7 @@ def _policies(db: sqlite_utils.Database) -> None:
     )
 
 
-def _gate_reports(db: sqlite_utils.Database) -> None:
+def _gate_reports(db: Database) -> None:
     db.execute(
         "CREATE TABLE gate_reports ("
         " id INTEGER PRIMARY KEY,"
@@ -39,7 +38,7 @@ def _gate_reports(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX gate_reports_version ON gate_reports (version_id, id)")
 
 
-def _approvals(db: sqlite_utils.Database) -> None:
+def _approvals(db: Database) -> None:
     db.execute(
         "CREATE TABLE approvals ("
         " id INTEGER PRIMARY KEY,"
@@ -49,7 +48,7 @@ def _approvals(db: sqlite_utils.Database) -> None:
     )
 
 
-def _rollouts(db: sqlite_utils.Database) -> None:
+def _rollouts(db: Database) -> None:
     db.execute(
         "CREATE TABLE rollouts ("
         " id INTEGER PRIMARY KEY,"
@@ -69,7 +68,7 @@ def _rollouts(db: sqlite_utils.Database) -> None:
                " WHERE state IN ('shadow', 'canary')")
 
 
-def _signatures(db: sqlite_utils.Database) -> None:
+def _signatures(db: Database) -> None:
     db.execute(
         "CREATE TABLE model_signatures ("
         " version_id INTEGER PRIMARY KEY REFERENCES model_versions(id),"

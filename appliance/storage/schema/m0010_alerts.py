@@ -9,14 +9,13 @@ time instead of raising a new alert.
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _alerts(db: sqlite_utils.Database) -> None:
+def _alerts(db: Database) -> None:
     db.execute(
         "CREATE TABLE alerts ("
         " id INTEGER PRIMARY KEY,"
@@ -37,7 +36,7 @@ def _alerts(db: sqlite_utils.Database) -> None:
                " WHERE state IN ('open', 'acknowledged')")
 
 
-def _policies(db: sqlite_utils.Database) -> None:
+def _policies(db: Database) -> None:
     db.execute(
         "CREATE TABLE retraining_policies ("
         " model TEXT PRIMARY KEY,"

@@ -10,14 +10,13 @@ only once rolled up and older than ``monitoring.retention_days``.
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "monitoring"
 
 
-def _request_minutes(db: sqlite_utils.Database) -> None:
+def _request_minutes(db: Database) -> None:
     db.execute(
         "CREATE TABLE request_minutes ("
         " model TEXT NOT NULL, version INTEGER NOT NULL,"

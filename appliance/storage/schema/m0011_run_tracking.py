@@ -8,14 +8,13 @@ lists the files a script left under ``artifacts/``, each stored as a blob.
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _run_metrics(db: sqlite_utils.Database) -> None:
+def _run_metrics(db: Database) -> None:
     db.execute(
         "CREATE TABLE run_metrics ("
         " run_id INTEGER NOT NULL REFERENCES runs(id),"
@@ -24,7 +23,7 @@ def _run_metrics(db: sqlite_utils.Database) -> None:
     )
 
 
-def _run_artifacts(db: sqlite_utils.Database) -> None:
+def _run_artifacts(db: Database) -> None:
     db.execute(
         "CREATE TABLE run_artifacts ("
         " run_id INTEGER NOT NULL REFERENCES runs(id),"
@@ -33,7 +32,7 @@ def _run_artifacts(db: sqlite_utils.Database) -> None:
     )
 
 
-def _sweeps(db: sqlite_utils.Database) -> None:
+def _sweeps(db: Database) -> None:
     # A grid sweep: one train job per point, each a normal run that names its sweep.
     db.execute(
         "CREATE TABLE sweeps ("

@@ -9,14 +9,13 @@ stay NULL otherwise). ``device_s`` is the request's share of the steps it ran in
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "monitoring"
 
 
-def _llm_requests(db: sqlite_utils.Database) -> None:
+def _llm_requests(db: Database) -> None:
     db.execute(
         "CREATE TABLE llm_requests ("
         " id INTEGER PRIMARY KEY,"

@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _capacity_profiles(db: sqlite_utils.Database) -> None:
+def _capacity_profiles(db: Database) -> None:
     db.execute(
         "CREATE TABLE capacity_profiles ("
         " id INTEGER PRIMARY KEY,"

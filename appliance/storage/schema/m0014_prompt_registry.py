@@ -8,14 +8,13 @@ entry, so "which version answered at time T" is one query, as for models.
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _prompts(db: sqlite_utils.Database) -> None:
+def _prompts(db: Database) -> None:
     db.execute(
         "CREATE TABLE prompts ("
         " id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
@@ -31,7 +30,7 @@ def _prompts(db: sqlite_utils.Database) -> None:
     )
 
 
-def _prompt_aliases(db: sqlite_utils.Database) -> None:
+def _prompt_aliases(db: Database) -> None:
     db.execute(
         "CREATE TABLE prompt_aliases ("
         " prompt_id INTEGER NOT NULL REFERENCES prompts(id), alias TEXT NOT NULL,"

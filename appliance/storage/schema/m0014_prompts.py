@@ -7,14 +7,13 @@ NULL for a request that named a model. (``prompt`` already holds the prompt's te
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "monitoring"
 
 
-def _prompt_ref(db: sqlite_utils.Database) -> None:
+def _prompt_ref(db: Database) -> None:
     db.execute("ALTER TABLE llm_requests ADD COLUMN prompt_ref TEXT")
     db.execute("CREATE INDEX llm_requests_prompt_ts ON llm_requests (prompt_ref, ts)"
                " WHERE prompt_ref IS NOT NULL")

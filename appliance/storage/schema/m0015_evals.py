@@ -8,14 +8,13 @@ its summary (per scorer: mean, pass rate) in ``summary`` and one row per case in
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _evalsets(db: sqlite_utils.Database) -> None:
+def _evalsets(db: Database) -> None:
     db.execute(
         "CREATE TABLE evalsets ("
         " id INTEGER PRIMARY KEY,"
@@ -36,7 +35,7 @@ def _evalsets(db: sqlite_utils.Database) -> None:
     )
 
 
-def _eval_runs(db: sqlite_utils.Database) -> None:
+def _eval_runs(db: Database) -> None:
     db.execute(
         "CREATE TABLE eval_runs ("
         " id INTEGER PRIMARY KEY,"

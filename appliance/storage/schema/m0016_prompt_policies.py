@@ -3,14 +3,13 @@ its YAML as given (``source``) and as checked (``policy``, JSON)."""
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _prompt_policies(db: sqlite_utils.Database) -> None:
+def _prompt_policies(db: Database) -> None:
     db.execute(
         "CREATE TABLE prompt_policies ("
         " prompt_id INTEGER PRIMARY KEY REFERENCES prompts(id),"

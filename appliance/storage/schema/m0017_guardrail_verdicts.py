@@ -4,14 +4,13 @@ the checks took; a triggered check's score and detail too."""
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "monitoring"
 
 
-def _guardrail(db: sqlite_utils.Database) -> None:
+def _guardrail(db: Database) -> None:
     db.execute("ALTER TABLE llm_requests ADD COLUMN guardrail TEXT")
 
 

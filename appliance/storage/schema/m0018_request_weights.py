@@ -9,14 +9,13 @@ before the column existed, which were a uniform sample and read as 1.
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "monitoring"
 
 
-def _weight(db: sqlite_utils.Database) -> None:
+def _weight(db: Database) -> None:
     db.execute("ALTER TABLE requests ADD COLUMN weight REAL")
 
 

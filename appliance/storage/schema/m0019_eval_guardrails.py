@@ -4,14 +4,13 @@ triggered, and, for an attack, whether it passed."""
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "appliance"
 
 
-def _guardrail(db: sqlite_utils.Database) -> None:
+def _guardrail(db: Database) -> None:
     db.execute("ALTER TABLE eval_results ADD COLUMN guardrail TEXT")
 
 

@@ -7,14 +7,13 @@ serving.log_rows_per_second only a sample does) and however many rows the window
 
 from __future__ import annotations
 
-import sqlite_utils
-
+from appliance.storage.db import Database
 from appliance.storage.migrations import Migration
 
 DATABASE = "monitoring"
 
 
-def _kept_index(db: sqlite_utils.Database) -> None:
+def _kept_index(db: Database) -> None:
     db.execute("CREATE INDEX requests_kept ON requests (model, version, minute)"
                " WHERE inputs IS NOT NULL")
 
