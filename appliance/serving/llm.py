@@ -122,9 +122,10 @@ class Guardrails:
     (``guardrails.policies``) and the checks with their classifier (``appliance.guardrails``).
     """
 
-    def __init__(self, policies: Any, guard: Any) -> None:
+    def __init__(self, policies: Any, guard: Any, hold: int = 128) -> None:
         self.policies = policies
         self.guard = guard
+        self.hold = hold  # characters of a streamed answer held back for the output checks
 
     @classmethod
     def load(cls, config: Config, db: Any, blobs: Any) -> Guardrails | None:
@@ -136,7 +137,7 @@ class Guardrails:
             return None
         policies = guardrails.load_policies(config["guardrails.policies"] or None)
         classifier = guardrails.load_classifier(db, blobs, config["guardrails.classifier"])
-        return cls(policies, guardrails.Guard(classifier))
+        return cls(policies, guardrails.Guard(classifier), config["guardrails.stream_hold_chars"])
 
 
 @dataclass

@@ -94,3 +94,29 @@ def test_system_prompt_leakage_stops_the_stream_before_the_prompt_is_out() -> No
     sent = "".join(run(screen, pieces(answer, 5)))
     assert screen.blocked is not None and screen.blocked.triggered == ["prompt_leak"]
     assert "Orsk Savings Bank" not in sent and answer.startswith(sent)
+
+
+def test_no_window_sends_each_piece_at_once_and_still_stops_a_leak() -> None:
+    """``guardrails.stream_hold_chars: 0``: the first piece goes out at once; a canary is
+    found only once sent, and the stream stops there."""
+    canary = new_canary()
+    screen = StreamScreen(Guard(None), load_policies(None).for_request(),
+                          system_prompt=add_canary(SYSTEM, canary), canary=canary, hold=0)
+    assert screen.feed("The capital ") == "The capital "
+    assert screen.feed("of Veltria is Orsk. ") == "of Veltria is Orsk. "
+    assert screen.feed(f"My reference is {canary}.") == ""
+    assert screen.blocked is not None and screen.blocked.triggered == ["canary"]
+    assert screen.feed("more") == ""
+
+
+def test_the_daemon_holds_back_what_the_setting_says(home, db) -> None:  # type: ignore[no-untyped-def]
+    from appliance.config import parse_config
+    from appliance.errors import ConfigError
+    from appliance.serving.llm import Guardrails
+
+    for hold in (0, 300):
+        config = parse_config({"guardrails": {"stream_hold_chars": hold}})
+        guardrails = Guardrails.load(config, db, home.blobs)
+        assert guardrails is not None and guardrails.hold == hold
+    with pytest.raises(ConfigError, match="stream_hold_chars"):
+        parse_config({"guardrails": {"stream_hold_chars": -1}})

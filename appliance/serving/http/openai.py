@@ -318,7 +318,8 @@ class OpenAI:
                 or not any(screen.policy.enabled(c) for c in OUTPUT_CHECKS):
             return None
         return StreamScreen(service.guardrails.guard, screen.policy,
-                            system_prompt=screen.system_prompt, canary=screen.canary)
+                            system_prompt=screen.system_prompt, canary=screen.canary,
+                            hold=service.guardrails.hold)
 
     async def _withheld(self, call: Call, params: Params, base: dict[str, Any],
                         checks: StreamScreen) -> AsyncIterator[bytes]:
