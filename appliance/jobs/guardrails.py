@@ -3,7 +3,10 @@ only when its held-out figures meet the goal (``appliance.guardrails.service.ret
 
 Parameters, both optional: ``min_recall`` (0.90) and ``max_false_positive_rate`` (0.02),
 the goal on the held-out split. Schedulable like any kind (``appliance schedules add NAME --cron EXPR
-guardrails-train``). The result names the new version, whether it was promoted and why.
+guardrails-train``). The benign side takes the site's own prompts too: the cases of its
+evaluation sets that are not attacks (``appliance.evals.guard.site_benign``), so a retrain
+after ``appliance evals add`` learns the site's traffic. The result names the new version,
+whether it was promoted and why.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.errors import BadInput
+from appliance.evals.guard import site_benign
 from appliance.guardrails import service
 from appliance.queue.context import JobContext
 from appliance.storage.home import Home
@@ -38,6 +42,7 @@ def run_guardrails_train_job(ctx: JobContext) -> dict[str, Any]:
     with home.db() as db:
         result = service.retrain(ctx.config, db, home.blobs, actor=f"job:{ctx.job_id}",
                                  min_recall=float(goal["min_recall"]),
-                                 max_fpr=float(goal["max_false_positive_rate"]))
+                                 max_fpr=float(goal["max_false_positive_rate"]),
+                                 site=site_benign(db, home.blobs))
     ctx.log(f"registered {result['version']}: {result['why']}")
     return result
