@@ -12,27 +12,72 @@ The entry points the CLI and the console call:
 - ``set_policy(db, name, text, actor=)``, ``get_policy(db, name)``
 """
 
-from appliance.promotion.card import model_card, render_html, render_markdown
-from appliance.promotion.gates import Gate, GateReport
-from appliance.promotion.policy import DEFAULT_POLICY, get_policy, policy_source, set_policy
-from appliance.promotion.rollout import (
-    State,
-    Step,
-    abort_rollout,
-    advance_rollouts,
-    rollout_status,
-)
-from appliance.promotion.service import (
-    PromotionRefused,
-    PromotionResult,
-    approve,
-    evaluate_gates,
-    gate_reports,
-    list_approvals,
-    promote,
-    rollback,
-)
-from appliance.registry.signing import get_signature, verify_model
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from appliance.promotion.card import model_card, render_html, render_markdown
+    from appliance.promotion.gates import Gate, GateReport
+    from appliance.promotion.policy import DEFAULT_POLICY, get_policy, policy_source, set_policy
+    from appliance.promotion.rollout import (
+        State,
+        Step,
+        abort_rollout,
+        advance_rollouts,
+        rollout_status,
+    )
+    from appliance.promotion.service import (
+        PromotionRefused,
+        PromotionResult,
+        approve,
+        evaluate_gates,
+        gate_reports,
+        list_approvals,
+        promote,
+        rollback,
+    )
+    from appliance.registry.signing import get_signature, verify_model
+
+#: name -> the module that defines it, imported when the name is first used (a command
+#: that reads one policy need not load the gates, the rollout and the model cards)
+_LAZY = {
+    "model_card": "appliance.promotion.card",
+    "render_html": "appliance.promotion.card",
+    "render_markdown": "appliance.promotion.card",
+    "Gate": "appliance.promotion.gates",
+    "GateReport": "appliance.promotion.gates",
+    "DEFAULT_POLICY": "appliance.promotion.policy",
+    "get_policy": "appliance.promotion.policy",
+    "policy_source": "appliance.promotion.policy",
+    "set_policy": "appliance.promotion.policy",
+    "State": "appliance.promotion.rollout",
+    "Step": "appliance.promotion.rollout",
+    "abort_rollout": "appliance.promotion.rollout",
+    "advance_rollouts": "appliance.promotion.rollout",
+    "rollout_status": "appliance.promotion.rollout",
+    "PromotionRefused": "appliance.promotion.service",
+    "PromotionResult": "appliance.promotion.service",
+    "approve": "appliance.promotion.service",
+    "evaluate_gates": "appliance.promotion.service",
+    "gate_reports": "appliance.promotion.service",
+    "list_approvals": "appliance.promotion.service",
+    "promote": "appliance.promotion.service",
+    "rollback": "appliance.promotion.service",
+    "get_signature": "appliance.registry.signing",
+    "verify_model": "appliance.registry.signing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_POLICY",

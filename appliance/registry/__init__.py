@@ -5,6 +5,11 @@ Alias moves are recorded in ``alias_history`` together with their audit entry;
 ``alias_fingerprint`` is the cheap value a poller compares to notice a move.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from appliance.registry.aliases import (
     AliasMove,
     alias_at,
@@ -15,7 +20,6 @@ from appliance.registry.aliases import (
     remove_alias,
     set_alias,
 )
-from appliance.registry.importing import import_folder, import_model
 from appliance.registry.refs import Ref, check_alias, check_name, parse_ref
 from appliance.registry.versions import (
     DEFAULT_ALIAS,
@@ -30,6 +34,23 @@ from appliance.registry.versions import (
     set_description,
     set_tag,
 )
+
+if TYPE_CHECKING:
+    from appliance.registry.importing import import_folder, import_model
+
+#: imported when first used: checking a model file loads onnx, numpy and the model folders
+_LAZY = {"import_folder": "appliance.registry.importing",
+         "import_model": "appliance.registry.importing"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_ALIAS",
