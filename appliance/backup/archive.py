@@ -216,10 +216,32 @@ def restore(archive: Path, home: Home, progress: Progress | None = None) -> int:
     return seen
 
 
+def _ends_as_written(archive: Path, tar: tarfile.TarFile) -> bool:
+    """Does the file hold every member it lists and, after them, the two zero blocks that
+    end every tar archive? (A compressed file is taken as whole: a cut one raises an error
+    of its own.) tarfile reads a copy cut short at a member's data or header as a clean
+    end, the members before it as the whole archive."""
+    with archive.open("rb") as fh:
+        if fh.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")):
+            return True
+        size = fh.seek(0, 2)
+        end = max((m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                   for m in tar.getmembers()), default=0)
+        if size < end + 2 * tarfile.BLOCKSIZE:
+            return False
+        fh.seek(end)
+        return fh.read(2 * tarfile.BLOCKSIZE) == bytes(2 * tarfile.BLOCKSIZE)
+
+
 def _restore_members(archive: Path, tar: tarfile.TarFile, home: Home, say: Progress) -> int:
     try:
         manifest_member = tar.getmember(MANIFEST)
     except KeyError:
+        if not _ends_as_written(archive, tar):
+            # Cut at a block boundary, tarfile sees a clean end: the manifest, written
+            # last, is what is missing.
+            raise OperationFailed(f"{archive} is damaged (it stops before the archive's "
+                                  "end); nothing was restored") from None
         raise BadInput(f"{archive} has no {MANIFEST}: not an appliance backup") from None
     fh = tar.extractfile(manifest_member)
     if fh is None:

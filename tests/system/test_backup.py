@@ -187,12 +187,19 @@ def test_restored_files_are_private_whatever_the_umask(home: Home, tmp_path: Pat
     assert stat.S_IMODE(target.keys_dir.stat().st_mode) == 0o700
 
 
-def test_a_truncated_backup_is_refused_without_a_traceback(home: Home, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["halfway", "on a block boundary"])
+def test_a_truncated_backup_is_refused_without_a_traceback(home: Home, tmp_path: Path,
+                                                            where: str) -> None:
     home.blobs.put_bytes(b"model" * 100_000)
     out = tmp_path / "b.tar"
     backup(home, out)
     cut = tmp_path / "cut.tar"
-    cut.write_bytes(out.read_bytes()[: out.stat().st_size // 2])  # a copy that stopped halfway
+    keep = out.stat().st_size // 2
+    if where == "on a block boundary":  # tarfile then sees a clean end, without the manifest
+        keep -= keep % 512
+    else:
+        keep -= keep % 512 - 100  # inside a block, wherever the block boundary falls
+    cut.write_bytes(out.read_bytes()[:keep])  # a copy that stopped part way
     target = Home(tmp_path / "r")
     with pytest.raises(OperationFailed, match="damaged"):
         restore(cut, target)
