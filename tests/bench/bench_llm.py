@@ -19,6 +19,12 @@ directory) and measures, for each:
 
 Raw and ours take turns request by request, since this machine's speed drifts from
 minute to minute. Prints ours, raw and the ratio for each goal.
+
+The daemon runs with its guardrails on, as by default, but with
+``guardrails.stream_hold_chars: 0`` unless ``--stream-hold N`` is given: the goals are the
+serving path's own cost, and the default window of 128 characters delays a stream's first
+piece by the time the model takes to generate them (docs/guardrails.md), a policy's price
+that ``--stream-hold 128`` measures.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from appliance.llm import tiny
 # The daemon's model gets one operator thread (llm.intra_op_threads), leaving the other
 # core of a small machine to the daemon and the client; raw keeps onnxruntime's default.
 THREADS = 1
+STREAM_HOLD = 0  # guardrails.stream_hold_chars of the daemon (--stream-hold)
 GOALS = {"tiny": {"plain": 0.90, "stream": 0.70}, "small": {"plain": 0.95, "stream": 0.95}}
 
 
@@ -91,7 +98,7 @@ class Raw:
         return n, time.perf_counter() - started, first
 
 
-def serve_child(home: str, port_file: str) -> None:
+def serve_child(home: str, port_file: str, hold: str) -> None:
     """Child process: the serving daemon's application and server over a data directory."""
     import asyncio
     import signal
@@ -102,7 +109,8 @@ def serve_child(home: str, port_file: str) -> None:
     from appliance.storage.home import Home
 
     config = parse_config({"serving": {"poll_interval_s": 0.2},
-                           "llm": {"intra_op_threads": THREADS}})
+                           "llm": {"intra_op_threads": THREADS},
+                           "guardrails": {"stream_hold_chars": int(hold)}})
     app = create_app(config, home=Home(root=Path(home)))
 
     async def main() -> None:
@@ -128,7 +136,8 @@ class Daemon:
         promote(self.home, mv.ref, Principal(name="bench", role=Role.ADMIN))
         port_file = self.home.root / "port"
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.bench.bench_llm",
-                                      "--serve-child", str(self.home.root), str(port_file)])
+                                      "--serve-child", str(self.home.root), str(port_file),
+                                      str(STREAM_HOLD)])
         deadline = time.monotonic() + 120
         while not port_file.exists() or not port_file.read_text():
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -283,11 +292,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="Rounds per model; with more than one, the median ratio of each "
                              "goal and how many rounds met it are printed last.")
-    parser.add_argument("--serve-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--stream-hold", type=int, default=0,
+                        help="guardrails.stream_hold_chars of the daemon (default 0: the "
+                             "serving path alone; 128 is the appliance's default).")
+    parser.add_argument("--serve-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_child:
         serve_child(*args.serve_child)
         return
+    global STREAM_HOLD
+    STREAM_HOLD = args.stream_hold
     args.work.mkdir(parents=True, exist_ok=True)
     sizes = ["tiny"] if args.no_small else ["tiny", "small"]
     for size in sizes:
