@@ -127,9 +127,14 @@ class ProcessRuntime:
             self._outstanding[key] = generation
             s = generation.sampling
             stream = getattr(generation.sink, "stream", True)
-            _send(self._conn, ("submit", key, list(map(int, generation.prompt_ids)),
-                             (s.max_tokens, s.temperature, s.top_p, s.seed, s.stop,
-                              s.min_tokens), bool(stream), generation.submitted))
+            try:
+                _send(self._conn, ("submit", key, list(map(int, generation.prompt_ids)),
+                                 (s.max_tokens, s.temperature, s.top_p, s.seed, s.stop,
+                                  s.min_tokens), bool(stream), generation.submitted))
+            except OSError as exc:  # the process died and its end of the pipe is closed
+                del self._outstanding[key]
+                raise Unavailable(f"model '{self.name}' is not running: its process has "
+                                  f"gone ({exc.strerror or exc}); retry") from exc
 
     def cancel(self, generation: Generation) -> None:
         generation.cancelled = True
