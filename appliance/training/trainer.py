@@ -132,6 +132,13 @@ def train_template(table: Table, recipe: Recipe, target: str, *, threads: int,
     diff = parity(onnx_bytes, feat.raw_inputs(table, enc, splits["test"]), wanted,
                   parity_tolerance)
     progress({"event": "parity", "max_abs_diff": diff})
+    return outcome(onnx_bytes, task, target, enc, splits, metrics, device, diff)
+
+
+def outcome(onnx_bytes: bytes, task: str, target: str, enc: Any, splits: dict[str, Any],
+            metrics: dict[str, Any], device: str, diff: float) -> Outcome:
+    """A trained template's result: the ONNX file, its signature (task, target, classes,
+    features) and weights digest, the metrics with the split's row counts."""
     signature = signature_of(onnx_bytes)
     signature.update(
         task=task, target=target, classes=list(enc.classes),

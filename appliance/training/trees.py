@@ -28,11 +28,10 @@ import numpy as np
 
 from appliance.datasets.table import Table
 from appliance.errors import BadInput, OperationFailed
-from appliance.onnxtools.models import signature_of
 from appliance.training import features as feat
-from appliance.training.export import OPSET, parity, weights_digest
+from appliance.training.export import OPSET, parity
 from appliance.training.recipe import Recipe
-from appliance.training.trainer import Outcome, Progress, split_rows
+from appliance.training.trainer import Outcome, Progress, outcome, split_rows
 
 # TreeEnsembleClassifier/Regressor version 3: thresholds and leaf weights as doubles.
 TREE_ML_OPSET = 3
@@ -113,15 +112,7 @@ def train_trees(table: Table, recipe: Recipe, target: str, *, threads: int,
     diff = parity(onnx_bytes, feat.raw_inputs(table, enc, splits["test"]), wanted,
                   parity_tolerance, reference="scikit-learn", relative=task == "regression")
     progress({"event": "parity", "max_abs_diff": diff, "reference": "scikit-learn"})
-    signature = signature_of(onnx_bytes)
-    signature.update(
-        task=task, target=target, classes=list(enc.classes),
-        features=[{"name": f.name, "kind": f.kind, "type": f.source_type}
-                  for f in enc.features],
-    )
-    metrics["rows"] = {k: int(len(v)) for k, v in splits.items()}
-    return Outcome(onnx=onnx_bytes, weights_digest=weights_digest(onnx_bytes), metrics=metrics,
-                   signature=signature, device="cpu", parity_max_abs_diff=diff)
+    return outcome(onnx_bytes, task, target, enc, splits, metrics, "cpu", diff)
 
 
 def _report_iterations(model: Any, task: str, x: dict[str, np.ndarray],
