@@ -8,6 +8,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +38,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_dashboard(address: str, temp: Path, deadline_s: float = 240.0) -> None:
+    """``ray start`` returns before the dashboard (the Jobs API) answers, and on a busy
+    machine it may take a minute more: wait for it, and show its log if it never does."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{address}/api/version", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        if time.monotonic() > deadline:
+            logs = sorted(temp.glob("session_*/logs/dashboard.*"))
+            tail = "".join(f.read_text(errors="replace")[-1500:] for f in logs[-2:])
+            pytest.fail(f"the Ray dashboard at {address} did not answer in {deadline_s:.0f} s; "
+                        f"its log ends:\n{tail}")
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def ray_head(tmp_path: Path) -> Iterator[str]:
     """``ray start --head`` on 127.0.0.1 (usage statistics off); its dashboard's address."""
@@ -42,7 +64,10 @@ def ray_head(tmp_path: Path) -> Iterator[str]:
                           "--dev installs it"
     temp = Path("/tmp") / f"ray-{os.getpid()}"  # Ray's socket paths must stay short
     port, dashboard = free_port(), free_port()
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    # The dashboard gives each of its modules 30 s to start, and on a busy two-core machine
+    # one can take longer: the head then runs without a dashboard (docs/scale-out.md).
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
+               RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT="300")
     started = subprocess.run(
         [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
@@ -50,8 +75,10 @@ def ray_head(tmp_path: Path) -> Iterator[str]:
          "--disable-usage-stats"],
         capture_output=True, text=True, timeout=300, env=env)
     assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    address = f"http://127.0.0.1:{dashboard}"
     try:
-        yield f"http://127.0.0.1:{dashboard}"
+        wait_for_dashboard(address, temp)
+        yield address
     finally:
         subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120,
                        env=env)
