@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from appliance.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/appliance/appliance.yaml")
@@ -517,6 +515,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         return parse_config({})
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {p} can not be read: {exc}") from exc
+    import yaml  # only when there is a file to read: parse_config alone needs none of it
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
