@@ -9,7 +9,6 @@ daemon's main or the CLI, and passed down.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -481,6 +480,8 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
         if setting is None and name in REMOVED:
             raise ConfigError(f"config key '{name}'{where} was removed: {REMOVED[name]}")
         if setting is None:
+            import difflib  # only to name the setting a misspelt key was meant to be
+
             close = difflib.get_close_matches(name, SETTINGS_BY_NAME, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
