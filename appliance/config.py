@@ -9,15 +9,12 @@ daemon's main or the CLI, and passed down.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from appliance.errors import ConfigError
 
@@ -483,6 +480,8 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
         if setting is None and name in REMOVED:
             raise ConfigError(f"config key '{name}'{where} was removed: {REMOVED[name]}")
         if setting is None:
+            import difflib  # only to name the setting a misspelt key was meant to be
+
             close = difflib.get_close_matches(name, SETTINGS_BY_NAME, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
@@ -517,6 +516,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         return parse_config({})
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {p} can not be read: {exc}") from exc
+    import yaml  # only when there is a file to read: parse_config alone needs none of it
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -28,7 +28,6 @@ What is checked:
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import hashlib
@@ -39,15 +38,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:
-    from cryptography.exceptions import InvalidSignature
+# cryptography is imported where a signature is checked (NoteVerifier), not here: the
+# appliance imports this module to read and append the trail, and an auditor's machine may
+# lack the package, which main() reports before checking anything.
+if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    MISSING_MODULE: str | None = None
-except ModuleNotFoundError as _missing:  # an auditor's machine may lack it: main() says so
-    MISSING_MODULE = _missing.name or "cryptography"
 
 ENTRY_KEYS = frozenset({"seq", "ts", "actor", "action", "target", "details", "prev"})
 GENESIS_PREV = "0" * 64
@@ -240,9 +237,13 @@ class NoteVerifier:
 
     @cached_property
     def _key(self) -> Ed25519PublicKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         return Ed25519PublicKey.from_public_bytes(self.public_key)
 
     def verify(self, message: bytes, signature: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+
         try:
             self._key.verify(signature, message)
         except InvalidSignature:
@@ -688,15 +689,20 @@ def check_proofs(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
     parser = argparse.ArgumentParser(description="Verify an appliance audit export.")
     parser.add_argument("--pubkey", required=True,
                         help="the log's public key (vkey text, or a file holding it)")
     parser.add_argument("--anchor", help="a checkpoint kept off the box")
     parser.add_argument("export_dir", help="directory written by 'appliance audit export'")
     args = parser.parse_args(argv)
-    if MISSING_MODULE is not None:
+    try:
+        import cryptography.hazmat.primitives.asymmetric.ed25519  # noqa: F401
+    except ModuleNotFoundError as missing:
+        name = missing.name or "cryptography"
         print(json.dumps({"ok": False, "first_bad_seq": None,
-                          "reason": f"can not check: the Python package {MISSING_MODULE!r} is not "
+                          "reason": f"can not check: the Python package {name!r} is not "
                                     "installed (pip install cryptography); nothing was verified"}))
         return 2
     try:

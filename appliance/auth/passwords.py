@@ -12,8 +12,6 @@ import hmac
 import os
 import re
 
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-
 from appliance.errors import BadInput
 
 MEMORY_KIB = 19 * 1024
@@ -38,6 +36,9 @@ def _unb64(text: str) -> bytes:
 
 
 def _derive(password: str, salt: bytes, memory: int, iterations: int, lanes: int) -> bytes:
+    # cryptography is imported when a password is hashed, not by every command that lists users
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
     kdf = Argon2id(salt=salt, length=HASH_BYTES, iterations=iterations, lanes=lanes,
                    memory_cost=memory)
     return kdf.derive(password.encode("utf-8"))

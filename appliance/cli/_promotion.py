@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-import yaml
 
 from appliance.cli._common import Env, echo_json, pass_env
 from appliance.errors import Unauthorized
@@ -182,9 +181,12 @@ def models_policy(env: Env, name: str, file: str | None, as_json: bool) -> None:
         echo_json(policy)
     elif file is not None:
         click.echo(f"policy of {name} set")
+    elif source is not None:
+        click.echo(source)
     else:
-        click.echo(source if source is not None else
-                   "# default policy\n" + yaml.safe_dump(policy, sort_keys=False))
+        import yaml  # only to print the default policy
+
+        click.echo("# default policy\n" + yaml.safe_dump(policy, sort_keys=False))
 
 
 PROMOTION_COMMANDS = [models_promote, models_approve, models_rollback, models_rollout,

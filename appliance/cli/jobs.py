@@ -11,7 +11,6 @@ from typing import Any
 import click
 
 from appliance.cli._common import Env, echo_json, pass_env
-from appliance.cli._daemon import StopFlag, setup_logging
 from appliance.errors import BadInput, OperationFailed
 from appliance.gpu.placement import ResourceRequest
 from appliance.jobs import KINDS
@@ -211,6 +210,8 @@ def worker(env: Env, max_jobs: int | None) -> None:
     On SIGTERM it stops claiming, lets running jobs finish for worker.shutdown_grace_s,
     then stops them and hands them back to the queue.
     """
+    from appliance.cli._daemon import StopFlag, setup_logging  # logging: only the daemon
+
     setup_logging(env.config)
     from appliance.worker.daemon import Worker, WorkerSettings  # only the daemon needs it
 

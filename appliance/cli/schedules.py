@@ -7,10 +7,8 @@ import time
 import click
 
 from appliance.cli._common import Env, echo_json, pass_env
-from appliance.cli._daemon import StopFlag, setup_logging
 from appliance.cli.jobs import build_spec, spec_options
 from appliance.scheduler import schedules as svc
-from appliance.system import sdnotify
 
 
 @click.group("schedules")
@@ -96,6 +94,9 @@ def scheduler(env: Env) -> None:
 
     Exits 1 when another scheduler holds the lock, or when the lock is lost.
     """
+    from appliance.cli._daemon import StopFlag, setup_logging  # logging: only the daemon
+    from appliance.system import sdnotify
+
     setup_logging(env.config)
     stop = StopFlag().install()
     from appliance.scheduler.daemon import SchedulerDaemon  # APScheduler: only the daemon

@@ -9,17 +9,11 @@ from typing import Any
 import click
 
 from appliance.cli._common import Env, echo_json, pass_env
-from appliance.training import (
-    get_run,
-    read_artifact,
-    reproduce_run,
-    run_artifacts,
-    run_log,
-    run_steps,
-    run_training,
-)
-from appliance.training.recipe import read_recipe_file
+from appliance.training.runs import get_run, run_artifacts, run_steps
 from appliance.training.search import DEFAULT_COLUMNS, compare_runs, search_runs
+
+# The training service (recipes, datasets, the environment) is imported by the commands
+# that train, reproduce or read a run's files, not by 'runs list' and 'runs show'.
 
 
 def _printer(verbose: bool, run_id_to_stderr: bool = False) -> Any:
@@ -60,6 +54,9 @@ def train(env: Env, recipe: str, wait: bool, as_json: bool) -> None:
     progress lines and the final model version. A recipe with 'sweep:' queues
     one train job per point of its grid instead, and prints the sweep's id.
     """
+    from appliance.training.recipe import read_recipe_file
+    from appliance.training.service import run_training
+
     data = read_recipe_file(Path(recipe))
     if isinstance(data, dict) and "sweep" in data:
         # Only a sweep needs the queue and the job kinds: keep them out of every other start.
@@ -211,6 +208,8 @@ def runs_show(env: Env, run: str, as_json: bool) -> None:
 @pass_env
 def runs_logs(env: Env, run: str) -> None:
     """Print a finished run's log: the appliance's events and the script's own output."""
+    from appliance.training.service import run_log
+
     text = run_log(env.home, run)
     click.echo(text, nl=not text.endswith("\n"))
 
@@ -223,6 +222,8 @@ def runs_logs(env: Env, run: str) -> None:
 @pass_env
 def runs_artifact(env: Env, run: str, path: str, output: str | None) -> None:
     """Write one of RUN's artifacts (a file its script left under artifacts/)."""
+    from appliance.training.service import read_artifact
+
     data = read_artifact(env.home, run, path)
     if output is None:
         click.echo(data, nl=False)
@@ -240,6 +241,8 @@ def runs_reproduce(env: Env, run: str, as_json: bool) -> None:
 
     Exits 1 when not reproducible, naming what differs (data, code, environment, weights).
     """
+    from appliance.training.service import reproduce_run
+
     result = reproduce_run(env.home, run, env.actor, config=env.config)
     if as_json:
         echo_json(result.as_dict())

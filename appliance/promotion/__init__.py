@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from appliance.promotion.card import model_card, render_html, render_markdown
     from appliance.promotion.gates import Gate, GateReport
     from appliance.promotion.policy import DEFAULT_POLICY, get_policy, policy_source, set_policy
+    from appliance.promotion.records import gate_reports, list_approvals
     from appliance.promotion.rollout import (
         State,
         Step,
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
         PromotionResult,
         approve,
         evaluate_gates,
-        gate_reports,
-        list_approvals,
         promote,
         rollback,
     )
@@ -61,8 +60,8 @@ _LAZY = {
     "PromotionResult": "appliance.promotion.service",
     "approve": "appliance.promotion.service",
     "evaluate_gates": "appliance.promotion.service",
-    "gate_reports": "appliance.promotion.service",
-    "list_approvals": "appliance.promotion.service",
+    "gate_reports": "appliance.promotion.records",
+    "list_approvals": "appliance.promotion.records",
     "promote": "appliance.promotion.service",
     "rollback": "appliance.promotion.service",
     "get_signature": "appliance.registry.signing",

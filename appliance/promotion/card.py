@@ -14,10 +14,11 @@ import html
 import json
 from typing import Any
 
+from appliance.promotion.records import gate_reports, list_approvals
 from appliance.registry import alias_history, resolve
 from appliance.storage.db import Database
 from appliance.storage.home import Home
-from appliance.training import get_run
+from appliance.training.runs import get_run
 
 _DRIFT_TABLES = ("drift_results", "drift_reports", "drift_checks")
 
@@ -70,7 +71,6 @@ def _drift(home: Home, name: str, version: int) -> list[dict[str, Any]]:
 
 def model_card(home: Home, ref: str) -> dict[str, Any]:
     """Everything the card shows, as data (the console renders it its own way)."""
-    from appliance.promotion.service import gate_reports, list_approvals
     from appliance.registry.signing import get_signature
 
     with home.db() as db:

@@ -20,6 +20,7 @@ from appliance.errors import BadInput, Conflict, NotFound, OperationFailed
 from appliance.promotion import rollout as rollouts
 from appliance.promotion.gates import GateReport, run_gates
 from appliance.promotion.policy import get_policy
+from appliance.promotion.records import list_approvals
 from appliance.registry import (
     AliasMove,
     ModelVersion,
@@ -31,7 +32,7 @@ from appliance.registry import (
 from appliance.registry.signing import sign_in_transaction
 from appliance.storage.db import Database, immediate
 from appliance.storage.home import Home
-from appliance.training import get_run
+from appliance.training.runs import get_run
 
 PRODUCTION = "production"
 TARGETS = ("production", "shadow", "canary")
@@ -75,11 +76,6 @@ def trained_by(db: Database, mv: ModelVersion) -> set[str]:
     if mv.run_id is not None:
         names.add(get_run(db, mv.run_id).actor)
     return {n for n in names if n}
-
-
-def list_approvals(db: Database, mv: ModelVersion) -> list[dict[str, Any]]:
-    return list(db.query("SELECT approver, role, comment, created_at FROM approvals"
-                         " WHERE version_id = ? ORDER BY id", [mv.id]))
 
 
 def approve(home: Home, ref: str, principal: Principal, *, comment: str = "") -> dict[str, Any]:
@@ -200,17 +196,6 @@ def promote(home: Home, ref: str, principal: Principal, *, to: str = PRODUCTION,
         if not report.passed and not force:
             raise PromotionRefused(report)
         return PromotionResult(mv.ref, to, report, forced, move, rollout_id)
-
-
-def gate_reports(db: Database, ref: str) -> list[dict[str, Any]]:
-    """Every gate report of a version, oldest first."""
-    mv = resolve(db, ref)
-    rows = list(db.query("SELECT id, target, passed, forced, reason, gates, created_at, actor"
-                         " FROM gate_reports WHERE version_id = ? ORDER BY id", [mv.id]))
-    for r in rows:
-        r["gates"] = json.loads(r["gates"])
-        r["passed"], r["forced"] = bool(r["passed"]), bool(r["forced"])
-    return rows
 
 
 ROLLBACK_PREFIX = "rollback of "

@@ -5,32 +5,63 @@ audited aliases; ``production`` moves only through ``promote`` and ``rollback``.
 ``spec`` reads and checks a prompt file, ``registry`` stores versions and aliases,
 ``promotion`` holds the gate list (empty for now) and the governed moves, ``serving``
 is what the serving daemon reads prompts through.
+
+Each name is imported from its module when first used, so that reading prompts does not
+load the promotion rules and access control.
 """
 
-from appliance.prompts.promotion import (
-    GATES,
-    GateResult,
-    PromptPromotion,
-    PromptPromotionRefused,
-    promote,
-    rollback,
-)
-from appliance.prompts.registry import (
-    PRODUCTION,
-    PromptAliasMove,
-    PromptVersion,
-    add_prompt,
-    alias_at,
-    alias_history,
-    diff,
-    fingerprint,
-    list_prompts,
-    list_versions,
-    read_file,
-    resolve,
-    set_alias,
-)
-from appliance.prompts.spec import PromptSpec, Variable, parse_prompt
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from appliance.prompts.promotion import (
+        GATES,
+        GateResult,
+        PromptPromotion,
+        PromptPromotionRefused,
+        promote,
+        rollback,
+    )
+    from appliance.prompts.registry import (
+        PRODUCTION,
+        PromptAliasMove,
+        PromptVersion,
+        add_prompt,
+        alias_at,
+        alias_history,
+        diff,
+        fingerprint,
+        list_prompts,
+        list_versions,
+        read_file,
+        resolve,
+        set_alias,
+    )
+    from appliance.prompts.spec import PromptSpec, Variable, parse_prompt
+
+#: name -> the module of this package that defines it, imported on first use
+_LAZY = {
+    "GATES": "promotion", "GateResult": "promotion", "PromptPromotion": "promotion",
+    "PromptPromotionRefused": "promotion", "promote": "promotion", "rollback": "promotion",
+    "PRODUCTION": "registry", "PromptAliasMove": "registry", "PromptVersion": "registry",
+    "add_prompt": "registry", "alias_at": "registry", "alias_history": "registry",
+    "diff": "registry", "fingerprint": "registry", "list_prompts": "registry",
+    "list_versions": "registry", "read_file": "registry", "resolve": "registry",
+    "set_alias": "registry",
+    "PromptSpec": "spec", "Variable": "spec", "parse_prompt": "spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "GATES",

@@ -19,19 +19,18 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from typing import TYPE_CHECKING
 
 from appliance import audit
 from appliance.audit.log import now_iso
 from appliance.errors import OperationFailed, StorageError
 from appliance.registry import ModelVersion
 from appliance.storage.db import Database
+
+# cryptography is imported where a key signs or verifies: reading a signature's fields
+# (models show, the model card) needs none of it
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 PRIVATE_FILE = "model-signing.key"
 PUBLIC_FILE = "model-signing.pub"
@@ -58,11 +57,15 @@ def _key_id(public: bytes) -> str:
 
 
 def _public_bytes(key: Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def signing_key(keys_dir: Path) -> Ed25519PrivateKey:
     """The model-signing key, made on first use (two processes racing make one)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     path = keys_dir / PRIVATE_FILE
     if not path.exists():
         key = Ed25519PrivateKey.generate()
@@ -154,6 +157,9 @@ def verify_model(db: Database, keys_dir: Path, mv: ModelVersion,
     if trusted is None or _key_id(trusted) != sig.key_id:
         raise OperationFailed(f"{mv.ref} is signed by key {sig.key_id}, which this appliance "
                               "does not trust (keys/model-signing.pub); refusing to load it")
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(trusted).verify(
             base64.b64decode(sig.signature), message(mv.name, mv.version, data))

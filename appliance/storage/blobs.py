@@ -13,7 +13,6 @@ import errno
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -64,6 +63,8 @@ class BlobStore:
         return self._write(iter(lambda: stream.read(CHUNK), b""))
 
     def _write(self, chunks: Iterator[bytes]) -> str:
+        import tempfile  # (and shutil, bz2, lzma with it) when a blob is written, not read
+
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="incoming-")
