@@ -123,7 +123,8 @@ def monitoring_traffic(env: Env, name: str, minutes: float | None, since: str | 
 def monitoring_retention(env: Env, as_json: bool) -> None:
     """Roll the request log up into per-minute aggregates and prune it now.
 
-    Raw rows past monitoring.retention_days are deleted once rolled up; kept inputs and
+    Raw rows (language-model requests too) past monitoring.retention_days are deleted
+    once rolled up; kept inputs and
     outputs past monitoring.input_retention_days are emptied. The scheduler does the same
     every monitoring.retention_interval_minutes.
     """
@@ -133,7 +134,9 @@ def monitoring_retention(env: Env, as_json: bool) -> None:
         echo_json(report.as_dict())
         return
     click.echo(f"rolled up {report.rolled_rows} request rows into {report.minutes_written} "
-               f"minute aggregate(s); deleted {report.deleted_rows} rows past "
+               f"minute aggregate(s) and {report.llm_rolled_rows} language-model request rows "
+               f"into {report.llm_minutes_written}; deleted {report.deleted_rows} and "
+               f"{report.llm_deleted_rows} rows past "
                f"{env.config['monitoring.retention_days']:g} days; emptied the inputs of "
                f"{report.emptied_inputs} rows past "
                f"{env.config['monitoring.input_retention_days']:g} days "
