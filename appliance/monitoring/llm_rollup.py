@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from appliance.config import Config
 from appliance.monitoring.guardrail_verdicts import tally
 from appliance.monitoring.rollup import (
     CHUNK_IDS,
@@ -37,6 +36,9 @@ from appliance.monitoring.rollup import (
     last_rolled_id,
 )
 from appliance.storage.db import Database, immediate
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 MINUTES = "llm_minutes"
 _KEY = ("model, version, COALESCE(prompt_ref, ''), CAST(ts / 60 AS INTEGER), device,"

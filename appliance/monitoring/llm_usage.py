@@ -27,7 +27,6 @@ import orjson
 from appliance.errors import BadInput
 from appliance.monitoring.rollup import LLM_STATE_KEY, bucket, last_rolled_id, sketch_quantiles
 from appliance.monitoring.traffic import Window
-from appliance.registry import model_summary
 from appliance.storage.db import Database
 
 TABLE = "llm_requests"
@@ -78,7 +77,8 @@ class _Group:
     e2e_sketch: dict[int, int] = field(default_factory=dict)
 
     def add_minute(self, row: tuple[Any, ...]) -> None:
-        """Add one row of ``llm_minutes`` (its ``MINUTE_COLUMNS``)."""
+        """Add one row of ``llm_minutes`` (its ``MINUTE_COLUMNS``, the sketches parsed by
+        ``_parsed``)."""
         (requests, errors, prompt, completion, device_s, cost, device, currency, ttft,
          e2e) = row
         self.requests += int(requests)
@@ -88,9 +88,9 @@ class _Group:
         self.device_s += float(device_s)
         self.devices.add(str(device))
         self.costs[currency] = self.costs.get(currency, 0.0) + float(cost)
-        for sketch, text in ((self.ttft_sketch, ttft), (self.e2e_sketch, e2e)):
-            for b, count in orjson.loads(text).items():
-                sketch[int(b)] = sketch.get(int(b), 0) + int(count)
+        for sketch, parsed in ((self.ttft_sketch, ttft), (self.e2e_sketch, e2e)):
+            for b, count in parsed:
+                sketch[b] = sketch.get(b, 0) + count
 
     def add(self, row: tuple[Any, ...]) -> None:
         status, prompt, completion, ttft, e2e, device, device_s, cost, currency = row
@@ -122,6 +122,12 @@ class _Group:
             p50, p95 = _quantiles(values, sketch)
             out[f"{name}_p50_ms"], out[f"{name}_p95_ms"] = p50, p95
         return out
+
+
+def _parsed(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of ``MINUTE_COLUMNS`` with its two sketches read once, as (bucket, count)."""
+    return (*row[:8], *([(int(b), int(c)) for b, c in orjson.loads(text).items()]
+                        for text in row[8:]))
 
 
 def _quantiles(values: list[float],
@@ -176,9 +182,10 @@ def llm_usage(mdb: Database, *, model: str | None = None,
         sql, args = _filtered(f"SELECT model, version, minute, {MINUTE_COLUMNS} FROM {MINUTES}",
                               [("model = ?", model), ("minute >= ?", first)])
         for name, version, minute, *rest in mdb.execute(sql, args):
-            totals.setdefault((name, int(version)), _Group()).add_minute(tuple(rest))
+            parsed = _parsed(tuple(rest))
+            totals.setdefault((name, int(version)), _Group()).add_minute(parsed)
             days.setdefault((name, int(version), _day(int(minute) // 1440)),
-                            _Group()).add_minute(tuple(rest))
+                            _Group()).add_minute(parsed)
     sql, args = _filtered(_raw(COLUMNS, last_id), [
         (_col("model", last_id) + " = ?", model),
         (_col("ts", last_id) + " >= ?", None if first is None else first * 60.0)])
@@ -254,7 +261,7 @@ def prompt_usage(mdb: Database, *, since: float,
             sql += f" AND prompt_ref IN ({', '.join('?' for _ in refs)})"
             args.extend(refs)
         for ref, *rest in mdb.execute(sql, args):
-            groups.setdefault(str(ref), _Group()).add_minute(tuple(rest))
+            groups.setdefault(str(ref), _Group()).add_minute(_parsed(tuple(rest)))
     sql = _raw(f"prompt_ref, {GROUP_COLUMNS}", last_id)
     sql += " AND " if last_id else " WHERE "
     ref_column = _col("prompt_ref", last_id)
@@ -287,5 +294,7 @@ def _empty_note(mdb: Database, db: Database | None,
         served = mdb.execute(f"SELECT 1 FROM {MINUTES} WHERE model = ? LIMIT 1",
                              [model]).fetchone()
     if served is None and db is not None:
+        from appliance.registry import model_summary  # only here: it loads the audit log
+
         model_summary(db, model)  # NotFound: the model does not exist
     return f"model {model} served no language-model requests{when}"

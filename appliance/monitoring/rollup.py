@@ -28,10 +28,12 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.config import Config
 from appliance.storage.db import Database, immediate
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 GAMMA = 1.04
 _LOG_GAMMA = math.log(GAMMA)
