@@ -1,6 +1,7 @@
 """Monitoring pages at scale: millions of request rows, read raw and from the roll-ups.
 
     .venv/bin/python -m tests.bench.bench_monitoring [--rows 10000000] [--llm-rows 200000]
+        [--home DIR] [--rounds 3] [--no-baseline]
 
 Fills monitoring.db with ``--rows`` request rows of two models over the last ``--hours``
 (one in a hundred with kept inputs, as sampling keeps them; plain ``executemany`` in
@@ -225,11 +226,19 @@ def main() -> None:
                         help="rounds of timing every page after the roll-up (medians)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip timing the pages on raw rows before the roll-up")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="fill a data directory here and keep it; one filled before gets "
+                             "--rows and --llm-rows more (give 0 to time it as it is)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        home = Home(Path(tmp) / "home")
-        init_home(home)
-        session = register(home)
+        home = Home(args.home or Path(tmp) / "home")
+        if home.monitoring_db_path.exists():
+            with home.db() as db:
+                session = sessions.create_session(db, Principal(name="viewer",
+                                                                role=Role("viewer")))
+        else:
+            init_home(home)
+            session = register(home)
         started = time.perf_counter()
         fill(home, args.rows, args.hours)
         fill_llm(home, args.llm_rows, args.hours)
