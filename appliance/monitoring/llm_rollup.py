@@ -75,10 +75,19 @@ def _key(row: Any) -> Key:
     return (str(row[0]), int(row[1]), str(row[2]), int(row[3]), str(row[4]), str(row[5]))
 
 
+def _tables_exist(mon: Database) -> bool:
+    """Whether the log and its roll-ups are there (not in a database short of migrations)."""
+    found = {r[0] for r in mon.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                       " AND name IN ('llm_requests', 'llm_minutes')")}
+    return found == {"llm_requests", MINUTES}
+
+
 def rollup_llm(mon: Database, report: RetentionReport | None = None, *,
                chunk_ids: int = CHUNK_IDS) -> RetentionReport:
     """Merge every language-model request row not yet rolled up into ``llm_minutes``."""
     report = report or RetentionReport()
+    if not _tables_exist(mon):
+        return report
     mon.conn.create_function("appliance_bucket", 1, bucket, deterministic=True)
     top = mon.execute("SELECT MAX(id) FROM llm_requests").fetchone()[0]
     last = last_rolled_id(mon, LLM_STATE_KEY)
@@ -159,7 +168,7 @@ def prune_llm(mon: Database, config: Config, *, now: float | None = None,
     (0 keeps them forever), with their entries in ``guardrail_triggered``."""
     report = report or RetentionReport()
     days = float(config["monitoring.retention_days"])
-    if days <= 0:
+    if days <= 0 or not _tables_exist(mon):
         return report
     cutoff = (time.time() if now is None else now) - days * 86400.0
     last = last_rolled_id(mon, LLM_STATE_KEY)

@@ -206,3 +206,11 @@ def test_the_pages_read_no_unbounded_range_of_raw_rows(home: Home) -> None:
         if "guardrail_triggered" in sql:
             assert "LIMIT 50" in sql and "guardrail_triggered_ts" in plan, plan
     mon.close()
+
+
+def test_retention_runs_on_a_database_without_the_language_model_log(home: Home) -> None:
+    mon = home.monitoring_db()
+    mon.execute("DROP TABLE llm_requests")
+    report = run_retention(mon, parse_config({}))
+    assert (report.llm_rolled_rows, report.llm_deleted_rows) == (0, 0)
+    mon.close()
