@@ -7,9 +7,10 @@ from the roll-ups and only the rows not yet rolled up from the log itself, by id
 ``since`` is rounded down to its whole minute. Latency quantiles (time to first token, end
 to end) are those of the answered requests (status < 400), as ``traffic`` counts them:
 exact while every request of a group is a raw row, from the roll-ups' sketch (within 2%)
-once some are rolled up. Errors are the requests answered with a status of 400 or more. Costs are summed in the currency each request was priced in; a group whose
-requests were priced in several currencies has no single ``cost`` (``None``), only
-``costs`` per currency.
+once some are rolled up. Errors are the requests answered with a status of 400 or more.
+Costs are summed in the currency each request was priced in; a group whose requests were
+priced in several currencies has no single ``cost`` (``None``), only ``costs`` per
+currency.
 """
 
 from __future__ import annotations
