@@ -24,6 +24,7 @@ waits long.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -67,9 +68,9 @@ def sketch_quantiles(sketch: dict[int, int], qs: tuple[float, ...]) -> list[floa
     ranks = iter([q * (total - 1) for q in qs])
     rank = next(ranks)
     out: list[float | None] = []
-    seen = 0
-    for k in sorted(sketch):
-        seen += sketch[k]
+    keys = sorted(sketch)
+    for k, seen in zip(keys, itertools.accumulate(map(sketch.__getitem__, keys)),
+                       strict=True):
         while seen > rank:
             out.append(bucket_value(k))
             following = next(ranks, None)
