@@ -37,8 +37,8 @@ GROUP_COLUMNS = ("status, prompt_tokens, completion_tokens, ttft_ms, e2e_ms, dev
                  " cost, currency")  # what _Group.add takes
 COLUMNS = f"model, version, day, {GROUP_COLUMNS}"
 MINUTES = "llm_minutes"
-MINUTE_COLUMNS = ("requests, errors, prompt_tokens, completion_tokens, device_s, cost, device,"
-                  " currency, ttft_sketch, e2e_sketch")  # what _Group.add_minute takes
+SUMS = ("device, currency, SUM(requests), SUM(errors), SUM(prompt_tokens),"
+        " SUM(completion_tokens), SUM(device_s), SUM(cost)")  # what _Group.add_sums takes
 
 
 def _iso(ts: float) -> str:
@@ -77,11 +77,9 @@ class _Group:
     ttft_sketch: dict[int, int] = field(default_factory=dict)
     e2e_sketch: dict[int, int] = field(default_factory=dict)
 
-    def add_minute(self, row: tuple[Any, ...]) -> None:
-        """Add one row of ``llm_minutes`` (its ``MINUTE_COLUMNS``, the sketches parsed by
-        ``_parsed``)."""
-        (requests, errors, prompt, completion, device_s, cost, device, currency, ttft,
-         e2e) = row
+    def add_sums(self, row: tuple[Any, ...]) -> None:
+        """Add the sums of rows of ``llm_minutes`` (``SUMS``)."""
+        device, currency, requests, errors, prompt, completion, device_s, cost = row
         self.requests += int(requests)
         self.errors += int(errors)
         self.prompt_tokens += int(prompt)
@@ -89,9 +87,23 @@ class _Group:
         self.device_s += float(device_s)
         self.devices.add(str(device))
         self.costs[currency] = self.costs.get(currency, 0.0) + float(cost)
-        for sketch, parsed in ((self.ttft_sketch, ttft), (self.e2e_sketch, e2e)):
-            for b, count in parsed:
-                sketch[b] = sketch.get(b, 0) + count
+
+    def merge(self, other: _Group) -> None:
+        """Add another group (of the same model version: its days make its total)."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.device_s += other.device_s
+        self.devices |= other.devices
+        for currency, cost in other.costs.items():
+            self.costs[currency] = self.costs.get(currency, 0.0) + cost
+        self.ttft.extend(other.ttft)
+        self.e2e.extend(other.e2e)
+        for mine, theirs in ((self.ttft_sketch, other.ttft_sketch),
+                             (self.e2e_sketch, other.e2e_sketch)):
+            for b, count in theirs.items():
+                mine[b] = mine.get(b, 0) + count
 
     def add(self, row: tuple[Any, ...]) -> None:
         status, prompt, completion, ttft, e2e, device, device_s, cost, currency = row
@@ -125,10 +137,29 @@ class _Group:
         return out
 
 
-def _parsed(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A row of ``MINUTE_COLUMNS`` with its two sketches read once, as (bucket, count)."""
-    return (*row[:8], *([(int(b), int(c)) for b, c in orjson.loads(text).items()]
-                        for text in row[8:]))
+def _rolled(mdb: Database, key: str, where: str,
+            args: list[Any]) -> dict[tuple[Any, ...], _Group]:
+    """The rows of ``llm_minutes`` that match ``where``, summed per ``key`` (SQL
+    expressions, comma-separated): the counts by SQLite, the sketches here, bucket names
+    kept as the text they are stored as until the end (the bulk of the work)."""
+    n = len(key.split(","))
+    by = ", ".join(str(i) for i in range(1, n + 1))
+    groups: dict[tuple[Any, ...], _Group] = {}
+    for row in mdb.execute(f"SELECT {key}, {SUMS} FROM {MINUTES} WHERE {where}"
+                           f" GROUP BY {by}, {n + 1}, {n + 2}", args):
+        groups.setdefault(tuple(row[:n]), _Group()).add_sums(tuple(row[n:]))
+    sketches: dict[tuple[Any, ...], tuple[dict[str, int], dict[str, int]]] = {}
+    for row in mdb.execute(f"SELECT {key}, ttft_sketch, e2e_sketch FROM {MINUTES}"
+                           f" WHERE {where}", args):
+        ttft, e2e = sketches.setdefault(tuple(row[:n]), ({}, {}))
+        for sketch, text in ((ttft, row[n]), (e2e, row[n + 1])):
+            get = sketch.get
+            for b, count in orjson.loads(text).items():
+                sketch[b] = get(b, 0) + count
+    for k, (ttft, e2e) in sketches.items():
+        groups[k].ttft_sketch = {int(b): c for b, c in ttft.items()}
+        groups[k].e2e_sketch = {int(b): c for b, c in e2e.items()}
+    return groups
 
 
 def _quantiles(values: list[float],
@@ -180,19 +211,20 @@ def llm_usage(mdb: Database, *, model: str | None = None,
     days: dict[tuple[str, int, str], _Group] = {}
     last_id = last_rolled_id(mdb, LLM_STATE_KEY)
     if last_id:
-        sql, args = _filtered(f"SELECT model, version, minute, {MINUTE_COLUMNS} FROM {MINUTES}",
-                              [("model = ?", model), ("minute >= ?", first)])
-        for name, version, minute, *rest in mdb.execute(sql, args):
-            parsed = _parsed(tuple(rest))
-            totals.setdefault((name, int(version)), _Group()).add_minute(parsed)
-            days.setdefault((name, int(version), _day(int(minute) // 1440)),
-                            _Group()).add_minute(parsed)
+        conditions = [(c, v) for c, v in (("model = ?", model), ("minute >= ?", first))
+                      if v is not None]
+        rolled = _rolled(mdb, "model, version, minute / 1440",
+                         " AND ".join(c for c, _ in conditions) or "1",
+                         [v for _, v in conditions])
+        for (name, version, day_number), g in rolled.items():
+            days[(name, int(version), _day(int(day_number)))] = g
     sql, args = _filtered(_raw(COLUMNS, last_id), [
         (_col("model", last_id) + " = ?", model),
         (_col("ts", last_id) + " >= ?", None if first is None else first * 60.0)])
     for name, version, day, *rest in mdb.execute(sql, args):
-        totals.setdefault((name, int(version)), _Group()).add(tuple(rest))
         days.setdefault((name, int(version), day), _Group()).add(tuple(rest))
+    for (name, version, _), g in sorted(days.items()):
+        totals.setdefault((name, version), _Group()).merge(g)
     out["versions"] = [{"model": m, "version": v, **g.as_dict()}
                        for (m, v), g in sorted(totals.items())]
     out["days"] = [{"model": m, "version": v, "day": d, **g.as_dict()}
@@ -254,15 +286,15 @@ def prompt_usage(mdb: Database, *, since: float,
     last_id = last_rolled_id(mdb, LLM_STATE_KEY)
     groups: dict[str, _Group] = {}
     if last_id:
-        sql = f"SELECT prompt_ref, {MINUTE_COLUMNS} FROM {MINUTES} WHERE minute >= ?"
+        where = "minute >= ?"
         args: list[Any] = [first]
         if refs is None:
-            sql += " AND prompt_ref != ''"
+            where += " AND prompt_ref != ''"
         else:
-            sql += f" AND prompt_ref IN ({', '.join('?' for _ in refs)})"
+            where += f" AND prompt_ref IN ({', '.join('?' for _ in refs)})"
             args.extend(refs)
-        for ref, *rest in mdb.execute(sql, args):
-            groups.setdefault(str(ref), _Group()).add_minute(_parsed(tuple(rest)))
+        for (ref,), g in _rolled(mdb, "prompt_ref", where, args).items():
+            groups[str(ref)] = g
     sql = _raw(f"prompt_ref, {GROUP_COLUMNS}", last_id)
     sql += " AND " if last_id else " WHERE "
     ref_column = _col("prompt_ref", last_id)
