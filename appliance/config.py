@@ -251,7 +251,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Share of failed requests (5xx) in the window above which an errors alert is raised.",
        "float", minimum=0.0, maximum=1.0),
     _s("monitoring.retention_days", 30.0,
-       "Raw request-log rows older than this many days are deleted once rolled up into "
+       "Raw request-log rows (language-model requests too) older than this many days are "
+       "deleted once rolled up into "
        "per-minute aggregates (kept for good); 0 keeps every row.", "float", minimum=0.0),
     _s("monitoring.input_retention_days", 7.0,
        "The inputs and outputs the request log kept are emptied after this many days (drift, "

@@ -8,15 +8,7 @@ import click
 
 from appliance.cli._common import Env, echo_json, pass_env
 from appliance.errors import BadInput
-from appliance.monitoring import (
-    Window,
-    acknowledge,
-    get_policy,
-    list_alerts,
-    run_retention,
-    set_policy,
-    traffic,
-)
+from appliance.monitoring import Window, run_retention, traffic
 
 
 def window_of(env: Env, minutes: float | None, since: str | None) -> Window:
@@ -65,6 +57,8 @@ def feedback_add(env: Env, name: str, file: str, strict: bool, as_json: bool) ->
 @click.pass_context
 def alerts_group(ctx: click.Context, show_all: bool, model: str | None, as_json: bool) -> None:
     """List open and acknowledged alerts (newest first); see 'alerts ack'."""
+    from appliance.monitoring import list_alerts  # the audit log: not for 'traffic'
+
     if ctx.invoked_subcommand is not None:
         return
     env: Env = ctx.find_object(Env)
@@ -87,6 +81,8 @@ def alerts_group(ctx: click.Context, show_all: bool, model: str | None, as_json:
 def alerts_ack(env: Env, alert_id: int) -> None:
     """Acknowledge alert ALERT_ID; it stays live until its condition clears."""
     with env.home.db() as db:
+        from appliance.monitoring import acknowledge
+
         alert = acknowledge(db, alert_id, actor=env.actor)
     click.echo(f"alert {alert.id} acknowledged")
 
@@ -123,7 +119,8 @@ def monitoring_traffic(env: Env, name: str, minutes: float | None, since: str | 
 def monitoring_retention(env: Env, as_json: bool) -> None:
     """Roll the request log up into per-minute aggregates and prune it now.
 
-    Raw rows past monitoring.retention_days are deleted once rolled up; kept inputs and
+    Raw rows (language-model requests too) past monitoring.retention_days are deleted
+    once rolled up; kept inputs and
     outputs past monitoring.input_retention_days are emptied. The scheduler does the same
     every monitoring.retention_interval_minutes.
     """
@@ -133,7 +130,9 @@ def monitoring_retention(env: Env, as_json: bool) -> None:
         echo_json(report.as_dict())
         return
     click.echo(f"rolled up {report.rolled_rows} request rows into {report.minutes_written} "
-               f"minute aggregate(s); deleted {report.deleted_rows} rows past "
+               f"minute aggregate(s) and {report.llm_rolled_rows} language-model request rows "
+               f"into {report.llm_minutes_written}; deleted {report.deleted_rows} and "
+               f"{report.llm_deleted_rows} rows past "
                f"{env.config['monitoring.retention_days']:g} days; emptied the inputs of "
                f"{report.emptied_inputs} rows past "
                f"{env.config['monitoring.input_retention_days']:g} days "
@@ -147,6 +146,8 @@ def monitoring_retention(env: Env, as_json: bool) -> None:
 @pass_env
 def monitoring_policy(env: Env, name: str, file: str | None, as_json: bool) -> None:
     """Set NAME's retraining policy from FILE.yaml, or show it when FILE is left out."""
+    from appliance.monitoring import get_policy, set_policy
+
     with env.home.db() as db:
         if file is None:
             policy = get_policy(db, name)

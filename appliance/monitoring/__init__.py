@@ -16,8 +16,11 @@ The entry points the CLI, the console and the jobs call:
 - ``llm_usage(mdb, model=, since=, db=)``: the language models' requests, tokens, latency,
   device time and cost per model version and per day.
 
-The check, feedback and rendering modules (numpy and the drift statistics) are loaded when
-one of their names is first used, so that listing alerts or usage starts fast.
+The check, feedback and rendering modules (numpy and the drift statistics), the alerts and
+the retraining policies (the audit log and its cryptography) are loaded when one of their
+names is first used, so that reading traffic or usage starts fast. (The names that are also
+the names of their modules, ``llm_usage``, ``overview``, ``rollup`` and ``traffic``, are
+imported at once: a module imported first would take the function's place.)
 """
 
 from __future__ import annotations
@@ -25,14 +28,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from appliance.monitoring.alerts import Alert, acknowledge, get_alert, list_alerts
 from appliance.monitoring.llm_usage import llm_usage
 from appliance.monitoring.overview import overview
-from appliance.monitoring.retraining import get_policy, set_policy
 from appliance.monitoring.rollup import RetentionReport, rollup, run_retention
 from appliance.monitoring.traffic import Window, served_models, traffic
 
 if TYPE_CHECKING:
+    from appliance.monitoring.alerts import Alert, acknowledge, get_alert, list_alerts
     from appliance.monitoring.check import ModelCheck, check_history, run_check
     from appliance.monitoring.feedback import (
         FeedbackResult,
@@ -40,12 +42,15 @@ if TYPE_CHECKING:
         add_feedback_records,
     )
     from appliance.monitoring.render import render_html, render_text
+    from appliance.monitoring.retraining import get_policy, set_policy
 
 #: name -> the module of this package that defines it, imported on first use
 _LAZY = {
     "ModelCheck": "check", "check_history": "check", "run_check": "check",
     "FeedbackResult": "feedback", "add_feedback": "feedback", "add_feedback_records": "feedback",
     "render_html": "render", "render_text": "render",
+    "Alert": "alerts", "acknowledge": "alerts", "get_alert": "alerts", "list_alerts": "alerts",
+    "get_policy": "retraining", "set_policy": "retraining",
 }
 
 

@@ -3,23 +3,28 @@ labelled performance per version; one JSON-ready dict, read-only."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.monitoring.alerts import list_alerts
 from appliance.monitoring.traffic import Window, traffic
-from appliance.registry import output_name, resolve
-from appliance.storage.home import Home
+
+if TYPE_CHECKING:
+    from appliance.storage.home import Home
 
 
 def output_names(mv: Any) -> tuple[str, str]:
+    from appliance.registry import output_name
+
     return (output_name(mv.signature, "probabilities"), output_name(mv.signature, "prediction"))
 
 
 def overview(home: Home, name: str, *, window: Window | None = None,
              history: int = 200) -> dict[str, Any]:
-    # numpy and the drift statistics: imported here, as the package imports this module
+    # numpy, the drift statistics, the alerts and the registry (and through them the
+    # audit log's cryptography): imported here, as the package imports this module
+    from appliance.monitoring.alerts import list_alerts
     from appliance.monitoring.check import check_history
     from appliance.monitoring.feedback import labelled, performance
+    from appliance.registry import resolve
 
     window = window or Window.last(60)
     with home.db() as db:

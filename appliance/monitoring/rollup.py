@@ -9,6 +9,9 @@ and a quantile read back from it is within ``(GAMMA - 1) / (GAMMA + 1)``
 (2%) of the true value. Sketches merge by adding counts, so minutes add up to
 hours and versions to models without the raw rows.
 
+Language-model requests are rolled up the same way into ``llm_minutes``
+(``appliance.monitoring.llm_rollup``), by the same ``run_retention``.
+
 ``prune`` then deletes raw rows that are rolled up and older than
 ``monitoring.retention_days``, and empties the kept inputs and outputs of rows
 older than ``monitoring.input_retention_days`` (drift and quality read those), and
@@ -21,18 +24,22 @@ waits long.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.config import Config
 from appliance.storage.db import Database, immediate
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 GAMMA = 1.04
 _LOG_GAMMA = math.log(GAMMA)
 STATE_KEY = "rollup.last_id"
+LLM_STATE_KEY = "llm_rollup.last_id"  # language-model request ids in llm_minutes
 INPUTS_KEY = "inputs.emptied_before_minute"
 CHUNK_IDS = 200_000
 DELETE_CHUNK = 50_000
@@ -61,9 +68,9 @@ def sketch_quantiles(sketch: dict[int, int], qs: tuple[float, ...]) -> list[floa
     ranks = iter([q * (total - 1) for q in qs])
     rank = next(ranks)
     out: list[float | None] = []
-    seen = 0
-    for k in sorted(sketch):
-        seen += sketch[k]
+    keys = sorted(sketch)
+    for k, seen in zip(keys, itertools.accumulate(map(sketch.__getitem__, keys)),
+                       strict=True):
         while seen > rank:
             out.append(bucket_value(k))
             following = next(ranks, None)
@@ -73,9 +80,10 @@ def sketch_quantiles(sketch: dict[int, int], qs: tuple[float, ...]) -> list[floa
     return out
 
 
-def last_rolled_id(mon: Database) -> int:
-    """Request ids up to this one are in ``request_minutes``."""
-    row = mon.execute("SELECT value FROM rollup_state WHERE key = ?", [STATE_KEY]).fetchone()
+def last_rolled_id(mon: Database, key: str = STATE_KEY) -> int:
+    """Request ids up to this one are in ``request_minutes`` (with ``key`` =
+    ``LLM_STATE_KEY``: language-model request ids in ``llm_minutes``)."""
+    row = mon.execute("SELECT value FROM rollup_state WHERE key = ?", [key]).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -87,6 +95,10 @@ class RetentionReport:
     emptied_inputs: int = 0
     emptied_texts: int = 0  # language-model prompts and answers
     last_id: int = 0
+    llm_rolled_rows: int = 0  # language-model request rows, into llm_minutes
+    llm_minutes_written: int = 0
+    llm_deleted_rows: int = 0
+    llm_last_id: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -214,11 +226,16 @@ def prune(mon: Database, config: Config, *, now: float | None = None,
 
 def run_retention(mon: Database, config: Config, *,
                   now: float | None = None) -> RetentionReport:
-    """Roll up, then prune: what the scheduler, the retention job and the command run."""
+    """Roll up, then prune, the tabular and the language-model request logs: what the
+    scheduler, the retention job and the command run."""
+    from appliance.monitoring import llm_rollup  # it builds on this module
+
     started = time.perf_counter()
     report = rollup(mon)
+    llm_rollup.rollup_llm(mon, report)
     prune(mon, config, now=now, report=report)
-    if report.deleted_rows or report.emptied_inputs:
+    llm_rollup.prune_llm(mon, config, now=now, report=report)
+    if report.deleted_rows or report.emptied_inputs or report.llm_deleted_rows:
         # Give the WAL back to the file system instead of leaving it at its largest.
         mon.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     report.seconds = time.perf_counter() - started

@@ -132,7 +132,7 @@ def traffic(mon: Database, model: str, window: Window, *,
             g["failures"] += failures
             parsed = orjson.loads(sketch)
             if not g["sketch"]:
-                g["sketch"] = {int(b): count for b, count in parsed.items()}
+                g["sketch"] = dict(zip(map(int, parsed), parsed.values(), strict=True))
                 continue
             merged = g["sketch"]
             for b, count in parsed.items():

@@ -1,18 +1,20 @@
 """Monitoring pages at scale: millions of request rows, read raw and from the roll-ups.
 
     .venv/bin/python -m tests.bench.bench_monitoring [--rows 10000000] [--llm-rows 200000]
+        [--home DIR] [--rounds 3] [--no-baseline]
 
 Fills monitoring.db with ``--rows`` request rows of two models over the last ``--hours``
 (one in a hundred with kept inputs, as sampling keeps them; plain ``executemany`` in
 transactions of 500k rows, as the serving daemon's writer would over time) and
-``--llm-rows`` language-model request rows (one in fifty with a guardrail verdict). Then
-times, best of 3, every console page that reads monitoring.db, through the real Flask app
-(test client, logged in as a viewer), and ``appliance monitoring traffic`` in a
-subprocess (its time includes the interpreter's start, timed alone on the last line).
-First on the raw rows (what every load cost before roll-ups: the baseline, timed once,
-skipped with ``--no-baseline``),
-then after ``run_retention`` has rolled them up, side by side with the ratio, against the
-1 s goal.
+``--llm-rows`` language-model request rows (every one with guardrail verdicts, one in
+fifty blocked; a third naming a prompt version). Then times every console page that reads
+monitoring.db, through the real Flask app (test client, logged in as a viewer), and
+``appliance monitoring traffic`` and ``appliance llm usage`` in a subprocess (their time
+includes the interpreter's start, timed alone on the last line; ``traffic()`` is timed in
+process beside them). First on the raw rows (what every load cost before roll-ups: the
+baseline, timed once, skipped with ``--no-baseline``), then after ``run_retention`` has
+rolled them up, the median of ``--rounds`` rounds that each time every page once, side by
+side with the ratio, against the 1 s goal.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from appliance.config import parse_config
 from appliance.console import create_app
 from appliance.datasets.profile import build_profile
 from appliance.datasets.table import Table
-from appliance.monitoring import run_retention
+from appliance.monitoring import Window, run_retention, traffic
 from appliance.serving.requestlog import COLUMNS
 from appliance.storage.db import immediate
 from appliance.storage.home import Home, init_home
@@ -53,7 +55,8 @@ SIGNATURE = {"inputs": [{"name": "x1", "datatype": "FP32", "shape": [-1, 1]},
              "feature_names": ["x1", "x2", "colour"]}
 LLM_COLUMNS = ("ts", "day", "model", "version", "endpoint", "request_id", "status", "stream",
                "prompt_tokens", "completion_tokens", "queue_ms", "ttft_ms", "itl_ms", "e2e_ms",
-               "finish_reason", "device", "device_s", "cost", "currency", "guardrail")
+               "finish_reason", "device", "device_s", "cost", "currency", "prompt_ref",
+               "guardrail")
 
 
 def fill(home: Home, rows: int, hours: float) -> None:
@@ -87,26 +90,49 @@ def fill(home: Home, rows: int, hours: float) -> None:
             done += n
 
 
+def verdicts(triggered: bool) -> str:
+    """A request's guardrail verdicts as the serving daemon stores them: input and output
+    stages, the input one blocking a prompt injection when ``triggered``."""
+    inp: dict[str, Any] = {"stage": "input", "action": None, "triggered": [], "ms": 0.4}
+    if triggered:
+        inp.update(action="block", triggered=["injection_patterns"], results=[
+            {"check": "injection_patterns", "triggered": True, "action": "block",
+             "score": None, "detail": "ignore previous instructions"}])
+    return json.dumps([inp, {"stage": "output", "action": None, "triggered": [], "ms": 0.3}])
+
+
 def fill_llm(home: Home, rows: int, hours: float) -> None:
-    if not rows:
-        return
+    """Language-model request rows of two versions of one model, a third of them naming a
+    prompt version, every one checked by the guardrails (one in fifty blocked), one in a
+    hundred an error; in transactions of 500k rows."""
     rng = np.random.default_rng(1)
     now = time.time()
-    ts = np.sort(rng.uniform(now - hours * 3600, now, size=rows))
-    verdict = json.dumps({"input": {"action": "refuse", "checks": ["injection"], "ms": 0.4}})
-    days = [time.strftime("%Y-%m-%d", time.gmtime(t)) for t in ts.tolist()]
-    ids = np.arange(rows)
-    batch = zip(ts.tolist(), days, ["chat-llm"] * rows, [1] * rows, ["chat"] * rows,
-                [f"l{i}" for i in ids.tolist()], [200] * rows, [1] * rows,
-                rng.integers(20, 400, rows).tolist(), rng.integers(5, 300, rows).tolist(),
-                [1.0] * rows, rng.uniform(20, 80, rows).tolist(), [12.0] * rows,
-                rng.uniform(200, 900, rows).tolist(), ["stop"] * rows, ["cuda"] * rows,
-                [0.2] * rows, [0.0001] * rows, ["EUR"] * rows,
-                [verdict if i % 50 == 0 else None for i in ids.tolist()], strict=True)
+    start = now - hours * 3600
+    clean, blocked = verdicts(False), verdicts(True)
     sql = (f"INSERT INTO llm_requests ({', '.join(LLM_COLUMNS)}) VALUES "
            f"({', '.join('?' for _ in LLM_COLUMNS)})")
-    with home.monitoring_db() as mon, immediate(mon):
-        mon.conn.executemany(sql, batch)
+    done = 0
+    with home.monitoring_db() as mon:
+        while done < rows:
+            n = min(CHUNK, rows - done)
+            ts = np.sort(rng.uniform(start, now, size=n))
+            ids = np.arange(done, done + n)
+            days = [time.strftime("%Y-%m-%d", time.gmtime(t)) for t in ts.tolist()]
+            failed = ids % 100 == 7
+            batch = zip(
+                ts.tolist(), days, ["chat-llm"] * n, (1 + (ids % 4 == 0)).tolist(),
+                ["chat"] * n, [f"l{i}" for i in ids.tolist()],
+                np.where(failed, 500, 200).tolist(), [1] * n,
+                rng.integers(20, 400, n).tolist(), rng.integers(5, 300, n).tolist(),
+                [1.0] * n, [None if f else t for f, t in zip(
+                    failed.tolist(), rng.uniform(20, 80, n).tolist(), strict=True)],
+                [12.0] * n, rng.uniform(200, 900, n).tolist(), ["stop"] * n, ["cuda"] * n,
+                rng.uniform(0.05, 0.4, n).tolist(), rng.uniform(1e-5, 1e-4, n).tolist(),
+                ["EUR"] * n, np.where(ids % 3 == 0, "support@1", None).tolist(),
+                [blocked if i % 50 == 0 else clean for i in ids.tolist()], strict=True)
+            with immediate(mon):
+                mon.conn.executemany(sql, batch)
+            done += n
 
 
 def register(home: Home) -> str:
@@ -146,10 +172,15 @@ def pages(home: Home, session: str) -> dict[str, Callable[[], Any]]:
 
     env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
 
-    def cli() -> None:
-        subprocess.run([sys.executable, "-m", "appliance", "--home", str(home.root),
-                        "monitoring", "traffic", "churn", "--window", str(HOURS * 60)],
-                       check=True, capture_output=True, env=env)
+    def command(*args: str) -> Callable[[], None]:
+        def run() -> None:
+            subprocess.run([sys.executable, "-m", "appliance", "--home", str(home.root),
+                            *args], check=True, capture_output=True, env=env)
+        return run
+
+    def in_process() -> None:
+        with home.monitoring_db() as mon:
+            traffic(mon, "churn", Window.last(HOURS * 60))
 
     def startup() -> None:
         subprocess.run([sys.executable, "-m", "appliance", "--version"], check=True,
@@ -164,18 +195,26 @@ def pages(home: Home, session: str) -> dict[str, Callable[[], Any]]:
         "GET /api/llm/usage?since=24h": get("/api/llm/usage?since=24h"),
         "GET /guardrails": get("/guardrails"),
         "GET /api/guardrails": get("/api/guardrails"),
-        "appliance monitoring traffic (process)": cli,
+        "appliance monitoring traffic (process)":
+            command("monitoring", "traffic", "churn", "--window", str(HOURS * 60)),
+        "  of which traffic() itself, in process": in_process,
+        "appliance llm usage (process)": command("llm", "usage"),
+        "appliance llm usage --since 24h --json (process)":
+            command("llm", "usage", "--since", "24h", "--json"),
         "appliance --version (the process start-up alone)": startup,
     }
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
+def timed(timers: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """The median time of each, over ``rounds`` rounds that each time every one once (so a
+    busy moment of the machine falls on all of them, not on one)."""
+    times: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, fn in timers.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def main() -> None:
@@ -183,13 +222,23 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--llm-rows", type=int, default=200_000)
     parser.add_argument("--hours", type=float, default=float(HOURS))
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of timing every page after the roll-up (medians)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip timing the pages on raw rows before the roll-up")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="fill a data directory here and keep it; one filled before gets "
+                             "--rows and --llm-rows more (give 0 to time it as it is)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        home = Home(Path(tmp) / "home")
-        init_home(home)
-        session = register(home)
+        home = Home(args.home or Path(tmp) / "home")
+        if home.monitoring_db_path.exists():
+            with home.db() as db:
+                session = sessions.create_session(db, Principal(name="viewer",
+                                                                role=Role("viewer")))
+        else:
+            init_home(home)
+            session = register(home)
         started = time.perf_counter()
         fill(home, args.rows, args.hours)
         fill_llm(home, args.llm_rows, args.hours)
@@ -197,24 +246,27 @@ def main() -> None:
               f"over {args.hours:g} h in {time.perf_counter() - started:.1f} s; monitoring.db "
               f"{home.monitoring_db_path.stat().st_size / 2**20:.0f} MiB", flush=True)
         timers = pages(home, session)
-        raw = {} if args.no_baseline else {name: timed(fn, 1) for name, fn in timers.items()}
+        raw = {} if args.no_baseline else timed(timers, 1)
         config = parse_config({})
         with home.monitoring_db() as mon:
             report = run_retention(mon, config)
-        print(f"run_retention: rolled up {report.rolled_rows:,} rows into "
-              f"{report.minutes_written:,} minute aggregates in {report.seconds:.1f} s")
-        rolled = {name: timed(fn, 3) for name, fn in timers.items()}
+        print(f"run_retention: rolled up {report.rolled_rows:,} request rows into "
+              f"{report.minutes_written:,} minute aggregates and {report.llm_rolled_rows:,} "
+              f"language-model rows into {report.llm_minutes_written:,} in "
+              f"{report.seconds:.1f} s")
+        rolled = timed(timers, args.rounds)
         with home.monitoring_db() as mon:
             incremental = run_retention(mon, config)
         print(f"run_retention again (nothing new): {incremental.seconds * 1000:.0f} ms")
-        print(f"\n{'page (best of 3 after the roll-up)':<48} {'raw rows':>9} {'roll-ups':>9}"
+        print(f"\n{f'page (median of {args.rounds} after the roll-up)':<52} {'raw rows':>9}"
+              f" {'roll-ups':>9}"
               f" {'ratio':>7}  goal < {GOAL_S:g} s")
         for name in timers:
             before = f"{raw[name]:>8.3f}s" if name in raw else f"{'-':>9}"
             ratio = f"{raw[name] / max(rolled[name], 1e-9):>6.1f}x" if name in raw else \
                 f"{'-':>7}"
             ok = "ok" if rolled[name] < GOAL_S else "MISSED"
-            print(f"{name:<48} {before} {rolled[name]:>8.3f}s {ratio}  {ok}")
+            print(f"{name:<52} {before} {rolled[name]:>8.3f}s {ratio}  {ok}")
 
 
 if __name__ == "__main__":
