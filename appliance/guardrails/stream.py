@@ -93,7 +93,8 @@ class StreamScreen:
         self._starts = {g[:k] for g in self._grams for k in range(1, self._n)}
         self._firsts = {g[0][:k] for g in self._grams for k in range(1, len(g[0]) + 1)}
         self._seen: set[tuple[str, ...]] = set()
-        self._words: list[tuple[str, int]] = []  # the last n-1 words counted, and starts
+        self._words: list[str] = []  # the last n words counted (normalised)
+        self._word_starts: list[int] = []  # and where they begin
         self._word_at = 0  # where the next word is looked for
         self._run: int | None = None  # where the words repeating the prompt began
         self._prefix: int | None = None  # where the last words that could begin one begin
@@ -268,34 +269,33 @@ class StreamScreen:
         """Count the new words' n-grams that repeat the system prompt's; whether their
         share has reached the threshold."""
         assert self._leak is not None
-        n = self._n
-        counted = self._word_at
-        for m in _WORD.finditer(self.raw, self._word_at):
-            if m.end() == size and not final:  # the word may go on
-                break
+        raw, n, words, starts = self.raw, self._n, self._words, self._word_starts
+        m = _WORD.search(raw, self._word_at)
+        if m is None or (m.end() == size and not final):  # no new word (or it may go on)
+            return self._hit
+        while m is not None and (m.end() < size or final):
             self._word_at = m.end()
-            self._words.append((normalise(m.group()), m.start()))
-            if len(self._words) < n:
-                continue
-            del self._words[:-n]
-            gram = tuple(w for w, _ in self._words)
-            if gram not in self._grams:
-                self._run = None
-                continue
-            self._seen.add(gram)
-            first = self._words[0][1]
-            self._run = first if self._run is None else self._run
-            if self._leaked and first <= self._leaked[-1].end + 1:
-                self._leaked[-1] = Span(self._leaked[-1].start, m.end(), "system_prompt")
-            else:
-                self._leaked.append(Span(first, m.end(), "system_prompt"))
-            del self._words[:1]
-        if self._word_at != counted:
-            words = tuple(w for w, _ in self._words)
-            self._prefix = next((self._words[-k][1] for k in range(len(words), 0, -1)
-                                 if words[-k:] in self._starts), None)
-            limit = self._leak.threshold if self._leak.threshold is not None else 0.5
-            self._hit = bool(self._seen) and len(self._seen) / len(self._grams) >= limit
+            words.append(normalise(m.group()))
+            starts.append(m.start())
+            if len(words) > n:
+                del words[0], starts[0]
+            if len(words) == n:
+                gram = tuple(words)
+                if gram in self._grams:
+                    self._seen.add(gram)
+                    self._run = starts[0] if self._run is None else self._run
+                    if self._leaked and starts[0] <= self._leaked[-1].end + 1:
+                        self._leaked[-1] = Span(self._leaked[-1].start, m.end(),
+                                                "system_prompt")
+                    else:
+                        self._leaked.append(Span(starts[0], m.end(), "system_prompt"))
+                else:
+                    self._run = None
+            m = _WORD.search(raw, self._word_at)
+        self._prefix = next((starts[-k] for k in range(min(len(words), n - 1), 0, -1)
+                             if tuple(words[-k:]) in self._starts), None)
+        limit = self._leak.threshold if self._leak.threshold is not None else 0.5
+        self._hit = bool(self._seen) and len(self._seen) / len(self._grams) >= limit
         return self._hit
 
     def _held(self, size: int) -> int:
