@@ -165,11 +165,12 @@ class StreamScreen:
         if end <= self.sent:
             return ""
         start, self.sent = self.sent, end
+        if self._leaked:
+            self._leaked = [s for s in self._leaked if s.end > end]
         if not masks:
             return raw[start:end]
         for check, spans in self._found.items():
             self._found[check] = [s for s in spans if s.end > end]
-        self._leaked = [s for s in self._leaked if s.end > end]
         inside = [Span(max(s.start, start) - start, min(s.end, end) - start, s.kind)
                   for s in masks if s.start < end and s.end > start]
         return output.redact(raw[start:end], inside)
