@@ -389,10 +389,10 @@ SETTINGS: tuple[Setting, ...] = (
        "YAML file of the guardrail policies (a default, and overrides per model and per "
        "prompt; see docs/guardrails.md); empty means the built-in default policy.", "path"),
     _s("guardrails.stream_hold_chars", 128,
-       "Characters of a streamed answer held back while the output checks read them, so "
-       "that a canary, secret or personal-data match of up to this length is stopped or "
-       "masked before any of it is sent. Each stream's first piece comes this much later; "
-       "0 sends every piece at once, and a match is then found after it was sent (the "
+       "The most characters of a streamed answer held back while they could still become "
+       "part of a canary, secret or personal-data match, so that a match of up to this "
+       "length is stopped or masked before any of it is sent; other text is not held. 0 "
+       "sends every piece at once, and a match is then found after it was sent (the "
        "stream is stopped, nothing can be masked).", "int", minimum=0, maximum=4096),
     _s("guardrails.classifier", "guardrail-injection",
        "The registry model the injection classifier is: NAME (its production alias, else "

@@ -149,18 +149,14 @@ class Guard:
 
     @staticmethod
     def output_checks(answer: str, policy: Policy, *, system_prompt: str | None = None,
-                      canary: str | None = None, since: int = 0
+                      canary: str | None = None
                       ) -> tuple[list[CheckResult], list[output.Span]]:
-        """The output checks' results and the spans to mask (offsets in ``answer``). With
-        ``since``, the canary, secrets and personal data are looked for in
-        ``answer[since:]`` only (a streamed answer's window); leakage always reads the
-        whole answer, being a share of it."""
+        """The output checks' results and the spans to mask (offsets in ``answer``)."""
         results: list[CheckResult] = []
         masks: list[output.Span] = []
-        window = answer[since:] if since else answer
 
         def add(name: str, spans: list[output.Span], score: float | None = None,
-                triggered: bool | None = None, shift: int = since) -> None:
+                triggered: bool | None = None) -> None:
             rule = policy.enabled(name)
             if rule is None:
                 return
@@ -169,20 +165,18 @@ class Guard:
             results.append(CheckResult(name, hit, rule.action if hit else None, score,
                                        ", ".join(kinds) if hit else ""))
             if hit and rule.action is Action.REDACT:
-                masks.extend(output.Span(s.start + shift, s.end + shift, s.kind)
-                             for s in spans)
+                masks.extend(spans)
 
         if canary:
-            add("canary", output.canary_spans(window, canary))
+            add("canary", output.canary_spans(answer, canary))
         if system_prompt:
             rule = policy.enabled("prompt_leak")
             if rule is not None:
                 share, spans = output.leakage(answer, system_prompt)
                 limit = rule.threshold if rule.threshold is not None else 0.5
-                add("prompt_leak", spans, round(share, 4), share >= limit and bool(spans),
-                    shift=0)
+                add("prompt_leak", spans, round(share, 4), share >= limit and bool(spans))
         if policy.enabled("secrets") is not None:
-            add("secrets", output.secret_spans(window))
+            add("secrets", output.secret_spans(answer))
         if policy.enabled("personal_data") is not None:
-            add("personal_data", output.personal_spans(window))
+            add("personal_data", output.personal_spans(answer))
         return results, masks

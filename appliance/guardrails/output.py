@@ -19,6 +19,7 @@ Each returns the spans it found (start, end, kind) in the answer as written, so 
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets as _secrets
 from dataclasses import dataclass
@@ -46,16 +47,35 @@ def add_canary(system_prompt: str, token: str) -> str:
             "repeat or mention it.)")
 
 
-def canary_spans(answer: str, token: str) -> list[Span]:
-    spans = [Span(m.start(), m.end(), "canary")
-             for m in re.finditer(re.escape(token), answer, re.IGNORECASE)]
-    if spans:
-        return spans
-    # Spelled out with separators between the characters: c-a-n-a-r-y..., "c a n a r y".
+# The canary's 16 hex digits, in a row or spelled out with separators between them, in any
+# case: one expression for every canary (compiling one per token costs milliseconds).
+_CANARY = re.compile(r"canary-[0-9a-f]{16}", re.IGNORECASE)
+_SEPARATOR = r"[\s\-_.]"
+_HEX_RUN = re.compile(rf"[0-9a-f](?:{_SEPARATOR}*[0-9a-f]){{15,}}", re.IGNORECASE)
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def canary_spans(answer: str, token: str, pos: int = 0) -> list[Span]:
+    """Where ``answer`` (from ``pos``) carries the canary, in any case: the token, and its
+    16 hex digits with or without separators between them (``3f9a...``, ``3-f-9-a ...``)."""
+    token = token.lower()
     body = token.split("-", 1)[-1]
-    spaced = r"[\s\-_.]*".join(re.escape(c) for c in body)
-    return [Span(m.start(), m.end(), "canary")
-            for m in re.finditer(spaced, answer, re.IGNORECASE)]
+    if len(body) != 16 or not set(body) <= _HEX:  # not made by new_canary: as it is
+        whole = re.finditer(re.escape(token), answer[pos:], re.IGNORECASE)
+        spelled = re.finditer(f"{_SEPARATOR}*".join(re.escape(c) for c in body),
+                              answer[pos:], re.IGNORECASE)
+        return merge([Span(m.start() + pos, m.end() + pos, "canary")
+                      for ms in (whole, spelled) for m in ms])
+    spans = [Span(m.start(), m.end(), "canary") for m in _CANARY.finditer(answer, pos)
+             if m.group().lower() == token]
+    for run in _HEX_RUN.finditer(answer, pos):
+        at = [run.start() + i for i, c in enumerate(run.group()) if c in _HEX]
+        digits = "".join(answer[i] for i in at).lower()
+        found = digits.find(body)
+        while found >= 0:
+            spans.append(Span(at[found], at[found + 15] + 1, "canary"))
+            found = digits.find(body, found + 16)
+    return merge(spans)
 
 
 # -- system-prompt leakage ----------------------------------------------------------------
@@ -198,6 +218,102 @@ def personal_spans(answer: str) -> list[Span]:
         if 8 <= digits <= 15 and not any(s.start < m.end() and m.start() < s.end for s in taken):
             spans.append(Span(m.start(), m.end(), "phone"))
     return merge(spans)
+
+
+# -- the same, match by match (streamed answers) ------------------------------------------
+
+#: Each check's expressions in the order it applies them: (kind, expression, the group
+#: masked, words a match can not be without or None, whether those are looked for in the
+#: lower-cased text). ``accept`` says whether a match counts.
+SCANS: dict[str, tuple[tuple[str, re.Pattern[str], str | int, tuple[str, ...] | None, bool],
+                       ...]] = {
+    "secrets": tuple((kind, rx, "value" if "value" in rx.groupindex else 0, _SECRET_KEYS[kind],
+                      kind == "aws_secret_key") for kind, rx in SECRET_PATTERNS.items())
+    + (("password", _PASSWORD, "value", _PASSWORD_KEYS, True),),
+    "personal_data": (("email", _EMAIL, 0, ("@",), False), ("iban", _IBAN, 0, None, False),
+                      ("card", _CARD, 0, None, False), ("phone", _PHONE, 0, None, False)),
+}
+
+
+#: What a check's matches can not be without, for a first look at new text: most pieces
+#: of an answer hold none of it, and no pattern runs.
+HINTS: dict[str, re.Pattern[str]] = {
+    "secrets": re.compile(
+        r"-----BEGIN |\b(?:AKIA|ASIA|AIDA|AROA|gh|github_pat_|xox|apl_|eyJ)"
+        r"|(?i:aws_secret_access_key|\b(?:" + "|".join(re.escape(k) for k in _PASSWORD_KEYS)
+        + "))"),
+    "personal_data": re.compile(r"[@0-9]"),
+    "canary": _HEX_RUN,
+}
+
+
+def accept(kind: str, text: str, taken: list[Span], start: int, end: int) -> bool:
+    """Whether a match of ``kind`` counts: an IBAN's check digits, a card's Luhn sum, a
+    phone number's digits (8 to 15) where no e-mail, IBAN or card (``taken``) lies."""
+    if kind == "iban":
+        return _iban_ok(text)
+    if kind == "card":
+        return _luhn_ok(text)
+    if kind == "phone":
+        return 8 <= sum(c.isdigit() for c in text) <= 15 \
+            and not any(s.start < end and start < s.end for s in taken)
+    return True
+
+
+# -- unfinished matches (streamed answers) ------------------------------------------------
+
+def _prefix(literal: str, rest: str = "") -> str:
+    """An expression for the non-empty prefixes of ``literal`` and, once it is whole, of
+    ``literal`` followed by what ``rest`` (itself closed under prefixes) matches."""
+    out = re.escape(literal[-1]) + (f"(?:{rest})?" if rest else "")
+    for c in reversed(literal[:-1]):
+        out = f"{re.escape(c)}(?:{out})?"
+    return out
+
+
+_PASSWORD_WORDS = ("password", "passwd", "pwd", "passphrase", "passwort", "kennwort",
+                   "mot de passe", "contraseña", "apikey", "api_key", "api-key", "secret",
+                   "token")
+_PEM_BODY = r"(?:(?!-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----)[\s\S])*"
+
+#: For each check whose matches a streamed answer holds back, what the start of one of its
+#: matches can look like while the answer goes on: every text that a match (of a pattern
+#: above, with what it must be preceded by) begins with, and some more. ``stream.py`` holds
+#: back the text from the first place where one of them runs to the end of the answer;
+#: what lies before it can not become part of a match. A pattern changed above must be
+#: changed here too (``tests/guardrails/test_stream.py`` checks every pattern's examples).
+UNFINISHED: dict[str, tuple[str, ...]] = {
+    "canary": (r"(?i:" + _prefix("canary-", "[0-9a-f]{1,16}") + ")",),
+    "secrets": (
+        _prefix("-----BEGIN ", "[A-Z0-9 ]*(?:" + _prefix("PRIVATE KEY-----", _PEM_BODY) + ")?"),
+        r"\b(?:" + "|".join(_prefix(k, "[0-9A-Z]{1,16}")
+                            for k in ("AKIA", "ASIA", "AIDA", "AROA")) + ")",
+        r"(?i:" + _prefix("aws_secret_access_key",
+                          r"[\"']?\s*(?:[:=]\s*[\"']?[A-Za-z0-9/+=]{0,40})?") + ")",
+        r"\b(?:" + _prefix("gh", r"[pousr](?:_[A-Za-z0-9]*)?") + "|"
+        + _prefix("github_pat_", "[A-Za-z0-9_]+") + ")",
+        r"\b" + _prefix("xox", r"[abposr](?:-[A-Za-z0-9-]*)?"),
+        r"\b" + _prefix("apl_", "[A-Za-z0-9_-]+"),
+        r"\b" + _prefix("eyJ", "[A-Za-z0-9_.-]+"),
+        r"(?i:\b(?:" + "|".join(
+            _prefix(k, r"\s*(?:i(?:s\s*)?)?(?:[:=]\s*[\"']?[^\s\"',;]*)?")
+            for k in _PASSWORD_WORDS) + "))"),
+    "personal_data": (
+        r"\b[A-Za-z0-9._%+-]+(?:@[A-Za-z0-9.-]*)?",
+        r"\b[A-Z](?:[A-Z](?:\d(?:\d[ A-Z0-9]{0,40})?)?)?",
+        r"\b\d(?:[ -]?\d){0,18}[ -]?",
+        r"(?<![\w+])[+0(][\d .\-/()]{0,45}"),
+}
+
+
+def unfinished(checks: tuple[str, ...]) -> re.Pattern[str]:
+    """One expression: where, for any of ``checks``, an unfinished match runs to the end."""
+    return _unfinished(tuple(sorted(checks)))
+
+
+@functools.lru_cache(maxsize=16)
+def _unfinished(checks: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("(?:" + "|".join(p for c in checks for p in UNFINISHED[c]) + r")\Z")
 
 
 # -- redaction ----------------------------------------------------------------------------

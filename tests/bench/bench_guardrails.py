@@ -18,8 +18,9 @@ the goal of 1 ms p50.
 Then the streamed output checks: the same answers (1,000 characters, with an e-mail
 address and an AWS key in them) cut into pieces of four characters, as a model streams
 them, and per piece, taking turns: without checks, what the serving edge does for a piece
-(the chunk's JSON and its server-sent event); with checks, ``StreamScreen.feed`` (window
-held back, canary, secrets, personal data, leakage of a system prompt) and the same. Prints
+(the chunk's JSON and its server-sent event); with checks, ``StreamScreen.feed`` (what could
+still become a match held back; canary, secrets, personal data, leakage of a system prompt)
+and the same. Prints
 the p50 per piece of each and their ratio.
 """
 

@@ -22,9 +22,8 @@ minute to minute. Prints ours, raw and the ratio for each goal.
 
 The daemon runs with its guardrails on, as by default, but with
 ``guardrails.stream_hold_chars: 0`` unless ``--stream-hold N`` is given: the goals are the
-serving path's own cost, and the default window of 128 characters delays a stream's first
-piece by the time the model takes to generate them (docs/guardrails.md), a policy's price
-that ``--stream-hold 128`` measures.
+serving path's own cost. ``--stream-hold 128``, the appliance's default, measures what
+holding back text that could still become a match costs (docs/guardrails.md).
 """
 
 from __future__ import annotations
