@@ -70,7 +70,7 @@ def serve_child(port_file: str) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await serve(app, "127.0.0.1", 0, stop=stop,
+        await serve(app, "127.0.0.1", 0, stop=stop, freeze=True,  # as the daemon does
                     on_ready=lambda p: Path(port_file).write_text(str(p)))
 
     asyncio.run(main())

@@ -463,3 +463,39 @@ def test_busy_poll_window_comes_from_the_configuration(home: Home, source: Memor
         app = create_app(parse_config(conf), home=home, source=source,
                          authorizer=loopback_authorizer(True))
         assert app.busy_poll_us == want
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_the_daemon_freezes_the_heap_start_up_left(home: Home, source: MemorySource,
+                                                   freeze: bool) -> None:
+    """With ``freeze`` (as the daemon's main runs it), what start-up left alive is out of the
+    collector's sight once the server is ready, so a full collection while serving walks only
+    what requests made; without it (tests, embedding) the process's heap is left alone."""
+    import gc
+
+    from appliance.serving.http import serve
+
+    seen: dict[str, int] = {}
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        engine = Engine(source, FAST, providers=("CPUExecutionProvider",))
+        app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 20)
+
+        def ready(_port: int) -> None:
+            seen["frozen"] = gc.get_freeze_count()
+            seen["tracked"] = len(gc.get_objects())
+            stop.set()
+
+        await serve(app, "127.0.0.1", 0, stop=stop, on_ready=ready, freeze=freeze)
+
+    assert gc.get_freeze_count() == 0
+    try:
+        asyncio.run(scenario())
+    finally:
+        gc.unfreeze()
+    if freeze:
+        assert seen["frozen"] > 10_000  # modules, the engine, the loaded model
+        assert seen["tracked"] < seen["frozen"] // 10
+    else:
+        assert seen["frozen"] == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import gc
 import logging
 import resource
 import signal
@@ -526,14 +527,33 @@ def _exception_handler(state: ServerState) -> Callable[[asyncio.AbstractEventLoo
     return handle
 
 
+def freeze_heap() -> None:
+    """Collect once, then move every object alive after start-up (modules, models, the
+    configuration) out of the cyclic collector's sight (``gc.freeze``).
+
+    Without this, each full collection while serving walks the tens of thousands of
+    objects start-up left behind, a pause that lands on whichever requests are in hand (a
+    few tens of ms on a small machine, seen as the p99 at 32 connections); after it, a
+    collection walks only what requests made. Frozen objects are still freed when their
+    last reference goes; only a cycle among them is kept, and start-up leaves none that
+    grows."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(app: ServingApp, host: str, port: int, *, stop: asyncio.Event,
                 on_ready: Callable[[int], None] | None = None,
                 limits: Limits | None = None,
-                on_state: Callable[[ServerState], None] | None = None) -> None:
+                on_state: Callable[[ServerState], None] | None = None,
+                freeze: bool = False) -> None:
     """Serve until ``stop`` is set; ``on_ready`` gets the bound port (useful with port 0),
-    ``on_state`` the connections' shared state (for tests and benchmarks)."""
+    ``on_state`` the connections' shared state (for tests and benchmarks). ``freeze``: the
+    process is the daemon's own, so the heap left by start-up is frozen (``freeze_heap``)
+    once the models are loaded."""
     loop = asyncio.get_running_loop()
     await app.startup()
+    if freeze:
+        freeze_heap()
     if limits is None:
         limits = Limits.from_config(app.config) if app.config is not None else Limits()
     state = ServerState(app, BusyPoll(loop, app.busy_poll_us), limits.fitted())
@@ -574,7 +594,7 @@ def run(app: ServingApp, host: str, port: int) -> None:
         def ready(_port: int) -> None:
             sdnotify.notify("READY=1")
 
-        await serve(app, host, port, stop=stop, on_ready=ready)
+        await serve(app, host, port, stop=stop, on_ready=ready, freeze=True)
         sdnotify.notify("STOPPING=1")
         if app.home is not None:
             await asyncio.to_thread(write_heartbeat, app.home, None, app)
@@ -670,4 +690,4 @@ class ServerThread:
 
 
 __all__ = ["BUSY_POLL_US", "JSON", "BusyPoll", "Connection", "Limits", "ServerState",
-           "ServerThread", "run", "serve", "write_heartbeat"]
+           "ServerThread", "freeze_heap", "run", "serve", "write_heartbeat"]
