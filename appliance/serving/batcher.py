@@ -21,7 +21,7 @@ system preempted, common on a busy machine, does not move a fast model off the l
   the thread takes everything queued (waiting up to the queue delay for more), runs it
   in batches, and hands each batch back to the event loop through a pipe of its own: one
   byte written, one read on the loop, which answers every batch waiting. (The loop's
-  ``call_soon_threadsafe`` costs about 30 us more a batch on a 2-core machine: its wake-up
+  ``call_soon_threadsafe`` costs about 40 us more a batch on a 2-core machine: its wake-up
   byte is read back in a loop that ends in an exception, after the callback has run.)
 
 The queue is bounded: ``submit`` raises ``Unavailable`` (503 with Retry-After)
