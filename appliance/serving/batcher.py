@@ -60,6 +60,17 @@ class Job:
     batch_rows: int = 0
 
 
+class Tally:
+    """Jobs handed to batcher threads and not yet answered, over the batchers that share it
+    (an engine's); counted on the event loop's thread. While it is above zero, an event loop
+    that keeps polling holds the GIL those threads need to start and end their runs."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 _STOP = object()
 INLINE_MAX_US = 100.0  # a model slower than this runs on its own thread
 RECENT_RUNS = 15  # the runs whose median says how long the model takes
@@ -102,8 +113,10 @@ class Batcher:
         loop: asyncio.AbstractEventLoop,
         on_batch: Callable[[list[Job], int, int], None],
         compute_us: float = INLINE_MAX_US,
+        on_threads: Tally | None = None,
     ) -> None:
         self.name = name
+        self.on_threads = on_threads if on_threads is not None else Tally()
         self._run = run
         self._output_names = output_names
         self._max_rows = max_batch_size if batchable else 1
@@ -146,6 +159,7 @@ class Batcher:
         self.pending += 1
         job.enqueued = time.perf_counter()
         if not self.on_loop:
+            self.on_threads.n += 1
             self._queue.put(job)
             return
         if alone and self.pending == 1:
@@ -200,7 +214,9 @@ class Batcher:
             pass  # a byte an earlier drain answered for
         try:
             while self._done:
-                self._deliver(*self._done.popleft())
+                batch, rows, compute_us = self._done.popleft()
+                self.on_threads.n -= len(batch)
+                self._deliver(batch, rows, compute_us)
         finally:
             if self._done:  # a delivery raised: the rest are answered in the next turn
                 self._loop.call_soon(self._drain)

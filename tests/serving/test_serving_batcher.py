@@ -325,3 +325,37 @@ def test_a_hand_back_that_raises_leaves_the_other_batches_answered() -> None:
 
     first, second = scenario(run)  # type: ignore[misc]
     assert calls == [1, 1] and second.future.done()
+
+
+def test_jobs_on_threads_are_counted_for_the_busy_poll() -> None:
+    """Jobs handed to a thread count in the shared tally until they are answered; a fast
+    model's jobs, run on the loop, never count."""
+    from appliance.serving.batcher import Tally
+
+    model = Model(seconds=0.01)
+    tally = Tally()
+
+    async def run(loop: asyncio.AbstractEventLoop) -> tuple[int, int, int]:
+        slow = Batcher("slow", model, ("y",), batchable=True, max_batch_size=8,
+                       max_queue_delay_us=0, capacity=10, loop=loop,
+                       on_batch=lambda batch, rows, us: None,
+                       compute_us=INLINE_MAX_US * 10, on_threads=tally)
+        fast = Batcher("fast", Model(), ("y",), batchable=True, max_batch_size=8,
+                       max_queue_delay_us=0, capacity=10, loop=loop,
+                       on_batch=lambda batch, rows, us: None, compute_us=10,
+                       on_threads=tally)
+        jobs = [job(loop), job(loop, np.ones((1, 5), np.float32))]
+        for j in jobs:
+            slow.submit(j)
+        held = tally.n
+        quick = job(loop)
+        fast.submit(quick, alone=True)
+        await asyncio.gather(*(j.future for j in jobs), quick.future)
+        answered_n = tally.n
+        for b in (slow, fast):
+            b.stop()
+            b.join(5)
+        return held, answered_n, len(model.runs)
+
+    held, answered_n, runs = scenario(run)  # type: ignore[misc]
+    assert held == 2 and answered_n == 0 and runs == 2

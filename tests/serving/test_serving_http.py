@@ -454,6 +454,32 @@ def test_busy_poll_keeps_the_loop_polling_for_its_window_then_lets_it_sleep() ->
     assert not at_start and queued == 0 and later == 0
 
 
+def test_busy_poll_stops_while_a_batcher_thread_has_work() -> None:
+    """A polling loop holds the GIL a batcher thread needs to start and end its run: while
+    the engine counts jobs on threads, a touch polls one turn at most."""
+    from appliance.serving.batcher import Tally
+
+    async def run() -> tuple[int, bool, int]:
+        loop = asyncio.get_running_loop()
+        threads = Tally()
+        poll = BusyPoll(loop, 5_000_000, threads)  # a window far longer than the test
+        threads.n = 1  # a request went to a slow model's thread
+        poll.touch()
+        turns = 0
+        while poll.active and turns < 1000:
+            await asyncio.sleep(0)
+            turns += 1
+        threads.n = 0  # answered; the answer's write touches the poll again
+        poll.touch()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return turns, poll.active, threads.n
+
+    turns, active_after, _ = asyncio.run(run())
+    assert turns <= 2  # stopped at its first turn, not after its window
+    assert active_after  # polling again once no thread has work
+
+
 def test_busy_poll_window_comes_from_the_configuration(home: Home, source: MemorySource) -> None:
     from appliance.config import SETTINGS_BY_NAME, parse_config
     from appliance.serving.http import BUSY_POLL_US, create_app

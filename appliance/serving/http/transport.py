@@ -41,6 +41,7 @@ from appliance.audit.log import now_iso
 from appliance.config import Config
 from appliance.errors import ApplianceError, Unavailable
 from appliance.queue import liveness
+from appliance.serving.batcher import Tally
 from appliance.serving.http.app import (
     JSON,
     Headers,
@@ -99,13 +100,20 @@ class BusyPoll:
     ``window_us`` after each ``touch()`` a callback re-queues itself, so every turn of the
     loop polls its sockets without blocking; then the loop sleeps as usual. Like
     onnxruntime's spinning threads, it spends CPU only while traffic flows.
+
+    It stops while ``threads`` (the engine's count of jobs on batcher threads) is above
+    zero: a polling loop holds the GIL all but a moment each turn, and a thread woken to run
+    a slow model waited out the window for it (about 100 us more per hand-off, measured by
+    ``tests/bench/bench_handoff.py --spin``). The answer's write touches it again.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, window_us: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, window_us: int,
+                 threads: Tally | None = None) -> None:
         self._loop = loop
         self._window = window_us / 1e6
         self._last = 0.0
         self._active = False
+        self._threads = threads if threads is not None else Tally()
 
     def touch(self) -> None:
         if self._window <= 0:
@@ -120,7 +128,7 @@ class BusyPoll:
         return self._active
 
     def _spin(self) -> None:
-        if time.perf_counter() - self._last < self._window:
+        if not self._threads.n and time.perf_counter() - self._last < self._window:
             self._loop.call_soon(self._spin)
         else:
             self._active = False
@@ -556,7 +564,8 @@ async def serve(app: ServingApp, host: str, port: int, *, stop: asyncio.Event,
         freeze_heap()
     if limits is None:
         limits = Limits.from_config(app.config) if app.config is not None else Limits()
-    state = ServerState(app, BusyPoll(loop, app.busy_poll_us), limits.fitted())
+    state = ServerState(app, BusyPoll(loop, app.busy_poll_us, app.engine.on_threads),
+                        limits.fitted())
     if on_state is not None:
         on_state(state)
     loop.set_exception_handler(_exception_handler(state))
