@@ -34,7 +34,7 @@ from appliance.config import Config
 from appliance.errors import ApplianceError, BadInput, NotFound, OperationFailed, Unavailable
 from appliance.llm.folder import is_llm
 from appliance.onnxtools.providers import ort_errors
-from appliance.serving.batcher import Batcher, Job
+from appliance.serving.batcher import Batcher, Job, Tally
 from appliance.serving.codec import InferRequest, decode_request
 from appliance.serving.llm import LlmService, LlmSettings, LoadedLlm, load_llm
 from appliance.serving.metrics import Metrics
@@ -142,6 +142,7 @@ class Engine:
         self._poller: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._errors = ort_errors() + (ApplianceError, OSError, ValueError, sqlite3.Error)
+        self.on_threads = Tally()  # jobs on the batchers' threads, for the server's busy poll
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -235,6 +236,7 @@ class Engine:
             loop=self._loop,
             on_batch=lambda batch, rows, us: self._batch_done(model, batch, us),
             compute_us=warm_us,
+            on_threads=self.on_threads,
         )
         self.models[(name, resolved.version)] = model
         self.failures.pop((name, resolved.version), None)

@@ -4,7 +4,8 @@
 
 The model is the small MLP (32 -> 256 -> 256 -> 2), and beside it a larger one
 (512 -> 2048 -> 2048 -> 10) whose latency overhead over raw onnxruntime is shown
-next to the small one's. The daemon runs in a child process (``appliance serve``'s
+next to the small one's, and beside both what decoding and encoding alone add to a run in
+the benchmark's own process (no server, no thread). The daemon runs in a child process (``appliance serve``'s
 server and application, fed by an in-memory model source); load comes from wrk on
 loopback (Debian package ``wrk``), keep-alive, a fixed number of connections. A
 do-nothing asyncio HTTP server (one fixed answer, no parsing beyond the length) runs
@@ -70,7 +71,7 @@ def serve_child(port_file: str) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await serve(app, "127.0.0.1", 0, stop=stop,
+        await serve(app, "127.0.0.1", 0, stop=stop, freeze=True,  # as the daemon does
                     on_ready=lambda p: Path(port_file).write_text(str(p)))
 
     asyncio.run(main())
@@ -147,6 +148,34 @@ def raw_figures(seconds: float, batch: int,
         times.append(time.perf_counter() - t)
     return {f"rows_s_b{batch}": batch * len(times) / sum(times),
             f"p50_ms_b{batch}": float(np.percentile(times, 50) * 1e3)}
+
+
+def codec_figures(seconds: float, body: bytes,
+                  sizes: tuple[int, ...] = (32, 256, 256, 2)) -> float:
+    """Milliseconds that decoding the request and encoding the answer add to one run in this
+    process, with no server: the p50 of decode + run + encode less the p50 of the run alone,
+    the two alternated in one loop. Beside the served figures, it tells what a request costs
+    before any connection or thread is involved (the codec, and the CPU caches the run left
+    cold for the code after it)."""
+    from appliance.serving.codec import decode_request, encode_response
+    from appliance.serving.signature import from_session
+
+    sess = raw_session(sizes)
+    signature = from_session(sess)
+    names = list(signature.output_names)
+    alone, full = [], []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        request = decode_request(body, None, signature, 256)
+        t = time.perf_counter()
+        sess.run(names, request.inputs)
+        alone.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        request = decode_request(body, None, signature, 256)
+        outputs = dict(zip(names, sess.run(names, request.inputs), strict=True))
+        encode_response("m", 1, request, outputs)
+        full.append(time.perf_counter() - t)
+    return float(np.percentile(full, 50) - np.percentile(alone, 50)) * 1e3
 
 
 def bracketed(seconds: float, batch: int, served: Callable[[], Any],
@@ -292,7 +321,9 @@ def main() -> None:
                     port, bin_body, 8, args.seconds, bin_headers, tmp))
                 rawbig, big = bracketed(args.seconds / 2, 1, lambda: wrk(
                     port, big_body, 1, args.seconds, {}, tmp, model="big"), sizes=BIG)
-                raw = {**raw1, **raw64, "p50_ms_big": rawbig["p50_ms_b1"]}
+                raw = {**raw1, **raw64, "p50_ms_big": rawbig["p50_ms_b1"],
+                       "codec_ms": codec_figures(args.seconds / 2, json_body),
+                       "codec_ms_big": codec_figures(args.seconds / 2, big_body, BIG)}
                 rounds.append((raw, c1, c32, b64, base1, base32, big))
                 if args.repeat > 1:
                     row = goals(*rounds[-1])
@@ -323,6 +354,11 @@ def main() -> None:
           f"model's p50 over raw at 1 conn: {c1['p50_ms'] - raw['p50_ms_b1']:+.3f} ms, the "
           f"512-2048-2048-10 model's: {big['p50_ms'] - raw['p50_ms_big']:+.3f} ms; do-nothing "
           f"asyncio p99: {base1['p99_ms']:.3f} ms at 1 conn, {base32['p99_ms']:.3f} ms at 32)")
+    codec = [float(np.median([r[0][k] for r in rounds])) for k in ("codec_ms", "codec_ms_big")]
+    print(f"(in this process, no server: decoding the request and encoding the answer add "
+          f"{codec[0]:+.3f} ms to a run of the 32-256-256-2 model and {codec[1]:+.3f} ms to one "
+          f"of the 512-2048-2048-10 model, the median of {len(rounds)} round(s); that much of "
+          "each model's p50 over raw is not the server's)")
     if args.repeat > 1:
         every = [goals(*r) for r in rounds]
         print(f"{'goal':46} {'median':>11}  {'met in':>8}")

@@ -258,3 +258,104 @@ def test_the_default_limit_is_the_configured_default() -> None:
 
     assert SETTINGS_BY_NAME["serving.max_batch_size"].default == 256
     assert EngineSettings.from_config(parse_config({})) == EngineSettings()
+
+
+def test_the_thread_hands_batches_back_through_its_pipe_and_closes_it() -> None:
+    """Every batch the thread finishes is answered on the loop; once the thread has ended,
+    its wake-up pipe is closed on the loop (no descriptor left per retired version)."""
+    import os
+
+    model = Model(seconds=0.002)
+
+    async def run(loop: asyncio.AbstractEventLoop) -> tuple[list[Job], list[int]]:
+        b = batcher(loop, model, compute_us=INLINE_MAX_US * 10)
+        fds = list(b._wake_fds)
+        jobs = []
+        for i in range(6):  # one at a time, and two shapes at once: several hand-backs
+            jobs.append(job(loop, X * i))
+            jobs.append(job(loop, np.ones((1, 5), np.float32) * i))
+            for j in jobs[-2:]:
+                b.submit(j)
+            await asyncio.gather(*(j.future for j in jobs[-2:]))
+        b.stop()
+        b.join(5)
+
+        async def closed() -> None:  # by a callback the ended thread queued
+            while b._wake_fds:
+                await asyncio.sleep(0.001)
+
+        await asyncio.wait_for(closed(), 10)
+        return jobs, fds
+
+    jobs, fds = scenario(run)  # type: ignore[misc]
+    assert all(tid != threading.get_ident() for _, tid in model.runs)
+    for i, j in enumerate(jobs):
+        assert j.error is None
+        np.testing.assert_array_equal(j.outputs["y"][0, 0], (i // 2) * 2)
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_a_hand_back_that_raises_leaves_the_other_batches_answered() -> None:
+    """Batches finished together are answered in one turn; a delivery that raises (a bug in
+    the metrics) must not strand the batches behind it."""
+    calls: list[int] = []
+
+    def on_batch(batch: list[Job], rows: int, us: int) -> None:
+        calls.append(rows)
+        if len(calls) == 1:
+            raise RuntimeError("broken metrics")
+
+    async def run(loop: asyncio.AbstractEventLoop) -> list[Job]:
+        b = Batcher("m", Model(), ("y",), batchable=True, max_batch_size=8,
+                    max_queue_delay_us=0, capacity=10, loop=loop, on_batch=on_batch,
+                    compute_us=INLINE_MAX_US * 10)
+        errors: list[object] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context["exception"]))
+        first, second = job(loop), job(loop)
+        b.pending = 2
+        b._done.extend([([first], 1, 5), ([second], 1, 5)])  # as the thread queues them
+        loop.call_soon(b._drain)  # as the readable pipe calls it; the first delivery raises
+        await asyncio.wait_for(second.future, 5)
+        b.stop()
+        b.join(5)
+        assert [type(e) for e in errors] == [RuntimeError]
+        return [first, second]
+
+    first, second = scenario(run)  # type: ignore[misc]
+    assert calls == [1, 1] and second.future.done()
+
+
+def test_jobs_on_threads_are_counted_for_the_busy_poll() -> None:
+    """Jobs handed to a thread count in the shared tally until they are answered; a fast
+    model's jobs, run on the loop, never count."""
+    from appliance.serving.batcher import Tally
+
+    model = Model(seconds=0.01)
+    tally = Tally()
+
+    async def run(loop: asyncio.AbstractEventLoop) -> tuple[int, int, int]:
+        slow = Batcher("slow", model, ("y",), batchable=True, max_batch_size=8,
+                       max_queue_delay_us=0, capacity=10, loop=loop,
+                       on_batch=lambda batch, rows, us: None,
+                       compute_us=INLINE_MAX_US * 10, on_threads=tally)
+        fast = Batcher("fast", Model(), ("y",), batchable=True, max_batch_size=8,
+                       max_queue_delay_us=0, capacity=10, loop=loop,
+                       on_batch=lambda batch, rows, us: None, compute_us=10,
+                       on_threads=tally)
+        jobs = [job(loop), job(loop, np.ones((1, 5), np.float32))]
+        for j in jobs:
+            slow.submit(j)
+        held = tally.n
+        quick = job(loop)
+        fast.submit(quick, alone=True)
+        await asyncio.gather(*(j.future for j in jobs), quick.future)
+        answered_n = tally.n
+        for b in (slow, fast):
+            b.stop()
+            b.join(5)
+        return held, answered_n, len(model.runs)
+
+    held, answered_n, runs = scenario(run)  # type: ignore[misc]
+    assert held == 2 and answered_n == 0 and runs == 2

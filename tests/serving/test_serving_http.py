@@ -454,6 +454,32 @@ def test_busy_poll_keeps_the_loop_polling_for_its_window_then_lets_it_sleep() ->
     assert not at_start and queued == 0 and later == 0
 
 
+def test_busy_poll_stops_while_a_batcher_thread_has_work() -> None:
+    """A polling loop holds the GIL a batcher thread needs to start and end its run: while
+    the engine counts jobs on threads, a touch polls one turn at most."""
+    from appliance.serving.batcher import Tally
+
+    async def run() -> tuple[int, bool, int]:
+        loop = asyncio.get_running_loop()
+        threads = Tally()
+        poll = BusyPoll(loop, 5_000_000, threads)  # a window far longer than the test
+        threads.n = 1  # a request went to a slow model's thread
+        poll.touch()
+        turns = 0
+        while poll.active and turns < 1000:
+            await asyncio.sleep(0)
+            turns += 1
+        threads.n = 0  # answered; the answer's write touches the poll again
+        poll.touch()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return turns, poll.active, threads.n
+
+    turns, active_after, _ = asyncio.run(run())
+    assert turns <= 2  # stopped at its first turn, not after its window
+    assert active_after  # polling again once no thread has work
+
+
 def test_busy_poll_window_comes_from_the_configuration(home: Home, source: MemorySource) -> None:
     from appliance.config import SETTINGS_BY_NAME, parse_config
     from appliance.serving.http import BUSY_POLL_US, create_app
@@ -463,3 +489,39 @@ def test_busy_poll_window_comes_from_the_configuration(home: Home, source: Memor
         app = create_app(parse_config(conf), home=home, source=source,
                          authorizer=loopback_authorizer(True))
         assert app.busy_poll_us == want
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_the_daemon_freezes_the_heap_start_up_left(home: Home, source: MemorySource,
+                                                   freeze: bool) -> None:
+    """With ``freeze`` (as the daemon's main runs it), what start-up left alive is out of the
+    collector's sight once the server is ready, so a full collection while serving walks only
+    what requests made; without it (tests, embedding) the process's heap is left alone."""
+    import gc
+
+    from appliance.serving.http import serve
+
+    seen: dict[str, int] = {}
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        engine = Engine(source, FAST, providers=("CPUExecutionProvider",))
+        app = ServingApp(engine, authorizer=loopback_authorizer(True), max_body_bytes=1 << 20)
+
+        def ready(_port: int) -> None:
+            seen["frozen"] = gc.get_freeze_count()
+            seen["tracked"] = len(gc.get_objects())
+            stop.set()
+
+        await serve(app, "127.0.0.1", 0, stop=stop, on_ready=ready, freeze=freeze)
+
+    assert gc.get_freeze_count() == 0
+    try:
+        asyncio.run(scenario())
+    finally:
+        gc.unfreeze()
+    if freeze:
+        assert seen["frozen"] > 10_000  # modules, the engine, the loaded model
+        assert seen["tracked"] < seen["frozen"] // 10
+    else:
+        assert seen["frozen"] == 0
