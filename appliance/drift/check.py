@@ -51,9 +51,10 @@ EV_MIN_STD = 0.001
 
 MAX_THREADS = 8
 # Scoring a numeric column against its raw reference rows holds about this many bytes a
-# row at its peak (the distinct values and their counts, the current counts and sums per
-# grid place, and Wasserstein's cumulative shares): 76 MB measured at a million rows.
-RAW_BYTES_PER_ROW = 80
+# row at its peak (the distinct values and their counts, the current column sorted, the
+# current counts and sums per grid place, and Wasserstein's cumulative shares): 84 MB
+# measured at a million rows.
+RAW_BYTES_PER_ROW = 88
 MEMORY_BUDGET = 96 << 20
 
 
@@ -236,6 +237,11 @@ def _effective(weights: np.ndarray | None, present: np.ndarray, n: float) -> tup
 
 def _numeric_column(name: str, ref: num.NumericReference, values: np.ndarray,
                     opts: DriftOptions, weights: np.ndarray | None = None) -> ColumnDrift:
+    if ref.exact and weights is None:
+        # Sorted once, the column is searched on the grid in order by every pass below: at
+        # a million rows against a grid of a million points, a quarter of the time of
+        # searching sorted chunks, whose neighbours lie far apart on the grid.
+        values = np.sort(np.asarray(values, dtype=np.float64))  # NaN (missing) sort last
     counts = num.accumulate(ref, values, weights=weights)
     col = ColumnDrift(name, "numeric", "feature", "", {}, ref.n, int(round(counts.n)),
                       int(round(counts.missing)))
@@ -243,8 +249,10 @@ def _numeric_column(name: str, ref: num.NumericReference, values: np.ndarray,
     if ref.n == 0 or counts.n == 0:
         col.test = "none (no values)"
         return col
-    n_test, scale = _effective(weights, ~np.isnan(np.asarray(values, dtype=np.float64)),
-                               counts.n)
+    n_test, scale = int(counts.n), 1.0
+    if weights is not None:
+        n_test, scale = _effective(weights, ~np.isnan(np.asarray(values, dtype=np.float64)),
+                                   counts.n)
     d, d_bound = num.ks_statistic(ref, counts)
     w, w_bound = num.wasserstein(ref, counts, values, weights=weights)
     norm = max(ref.std, EV_MIN_STD)
@@ -379,15 +387,24 @@ def _numeric_plot(ref: num.NumericReference, counts: num.NumericCounts, bins: in
         gap_mid = np.where(gaps > 0, counts.sums[0::2] / np.maximum(gaps, 1), 0.0)
 
     def hist(pos: np.ndarray, w: np.ndarray) -> np.ndarray:
-        idx = np.searchsorted(edges, pos, side="right")
-        idx -= 1
-        np.clip(idx, 0, bins - 1, out=idx)
-        return np.bincount(idx, weights=w, minlength=bins)
+        """Weights per bin of positions in increasing order: the outer bins take what lies
+        beyond the edges. A few searches of the edges among the positions, not one of
+        each position among the edges (a grid can be a million points)."""
+        cut = np.searchsorted(pos, edges[1:-1], side="left")  # positions below each inner edge
+        starts, ends = np.r_[0, cut], np.r_[cut, len(pos)]
+        full = starts < ends  # reduceat would give an empty bin its next value: left out
+        sums = np.zeros(bins)
+        if full.any():
+            sums[full] = np.add.reduceat(w, starts[full])
+        return sums
 
-    # Current values on grid points, and those in each gap at their mean: binned apart,
-    # as an exact grid and its gaps can be a million places each.
+    # Current values on grid points, and those in each occupied gap at their mean (gaps
+    # follow one another, so their means are in order too): binned apart, as an exact
+    # grid and its gaps can be a million places each.
+    occupied = np.flatnonzero(gaps)
     return {"edges": edges.tolist(), "reference": _shares(hist(ref_pos, ref_w)),
-            "current": _shares(hist(ref.grid, points) + hist(gap_mid, gaps))}
+            "current": _shares(hist(ref.grid, points)
+                               + hist(gap_mid[occupied], gaps[occupied]))}
 
 
 # --- the whole check ------------------------------------------------------------
