@@ -61,6 +61,7 @@ class Schedule:
     last_checked_at: str
     last_fired_at: str | None
     last_job_id: int | None
+    stored_next: str | None = None  # the first cron time after last_checked_at, if kept
 
     @classmethod
     def from_row(cls, r: Mapping[str, Any]) -> Schedule:
@@ -70,6 +71,7 @@ class Schedule:
             created_by=r["created_by"], created_at=r["created_at"], updated_at=r["updated_at"],
             last_checked_at=r["last_checked_at"], last_fired_at=r["last_fired_at"],
             last_job_id=r["last_job_id"],
+            stored_next=r["next_fire_at"] if "next_fire_at" in r.keys() else None,
         )
 
     def next_fire(self, after: datetime | None = None) -> datetime | None:
@@ -77,6 +79,12 @@ class Schedule:
         if not self.enabled:
             return None
         start = max(after or utcnow(), _parse(self.last_checked_at))
+        if self.stored_next is not None:
+            # The first time after last_checked_at, and later than start: no time lies
+            # between them, so it is the next one, read without the cron library.
+            stored = _parse(self.stored_next)
+            if stored > start:
+                return stored
         return next_after(parse_cron(self.cron, self.timezone), start)
 
     def as_dict(self) -> dict[str, Any]:
@@ -88,6 +96,12 @@ class Schedule:
             "last_fired_at": self.last_fired_at, "last_job_id": self.last_job_id,
             "next_fire_at": _iso(nxt) if nxt else None,
         }
+
+
+def _next_after_check(cron: str, timezone_name: str, checked: str) -> str | None:
+    """What ``next_fire_at`` keeps: the first cron time after ``checked``."""
+    fire = next_after(parse_cron(cron, timezone_name), _parse(checked))
+    return _iso(fire) if fire else None
 
 
 def _target(name: str) -> str:
@@ -119,9 +133,10 @@ def add_schedule(
             raise Conflict(f"schedule {name!r} already exists; remove it first or pick a name")
         db.execute(
             "INSERT INTO schedules (name, cron, timezone, template, enabled, created_by,"
-            " created_at, updated_at, last_checked_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
+            " created_at, updated_at, last_checked_at, next_fire_at)"
+            " VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
             [name, cron, timezone_name, json.dumps(spec.as_template()), actor, stamp, stamp,
-             stamp],
+             stamp, _next_after_check(cron, timezone_name, stamp)],
         )
         append(db, actor=actor, action="schedule.added", target=_target(name),
                details={"cron": cron, "timezone": timezone_name, "template": spec.as_template()})
@@ -158,8 +173,11 @@ def set_enabled(db: Database, name: str, enabled: bool, *, actor: str,
             raise Conflict(f"schedule {name!r} is already {'active' if enabled else 'paused'}")
         db.execute(
             "UPDATE schedules SET enabled = ?, updated_at = ?,"
-            " last_checked_at = CASE WHEN ? THEN ? ELSE last_checked_at END WHERE id = ?",
-            [int(enabled), stamp, int(enabled), stamp, schedule.id],
+            " last_checked_at = CASE WHEN ? THEN ? ELSE last_checked_at END,"
+            " next_fire_at = ? WHERE id = ?",
+            [int(enabled), stamp, int(enabled), stamp,
+             _next_after_check(schedule.cron, schedule.timezone, stamp) if enabled else None,
+             schedule.id],
         )
         append(db, actor=actor, action="schedule.resumed" if enabled else "schedule.paused",
                target=_target(name))
@@ -226,16 +244,19 @@ def fire_due(
             except BadInput as exc:
                 # The template no longer makes a valid job (a kind was removed, say):
                 # record why and move on, rather than retrying every tick.
-                db.execute("UPDATE schedules SET last_checked_at = ? WHERE id = ?",
-                           [_iso(now), current.id])
+                db.execute("UPDATE schedules SET last_checked_at = ?, next_fire_at = ?"
+                           " WHERE id = ?",
+                           [_iso(now), _next_after_check(current.cron, current.timezone,
+                                                         _iso(now)), current.id])
                 append(db, actor=actor, action="schedule.fire_failed",
                        target=_target(current.name),
                        details={"fire_time": _iso(fire_time), "error": str(exc)})
                 continue
             db.execute(
-                "UPDATE schedules SET last_checked_at = ?, last_fired_at = ?, last_job_id = ?"
-                " WHERE id = ?",
-                [_iso(now), _iso(fire_time), job_id, current.id],
+                "UPDATE schedules SET last_checked_at = ?, last_fired_at = ?, last_job_id = ?,"
+                " next_fire_at = ? WHERE id = ?",
+                [_iso(now), _iso(fire_time), job_id,
+                 _next_after_check(current.cron, current.timezone, _iso(now)), current.id],
             )
             append(db, actor=actor, action="schedule.fired", target=_target(current.name),
                    details={"job_id": job_id, "fire_time": _iso(fire_time),

@@ -81,9 +81,9 @@ NOT_FOR_LISTINGS = {*HEAVY, "numpy", "sqlite_utils", "pandas", "transformers", "
                     "appliance.prompts.promotion", "appliance.cli._daemon",
                     "appliance.scheduler.daemon", "appliance.worker.daemon"}
 #: The libraries a command does need: the audit checkpoints' Ed25519 signatures, the
-#: schedules' next run times from their cron expressions, the GPUs.
-NEEDS = {"audit verify": {"cryptography"}, "schedules list": {"apscheduler"},
-         "gpu": {"pynvml"}}
+#: GPUs. (Listing schedules reads the next run time each keeps; the cron library is loaded
+#: only where one has passed without a scheduler to fire it.)
+NEEDS = {"audit verify": {"cryptography"}, "gpu": {"pynvml"}}
 
 
 def _not_needed(args: list[str], loaded: set[str]) -> list[str]:

@@ -116,6 +116,39 @@ def test_pause_skips_runs_and_resume_starts_from_now(db: Database) -> None:
     assert actions == ["schedule.added", "schedule.paused", "schedule.resumed", "schedule.fired"]
 
 
+def test_the_kept_next_time_is_the_cron_time_after_each_change(db: Database) -> None:
+    """Listing reads the next run each schedule keeps; it equals what the cron expression
+    gives after adding, firing, pausing and resuming, and once it has passed with no
+    scheduler to fire it, the next one is worked out afresh."""
+    from dataclasses import replace
+
+    def kept() -> str | None:
+        return db.execute("SELECT next_fire_at FROM schedules WHERE name = 'nightly'"
+                          ).fetchone()[0]
+
+    def computed(schedule: schedules.Schedule, now: datetime) -> datetime | None:
+        return replace(schedule, stored_next=None).next_fire(now)
+
+    add(db)
+    assert kept() == "2024-03-04T10:05:00.000000Z"
+    config = fast_config()
+    schedules.fire_due(db, config, now=at(minutes=4, seconds=30))  # fires 10:05
+    assert kept() == "2024-03-04T10:10:00.000000Z"
+    schedule = schedules.get_schedule(db, "nightly")
+    for now in (at(minutes=5), at(minutes=9, seconds=29), at(minutes=9, seconds=30),
+                at(hours=3)):  # the last after the kept time: worked out afresh
+        assert schedule.next_fire(now) == computed(schedule, now), now
+    assert schedule.next_fire(at(hours=3)) == datetime(2024, 3, 4, 13, 5, tzinfo=UTC)
+    schedules.set_enabled(db, "nightly", False, actor="local:ann", now=at(minutes=6))
+    assert kept() is None and schedules.get_schedule(db, "nightly").next_fire() is None
+    schedules.set_enabled(db, "nightly", True, actor="local:ann", now=at(minutes=31))
+    assert kept() == "2024-03-04T10:35:00.000000Z"
+    # A row written before the column existed has none and is worked out as before.
+    db.execute("UPDATE schedules SET next_fire_at = NULL")
+    schedule = schedules.get_schedule(db, "nightly")
+    assert schedule.next_fire(at(minutes=32)) == datetime(2024, 3, 4, 10, 35, tzinfo=UTC)
+
+
 def test_add_and_remove_are_checked(db: Database) -> None:
     add(db)
     with pytest.raises(Conflict, match="already exists"):
