@@ -122,7 +122,54 @@ def _disk(home: Home, min_free_mb: int) -> Check:
     )
 
 
+#: Where the roll-ups record the last request id they merged (``rollup_state``, written by
+#: ``appliance.monitoring.rollup``, a layer above this one; a test keeps the two equal).
+STATE_KEY = "rollup.last_id"
+LLM_STATE_KEY = "llm_rollup.last_id"
 AGGREGATE_ROW_BYTES = 400  # a request_minutes row with its sketch, measured on a busy model
+#: A language-model request row and its two index entries, less its text columns
+#: (measured: 226 bytes for 62 bytes of text).
+LLM_ROW_FIXED_BYTES = 165
+_LLM_TEXT = ("COALESCE(LENGTH(CAST(request_id AS BLOB)), 0) + LENGTH(model) + LENGTH(endpoint)"
+             " + COALESCE(LENGTH(finish_reason), 0) + COALESCE(LENGTH(error), 0)"
+             " + COALESCE(LENGTH(guardrail), 0) + COALESCE(LENGTH(prompt_ref), 0)")
+_LLM_PROMPTS = ("COALESCE(LENGTH(CAST(prompt AS BLOB)), 0)"
+                " + COALESCE(LENGTH(CAST(completion AS BLOB)), 0)")
+
+
+@dataclass(frozen=True)
+class _LlmLog:
+    """The language-model request log's traffic and the bytes of its rows."""
+
+    per_day: int  # requests in the last 24 hours, rolled up or not
+    minutes: int  # llm_minutes rows of the last 24 hours
+    rows: int  # raw rows in the file
+    row_bytes: float  # a recent row, less its prompt and answer
+    text_bytes: float  # a recent row's prompt and answer (kept with llm.log_text)
+
+
+def _llm_log(mon: Any, now: float) -> _LlmLog:
+    names = {r[0] for r in mon.execute(
+        "SELECT name FROM sqlite_master WHERE name IN ('llm_requests', 'llm_minutes')")}
+    if names != {"llm_requests", "llm_minutes"}:
+        return _LlmLog(0, 0, 0, 0.0, 0.0)
+    last_id = mon.execute("SELECT COALESCE(MAX(value), 0) FROM rollup_state WHERE key = ?",
+                          [LLM_STATE_KEY]).fetchone()[0]
+    rolled, minutes = mon.execute(
+        "SELECT COALESCE(SUM(requests), 0), COUNT(*) FROM llm_minutes WHERE minute >= ?",
+        [int((now - 86400) // 60)]).fetchone()
+    raw = mon.execute("SELECT COUNT(*) FROM llm_requests WHERE id > ? AND ts >= ?",
+                      [last_id, now - 86400]).fetchone()[0]
+    low, high = mon.execute("SELECT MIN(id), MAX(id) FROM llm_requests").fetchone()
+    if high is None:
+        return _LlmLog(int(rolled) + int(raw), int(minutes), 0, 0.0, 0.0)
+    text, prompts = mon.execute(
+        f"SELECT AVG({_LLM_TEXT}), AVG({_LLM_PROMPTS}) FROM llm_requests WHERE id > ?",
+        [high - PAYLOAD_SAMPLE]).fetchone()
+    rows = mon.execute("SELECT COUNT(*) FROM llm_requests").fetchone()[0] \
+        if high - low < 4 * PAYLOAD_SAMPLE else high - low + 1
+    return _LlmLog(int(rolled) + int(raw), int(minutes), int(rows),
+                   LLM_ROW_FIXED_BYTES + float(text or 0.0), float(prompts or 0.0))
 
 
 def _request_log_growth(home: Home, config: Config, days: float = 30.0) -> Check:
@@ -139,7 +186,8 @@ def _request_log_growth(home: Home, config: Config, days: float = 30.0) -> Check
     try:
         with home.monitoring_db() as mon:
             now = time.time()
-            last_id = mon.execute("SELECT COALESCE(MAX(value), 0) FROM rollup_state").fetchone()[0]
+            last_id = mon.execute("SELECT COALESCE(MAX(value), 0) FROM rollup_state"
+                                  " WHERE key = ?", [STATE_KEY]).fetchone()[0]
             rolled, minutes = mon.execute(
                 "SELECT COALESCE(SUM(requests), 0), COUNT(*) FROM request_minutes"
                 " WHERE minute >= ?", [int((now - 86400) // 60)]).fetchone()
@@ -148,16 +196,19 @@ def _request_log_growth(home: Home, config: Config, days: float = 30.0) -> Check
             low, high, oldest = mon.execute(
                 "SELECT MIN(id), MAX(id), MIN(ts) FROM requests").fetchone()
             payload, recent = _payload_per_row(mon, low, high)
+            llm = _llm_log(mon, now)
             page_size = mon.execute("PRAGMA page_size").fetchone()[0]
             pages = mon.execute("PRAGMA page_count").fetchone()[0]
             free_pages = mon.execute("PRAGMA freelist_count").fetchone()[0]
     except (ApplianceError, sqlite3.Error) as exc:
         return Check(name, False, f"can not read monitoring.db: {exc}")
     per_day = int(rolled) + int(raw)
-    if not per_day:
+    if not per_day and not llm.per_day:
         return Check(name, True, "no requests in the last 24 hours")
     rows = (high - low + 1) if high is not None else 0
-    per_row = max(0.0, (pages - free_pages) * page_size / max(1, rows) - payload)
+    # The file less what its language-model rows take, shared among the request rows.
+    used = (pages - free_pages) * page_size - llm.rows * (llm.row_bytes + llm.text_bytes)
+    per_row = max(0.0, used / rows - payload) if rows else 0.0
     retention = float(config["monitoring.retention_days"])
     input_retention = float(config["monitoring.input_retention_days"])
     age = (now - oldest) / 86400 if oldest is not None else 0.0
@@ -165,11 +216,17 @@ def _request_log_growth(home: Home, config: Config, days: float = 30.0) -> Check
     input_days = raw_days if input_retention <= 0 else max(0.0, min(raw_days,
                                                                    input_retention - age))
     growth = (per_day * (per_row * raw_days + recent * input_days)
-              + minutes * AGGREGATE_ROW_BYTES * days)
+              + llm.per_day * (llm.row_bytes * raw_days + llm.text_bytes * input_days)
+              + (minutes + llm.minutes) * AGGREGATE_ROW_BYTES * days)
     free = shutil.disk_usage(home.root).free
     mib = 1024 * 1024
-    detail = (f"{per_day} requests in the last 24 h at about {per_row:.0f} bytes each, plus "
-              f"{recent:.0f} bytes of kept inputs and outputs a request: "
+    parts = [f"{per_day} requests in the last 24 h at about {per_row:.0f} bytes each, plus "
+             f"{recent:.0f} bytes of kept inputs and outputs a request"] if per_day else []
+    if llm.per_day:
+        parts.append(f"{llm.per_day} language-model requests in the last 24 h at about "
+                     f"{llm.row_bytes:.0f} bytes each, plus {llm.text_bytes:.0f} bytes of kept "
+                     "prompts and answers")
+    detail = (" and ".join(parts) + ": "
               f"+{growth / mib:.0f} MiB in {days:g} days (raw rows kept "
               f"{'forever' if retention <= 0 else f'{retention:g} days'}), "
               f"{free // mib} MiB free")

@@ -205,6 +205,56 @@ def test_doctor_warns_when_the_request_log_would_fill_the_disk_within_30_days(
     assert "request log growth" in names
 
 
+def test_doctor_projects_language_model_traffic_too(home, monkeypatch) -> None:
+    """Language-model requests, rolled up or not, count in the projection with their own
+    row size and kept prompts; a disk that holds the projection passes, one that does not
+    fails, and the roll-ups' keys the doctor reads are the ones the roll-ups write."""
+    import shutil
+
+    from appliance.monitoring.llm_rollup import rollup_llm
+    from appliance.monitoring.rollup import LLM_STATE_KEY, STATE_KEY
+    from appliance.system import doctor
+
+    assert (doctor.STATE_KEY, doctor.LLM_STATE_KEY) == (STATE_KEY, LLM_STATE_KEY)
+    now = time.time()
+    mon = home.monitoring_db()
+    with immediate(mon):
+        for i in range(600):
+            mon.execute(
+                "INSERT INTO llm_requests (ts, day, model, version, endpoint, status, stream,"
+                " prompt_tokens, completion_tokens, queue_ms, e2e_ms, device, device_s, cost,"
+                " currency, prompt, completion) VALUES (?, '2026-01-01', 'chat', 1, 'chat',"
+                " 200, 0, 5, 3, 0.1, 2.0, 'cpu', 0.001, 0, '', ?, 'hello')",
+                [now - 3600 + i, "x" * 1000])
+    rollup_llm(mon)  # half rolled up, half not: both count
+    with immediate(mon):
+        for i in range(400):
+            mon.execute(
+                "INSERT INTO llm_requests (ts, day, model, version, endpoint, status, stream,"
+                " prompt_tokens, completion_tokens, queue_ms, e2e_ms, device, device_s, cost,"
+                " currency, prompt, completion) VALUES (?, '2026-01-01', 'chat', 1, 'chat',"
+                " 200, 0, 5, 3, 0.1, 2.0, 'cpu', 0.001, 0, '', ?, 'hello')",
+                [now - 60 + i * 0.1, "x" * 1000])
+    mon.close()
+    real = shutil.disk_usage
+
+    def free(n: int):  # type: ignore[no-untyped-def]
+        def fake(path):  # type: ignore[no-untyped-def]
+            total, used, _ = real(path)
+            return type(real(path))(total, used, n)
+        return fake
+
+    monkeypatch.setattr(doctor.shutil, "disk_usage", free(10 ** 15))
+    config = parse_config({})
+    ok = doctor._request_log_growth(home, config)
+    assert ok.ok and "1000 language-model requests" in ok.detail, ok.detail
+    assert "+12 MiB in 30 days" in ok.detail and not ok.detail.startswith("0 requests"), \
+        ok.detail  # 1000 a day: ~170 bytes a row for 30 days, a 1 kB prompt for 7
+    monkeypatch.setattr(doctor.shutil, "disk_usage", free(8 * 1024 * 1024))
+    full = doctor._request_log_growth(home, config)
+    assert not full.ok, full.detail
+
+
 def test_retention_empties_old_language_model_prompts_and_answers(home) -> None:
     now = time.time()
     mon = home.monitoring_db()
