@@ -30,7 +30,7 @@ from appliance.drift import DriftOptions
 from appliance.errors import ApplianceError, BadInput
 from appliance.jobs import KINDS
 from appliance.monitoring.check import ModelCheck, run_check
-from appliance.monitoring.retraining import get_policy
+from appliance.monitoring.retraining import alert_window_start, get_policy
 from appliance.monitoring.traffic import Window
 from appliance.queue.context import JobCancelled, JobContext
 from appliance.queue.jobs import JobSpec, insert_job
@@ -108,7 +108,14 @@ def trigger_retraining(home: Home, config: Config, *, kinds: Kinds, model: str |
             policy = get_policy(db, name)
             if not policy["enabled"] or kind not in policy["triggers"]:
                 continue
-            spec = JobSpec(kind="retrain", params={"model": name, "alert_id": alert_id})
+            params: dict[str, Any] = {"model": name, "alert_id": alert_id}
+            # The window of the check that raised the alert, fixed now: a later check that
+            # sees the same breach moves the alert on to its own window, and the job must
+            # not train on data that depends on when it happens to start.
+            since = alert_window_start(home, alert_id)
+            if since is not None:
+                params["since"] = since
+            spec = JobSpec(kind="retrain", params=params)
             with immediate(db):
                 if _recent_retrain(db, name, float(policy["cooldown_minutes"])):
                     continue

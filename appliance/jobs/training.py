@@ -175,16 +175,19 @@ def run_reproduce_job(ctx: JobContext) -> dict[str, Any]:
 
 
 def validate_retrain_params(params: dict[str, Any]) -> None:
-    unknown = set(params) - {"model", "alert_id", "recent_days", "actor"}
+    unknown = set(params) - {"model", "alert_id", "since", "recent_days", "actor"}
     if unknown:
         raise BadInput(f"retrain: unknown parameter '{sorted(unknown)[0]}' "
-                       "(takes 'model', 'alert_id', 'recent_days')")
+                       "(takes 'model', 'alert_id', 'since', 'recent_days')")
     model = params.get("model")
     if not isinstance(model, str) or not model:
         raise BadInput("retrain: 'model' must be a model name")
     alert = params.get("alert_id")
     if alert is not None and (isinstance(alert, bool) or not isinstance(alert, int)):
         raise BadInput("retrain: 'alert_id' must be an alert number")
+    since = params.get("since")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))):
+        raise BadInput("retrain: 'since' must be a Unix time")
     days = params.get("recent_days")
     if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))
                              or days < 0):
@@ -193,7 +196,7 @@ def validate_retrain_params(params: dict[str, Any]) -> None:
 
 def retrain(home: Home, name: str, *, actor: str, config: Config,
             recent_days: float | None = None, alert_id: int | None = None,
-            workdir: Path | None = None,
+            alert_since: float | None = None, workdir: Path | None = None,
             progress: Callable[[dict[str, Any]], None] | None = None,
             log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Retrain ``name``'s production version on its data plus labelled production data,
@@ -207,7 +210,9 @@ def retrain(home: Home, name: str, *, actor: str, config: Config,
         policy = get_policy(db, mv.name)
     days = float(policy["recent_days"] if recent_days is None else recent_days)
     since = None
-    if policy["production_since"] == "alert" and alert_id is not None:
+    if policy["production_since"] == "alert" and alert_since is not None:
+        since = alert_since  # fixed when the alert queued the job
+    elif policy["production_since"] == "alert" and alert_id is not None:
         since = alert_window_start(home, alert_id)
     data = build_retrain_dataset(home, mv, workdir or home.jobs_dir / "retrain",
                                  actor=actor, recent_days=days, config=config, since=since,
@@ -258,7 +263,8 @@ def run_retrain_job(ctx: JobContext) -> dict[str, Any]:
     days = ctx.params.get("recent_days")
     outcome = retrain(_home(ctx), ctx.params["model"], actor=_actor(ctx), config=ctx.config,
                       recent_days=float(days) if days is not None else None,
-                      alert_id=ctx.params.get("alert_id"), workdir=ctx.workdir,
+                      alert_id=ctx.params.get("alert_id"),
+                      alert_since=ctx.params.get("since"), workdir=ctx.workdir,
                       progress=_progress(ctx), log=ctx.log)
     ctx.progress(1.0, f"{outcome['candidate']}: {outcome['promotion']['state']}")
     return outcome

@@ -104,9 +104,15 @@ def test_retrain_since_the_alert_without_the_original_data(home, tmp_path, runne
     assert runner("feedback", "add", "buyer", str(tmp_path / "fb.csv")).exit_code == 0
     check = check_model(home, "buyer", window=Window.last(30), config=CONFIG, actor="monitor")
     assert len(check.retrain_jobs) == 1
+    # Before the job runs, a check over a window reaching back to the old traffic sees the
+    # same breach and moves the alert on to its own window: the job keeps the first.
+    wider = check_model(home, "buyer", window=Window(time.time() - 4000, time.time()),
+                        config=CONFIG, actor="monitor")
+    assert wider.retrain_jobs == [] and "data_drift" in {b.kind for b in wider.breaches}
     db = home.db()
     job = get_job(db, check.retrain_jobs[0])
     db.close()
+    assert job.params["since"] > time.time() - 2000  # the first check's 30 minutes
     result = run_retrain_job(_ctx(home, job, tmp_path))
     assert result["production_rows"] == 300  # only what came since the alert's window began
     assert result["promotion"]["state"] == "awaiting approval"
