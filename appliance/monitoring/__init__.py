@@ -25,9 +25,9 @@ imported at once: a module imported first would take the function's place.)
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from appliance import lazy_exports
 from appliance.monitoring.llm_usage import llm_usage
 from appliance.monitoring.overview import overview
 from appliance.monitoring.rollup import RetentionReport, rollup, run_retention
@@ -54,13 +54,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
     "Alert",

@@ -7,9 +7,9 @@ Alias moves are recorded in ``alias_history`` together with their audit entry;
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from appliance import lazy_exports
 from appliance.registry.aliases import (
     AliasMove,
     alias_at,
@@ -43,13 +43,7 @@ _LAZY = {"import_folder": "appliance.registry.importing",
          "import_model": "appliance.registry.importing"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [
