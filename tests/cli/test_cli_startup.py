@@ -6,7 +6,6 @@ everything by now) and looks at ``sys.modules`` after the command ran.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,35 +13,12 @@ from pathlib import Path
 
 import click
 import pytest
+from helpers.startup import ROOT, loaded_by
 
 from appliance.cli import TABLE, all_commands, main
 from appliance.storage.home import Home
 
 HEAVY = ("torch", "scipy", "onnxruntime", "onnx", "flask", "sklearn")
-ROOT = Path(__file__).resolve().parents[2]
-
-PROBE = """
-import json, sys
-from appliance.cli import main
-try:
-    main(sys.argv[1:], prog_name="appliance")
-except SystemExit as exc:
-    code = exc.code
-print("\\n" + json.dumps({"code": code, "modules": sorted(sys.modules)}))
-"""
-
-
-def _loaded(*args: str, home: Path | None = None) -> tuple[int, set[str], str]:
-    """Exit code, loaded modules (top-level package names and full dotted names) and stderr
-    of one command in a fresh interpreter."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    argv = [*(["--home", str(home)] if home else []), *args]
-    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=ROOT)
-    last = json.loads(proc.stdout.strip().splitlines()[-1])
-    modules = set(last["modules"])
-    return last["code"], modules | {m.split(".")[0] for m in modules}, proc.stderr
-
 
 def test_importing_the_cli_pulls_in_no_heavy_library() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -57,7 +33,7 @@ def test_importing_the_cli_pulls_in_no_heavy_library() -> None:
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["models", "--help"]])
 def test_version_and_help_load_nothing_heavy(args: list[str]) -> None:
-    code, loaded, err = _loaded(*args)
+    code, loaded, err = loaded_by(*args)
     assert code == 0, err
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
     if args[0].startswith("--"):
@@ -93,7 +69,7 @@ def _not_needed(args: list[str], loaded: set[str]) -> list[str]:
 @pytest.mark.parametrize("args", LISTINGS, ids=lambda a: " ".join(a))
 def test_listing_commands_load_nothing_heavy(args: list[str], home: Home, runner) -> None:  # type: ignore[no-untyped-def]
     assert runner("init").exit_code == 0  # the audit key too
-    code, loaded, err = _loaded(*args, home=home.root)
+    code, loaded, err = loaded_by(*args, home=home.root)
     assert code == (2 if args[-1] in ("nothing", "1") else 0), err  # a missing name is exit 2
     assert not _not_needed(args, loaded), _not_needed(args, loaded)
 
@@ -110,7 +86,7 @@ def test_listing_and_showing_real_rows_loads_nothing_heavy(tmp_path: Path) -> No
     seed_home(root)
 
     def probe(args: list[str]) -> tuple[list[str], int, set[str], str]:
-        return (args, *_loaded(*args, home=root))
+        return (args, *loaded_by(*args, home=root))
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(probe, COMMANDS))
