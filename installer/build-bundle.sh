@@ -15,9 +15,10 @@
 #    and the docs, and writes MANIFEST.json (the profile; name, version and sha256 of every
 #    wheel; sha256 of every file) and SHA256SUMS;
 # 3. signs SHA256SUMS with the Ed25519 vendor key (SHA256SUMS.sig) and packs one tarball,
-#    appliance-<version>.tar.gz, byte-for-byte reproducible from the same inputs.
+#    appliance-<version>.tar.gz, byte-for-byte reproducible from the same inputs (gzip's
+#    container with its blocks stored: the wheels in it are compressed already).
 #
-# Needs: python3 (3.11), openssl 3, GNU tar, gzip, sha256sum.
+# Needs: python3 (3.11), openssl 3, GNU tar, sha256sum.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -101,6 +102,6 @@ openssl pkeyutl -sign -rawin -inkey "$key" -in "$stage/SHA256SUMS" -out "$stage/
 find "$stage" -exec touch -h -d "@$epoch" {} +
 tarball="$out/$name.tar.gz"
 tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner --mode='u+rw,go=rX' \
-    -C "$work" -cf - "$name" | gzip -9n > "$tarball.partial"
+    -C "$work" -cf - "$name" | "$py" "$here/bundle_tool.py" gzip > "$tarball.partial"
 mv "$tarball.partial" "$tarball"
 echo "build-bundle: wrote $tarball ($profile profile, $(sha256sum "$tarball" | cut -c1-16)...)"

