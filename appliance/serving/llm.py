@@ -170,7 +170,11 @@ class Call:
 
     def __init__(self, model: LoadedLlm, prompt_ids: list[int], sampling: Sampling, *,
                  stream: bool, endpoint: str, prompt_text: str,
-                 request_id: str | None = None, prompt_ref: str | None = None) -> None:
+                 request_id: str | None = None, prompt_ref: str | None = None,
+                 arrived: float | None = None) -> None:
+        """``arrived``: when the request's body began to be read (``time.perf_counter``),
+        so that its time to first token and end-to-end latency count the guardrails, the
+        template and the tokenizer too; by default, now."""
         self.model = model
         self.prompt_ref = prompt_ref  # NAME@VERSION of the registered prompt it rendered
         self.screen: Screen | None = None  # the guardrails' state for this request
@@ -178,7 +182,7 @@ class Call:
         self.endpoint = endpoint
         self.prompt_text = prompt_text
         self.request_id = request_id
-        self.arrived = time.perf_counter()
+        self.arrived = time.perf_counter() if arrived is None else arrived
         self.created = int(time.time())
         self.generation = Generation(prompt_ids, sampling, self)
         self._loop = asyncio.get_running_loop()

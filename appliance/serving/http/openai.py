@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -221,6 +222,7 @@ class OpenAI:
 
     async def complete(self, endpoint: str, body: bytes,
                        gone: asyncio.Event | None) -> Response:
+        arrived = time.perf_counter()
         doc = _body(body)
         served = None
         if prompt_serving.is_prompt_ref(doc.get("model")):
@@ -254,7 +256,8 @@ class OpenAI:
                                     param=params.max_param, min_tokens=params.min_tokens)
         call = Call(model, ids, sampling, stream=params.stream, endpoint=endpoint,
                     prompt_text=prompt, request_id=params.user,
-                    prompt_ref=served.prompt.ref if served is not None else None)
+                    prompt_ref=served.prompt.ref if served is not None else None,
+                    arrived=arrived)
         call.screen = screen
         call.start()
         watcher = _watch(gone, call)
