@@ -190,8 +190,8 @@ def bracketed(seconds: float, batch: int, served: Callable[[], Any],
 
 def engine_stats(port: int, model: str) -> tuple[int, int, int]:
     """(answered, model-run ns, engine ns) so far for ``model``, from the daemon's statistics
-    (Triton's ``/v2/models/{m}/stats``): the engine's own view of a request, from its
-    arrival in the engine (decoded) to its answer (encoded), and of the run inside it."""
+    (Triton's ``/v2/models/{m}/stats``): the engine's own view of a request, from its body
+    read to its outputs (decoding included, encoding not), and of the run inside it."""
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/{model}/stats",
@@ -388,8 +388,8 @@ def main() -> None:
     raw_big = float(np.median([r[0]["p50_ms_big"] for r in rounds]))
     print(f"(in the daemon, the engine's statistics: a run of the 512-2048-2048-10 model took "
           f"{run_ms:.3f} ms on average against raw's p50 of {raw_big:.3f} ms in a loop of runs, "
-          f"a request {engine_ms:.3f} ms from decoded to encoded; medians of {len(rounds)} "
-          "round(s))")
+          f"a request {engine_ms:.3f} ms from its body to its outputs (decoding in, encoding "
+          f"not); medians of {len(rounds)} round(s))")
     if args.repeat > 1:
         every = [goals(*r) for r in rounds]
         print(f"{'goal':46} {'median':>11}  {'met in':>8}")
