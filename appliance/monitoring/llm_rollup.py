@@ -34,6 +34,7 @@ from appliance.monitoring.rollup import (
     RetentionReport,
     bucket,
     last_rolled_id,
+    set_mark,
 )
 from appliance.storage.db import Database, immediate
 
@@ -127,8 +128,7 @@ def rollup_llm(mon: Database, report: RetentionReport | None = None, *,
                     " count) VALUES (?, ?, ?, ?, ?) ON CONFLICT (minute, stage, check_name,"
                     " action) DO UPDATE SET count = count + excluded.count",
                     [minute, stage, check, action, n])
-            mon.execute("INSERT INTO rollup_state (key, value) VALUES (?, ?) ON CONFLICT (key)"
-                        " DO UPDATE SET value = excluded.value", [LLM_STATE_KEY, upto])
+            set_mark(mon, LLM_STATE_KEY, upto)
             report.llm_minutes_written += len(groups)
         last = upto
     report.llm_last_id = last

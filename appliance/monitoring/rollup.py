@@ -82,9 +82,16 @@ def sketch_quantiles(sketch: dict[int, int], qs: tuple[float, ...]) -> list[floa
 
 def last_rolled_id(mon: Database, key: str = STATE_KEY) -> int:
     """Request ids up to this one are in ``request_minutes`` (with ``key`` =
-    ``LLM_STATE_KEY``: language-model request ids in ``llm_minutes``)."""
+    ``LLM_STATE_KEY``: language-model request ids in ``llm_minutes``); any mark of
+    ``rollup_state`` by its key, 0 before the first pass."""
     row = mon.execute("SELECT value FROM rollup_state WHERE key = ?", [key]).fetchone()
     return int(row[0]) if row else 0
+
+
+def set_mark(mon: Database, key: str, value: int) -> None:
+    """Move a mark of ``rollup_state`` (in the caller's transaction)."""
+    mon.execute("INSERT INTO rollup_state (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = excluded.value", [key, value])
 
 
 @dataclass
@@ -144,8 +151,7 @@ def rollup(mon: Database, *, chunk_ids: int = CHUNK_IDS) -> RetentionReport:
                 groups[(model, int(version), route, int(minute))]["sketch"][int(b)] = int(count)
             for key, g in groups.items():
                 _merge(mon, key, g)
-            mon.execute("INSERT INTO rollup_state (key, value) VALUES (?, ?) ON CONFLICT (key)"
-                        " DO UPDATE SET value = excluded.value", [STATE_KEY, upto])
+            set_mark(mon, STATE_KEY, upto)
             report.minutes_written += len(groups)
         last = upto
     report.last_id = last
@@ -196,9 +202,7 @@ def prune(mon: Database, config: Config, *, now: float | None = None,
     if input_days > 0:
         cutoff = int((now - input_days * 86400.0) // 60)
         # Minutes before this one were emptied by an earlier pass: not scanned again.
-        row = mon.execute("SELECT value FROM rollup_state WHERE key = ?",
-                          [INPUTS_KEY]).fetchone()
-        done = int(row[0]) if row else 0
+        done = last_rolled_id(mon, INPUTS_KEY)
         if not done:
             first = mon.execute("SELECT MIN(minute) FROM requests").fetchone()[0]
             done = int(first) if first is not None else cutoff
@@ -209,8 +213,7 @@ def prune(mon: Database, config: Config, *, now: float | None = None,
                     "UPDATE requests SET inputs = NULL, outputs = NULL WHERE minute >= ?"
                     " AND minute < ? AND (inputs IS NOT NULL OR outputs IS NOT NULL)",
                     [done, upto])
-                mon.execute("INSERT INTO rollup_state (key, value) VALUES (?, ?) ON CONFLICT"
-                            " (key) DO UPDATE SET value = excluded.value", [INPUTS_KEY, upto])
+                set_mark(mon, INPUTS_KEY, upto)
             report.emptied_inputs += cur.rowcount
             done = upto
         # Language-model prompts and answers (kept with llm.log_text) go at the same age.
