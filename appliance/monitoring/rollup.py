@@ -82,8 +82,12 @@ def sketch_quantiles(sketch: dict[int, int], qs: tuple[float, ...]) -> list[floa
 
 def last_rolled_id(mon: Database, key: str = STATE_KEY) -> int:
     """Request ids up to this one are in ``request_minutes`` (with ``key`` =
-    ``LLM_STATE_KEY``: language-model request ids in ``llm_minutes``); any mark of
-    ``rollup_state`` by its key, 0 before the first pass."""
+    ``LLM_STATE_KEY``: language-model request ids in ``llm_minutes``)."""
+    return mark(mon, key)
+
+
+def mark(mon: Database, key: str) -> int:
+    """A mark of ``rollup_state``; 0 before the pass that moves it first ran."""
     row = mon.execute("SELECT value FROM rollup_state WHERE key = ?", [key]).fetchone()
     return int(row[0]) if row else 0
 
@@ -202,7 +206,7 @@ def prune(mon: Database, config: Config, *, now: float | None = None,
     if input_days > 0:
         cutoff = int((now - input_days * 86400.0) // 60)
         # Minutes before this one were emptied by an earlier pass: not scanned again.
-        done = last_rolled_id(mon, INPUTS_KEY)
+        done = mark(mon, INPUTS_KEY)  # a minute
         if not done:
             first = mon.execute("SELECT MIN(minute) FROM requests").fetchone()[0]
             done = int(first) if first is not None else cutoff
